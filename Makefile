@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` (the main job) and `make test` (the tests).
+# Both create .venv if it is missing and are idempotent. GPU users: create .venv and
+# install your CUDA build of torch into it first; the setup below keeps an installed torch.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: run test lint setup setup-test clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.run: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[test]"
+	touch $@ $(VENV)/.run
+
+setup: $(VENV)/.run
+setup-test: $(VENV)/.test
+
+run: $(VENV)/.run
+	$(BIN)/mimic demo
+
+test: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,57 @@
+"""The one configuration object of a MimIC attachment; saved next to the weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+INSERT_POINTS = ("attn", "mlp")
+ALIGN_TARGETS = ("mlp", "layer", "attn")
+
+
+@dataclass
+class MimicConfig:
+    """Switches of MimIC and its ablations.
+
+    insert: ``attn`` adds the shift to each head's output before ``o_proj`` (MimIC);
+        ``mlp`` adds it to the decoder layer's MLP output (as LIVE does).
+    per_head: one shift vector and one magnitude per head (MimIC) or one per layer.
+    query_dependent: magnitude ``sigmoid(w.q + b - log Z2)`` (MimIC) or a learned
+        constant ``sigmoid(b)`` per layer/head.
+    layers: decoder layers to patch (``None``: all of them).
+    """
+
+    insert: str = "attn"
+    per_head: bool = True
+    query_dependent: bool = True
+    layers: list[int] | None = None
+    v_init_std: float = 1e-3
+    w_init_std: float = 0.02
+    # Filled in by ``attach`` from the model, so that a saved checkpoint names its shapes.
+    base_model: str | None = None
+    model_type: str | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    head_dim: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.insert not in INSERT_POINTS:
+            raise ValueError(f"MimicConfig.insert={self.insert!r} is not valid; use one of {INSERT_POINTS}")
+        if self.layers is not None:
+            self.layers = sorted({int(i) for i in self.layers})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MimicConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown MimicConfig keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> MimicConfig:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,56 @@
+"""The learned MimIC shift: per layer (and head) a vector and its query-dependent magnitude.
+
+For head ``h`` of layer ``l`` and a query vector ``q``::
+
+    delta = sigmoid(w[l,h].q + b[l,h] - log Z2) * v[l,h]
+
+which approximates the demonstrations' contribution ``mu * (SA(q,K_D,V_D) - SA(q,K,V))``
+(see ARCHITECTURE.md). ``log Z2`` is computed by the attention hook under the model's
+own mask; this module only turns ``(q, log Z2)`` into the shift.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mimic.config import MimicConfig
+
+
+class MimicShift(nn.Module):
+    """Parameters of one MimIC attachment, stacked over the patched layers.
+
+    ``v``: [L, H, d] shift vectors (per layer they are one [H*d] vector);
+    ``w``: [L, H, d] weights of the linear ``log Z1`` estimate (query-dependent only);
+    ``b``: [L, H] (per head) or [L, 1] (per layer) biases; with ``query_dependent=False``
+    ``sigmoid(b)`` is the learned constant magnitude.
+    """
+
+    def __init__(self, config: MimicConfig, num_layers: int, num_heads: int, head_dim: int):
+        super().__init__()
+        self.config = config
+        groups = num_heads if config.per_head else 1
+        self.v = nn.Parameter(torch.randn(num_layers, num_heads, head_dim) * config.v_init_std)
+        if config.query_dependent:
+            self.w = nn.Parameter(torch.randn(num_layers, num_heads, head_dim) * config.w_init_std)
+        else:
+            self.register_parameter("w", None)
+        self.b = nn.Parameter(torch.zeros(num_layers, groups))
+
+    def magnitude(self, row: int, query: torch.Tensor, log_z2: torch.Tensor) -> torch.Tensor:
+        """``mu_hat`` of shape [batch, H or 1, q_len] for layer ``row``; query: [batch, H, q_len, d]."""
+        b = self.b[row].to(query.device)
+        if not self.config.query_dependent:
+            return torch.sigmoid(b)[None, :, None]
+        w = self.w[row].to(query.device)
+        q = query.float()
+        if self.config.per_head:
+            log_z1 = torch.einsum("bhqd,hd->bhq", q, w) + b[None, :, None]
+            return torch.sigmoid(log_z1 - log_z2)
+        log_z1 = torch.einsum("bhqd,hd->bq", q, w)[:, None, :] + b[None, :, None]
+        return torch.sigmoid(log_z1 - log_z2.mean(dim=1, keepdim=True))
+
+    def forward(self, row: int, query: torch.Tensor, log_z2: torch.Tensor, call=None) -> torch.Tensor:
+        """The shift of every head at every query position: [batch, H, q_len, d] (float32)."""
+        mu = self.magnitude(row, query, log_z2)
+        return mu[..., None] * self.v[row].to(query.device)[None, :, None, :]
