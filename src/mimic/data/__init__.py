@@ -1,0 +1,1 @@
+"""Tasks, their normalized tables, and demonstration sampling."""
