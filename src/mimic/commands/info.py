@@ -1,0 +1,51 @@
+"""mimic info: shapes and MimIC parameter counts of a model (no weights are loaded)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="idefics2-8b-base", help="a known model name, a hub id or a local path")
+
+
+def _shapes(model_name: str) -> dict:
+    from mimic.shapes import KNOWN_SHAPES
+
+    if model_name in KNOWN_SHAPES:
+        return KNOWN_SHAPES[model_name]
+    import torch
+    from transformers import AutoConfig
+
+    from mimic.adapters import adapter_for
+    from mimic.models import model_class
+
+    config = AutoConfig.from_pretrained(model_name)
+    with torch.device("meta"):
+        model = model_class(config)(config)
+    return {"model_type": model.config.model_type, **adapter_for(model).shapes(model)}
+
+
+def run(args) -> int:
+    from mimic.attach import count_parameters
+    from mimic.config import MimicConfig
+
+    shapes = _shapes(args.model)
+    base = MimicConfig(
+        model_type=shapes["model_type"],
+        num_layers=shapes["num_layers"],
+        num_heads=shapes["num_heads"],
+        head_dim=shapes["head_dim"],
+    )
+    print(f"{args.model}: {shapes['num_layers']} layers x {shapes['num_heads']} heads x head_dim {shapes['head_dim']}")
+    rows = [
+        ("MimIC (default)", base),
+        ("  per-layer vector", replace(base, per_head=False)),
+        ("  constant magnitude", replace(base, query_dependent=False)),
+    ]
+    for name, cfg in rows:
+        c = count_parameters(cfg)
+        print(f"{name:22s} v={c['v']:>9,}  magnitude(w,b)={c['magnitude']:>9,}  total={c['total']:>9,}")
+    live = shapes["num_layers"] * shapes["hidden_size"] + shapes["num_layers"]
+    print(f"{'LIVE (for reference)':22s} total={live:>9,}")
+    return 0

@@ -1,0 +1,64 @@
+"""Where every pipeline artifact lives. Snakemake rules, dvc.yaml and the CLI all agree on this.
+
+    data/<task>/{train,support,eval}.parquet, meta.json     mimic prepare
+    data/<task>/icd.json                                     mimic sample-icd
+    results/teacher/<model>/<task>/manifest.json (+ shards)  mimic extract-teacher
+    results/checkpoints/<model>/<task>/<method>/             mimic train  (mimic.safetensors,
+                                                             mimic_config.json, train_log.csv)
+    results/eval/<model>/<task>/<method>/predictions.jsonl   mimic evaluate
+    results/eval/<model>/<task>/<method>/metrics.json        mimic evaluate
+    results/summary.csv, summary.md, plots/*.png             mimic report
+    results/logs/<stage>/<model>-<task>-<method>.log         every stage
+    results/benchmarks/<stage>/<model>-<task>-<method>.tsv   Snakemake's benchmark:
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+RESULTS = Path("results")
+
+
+def task_dir(task: str) -> Path:
+    return DATA / task
+
+
+def split_table(task: str, split: str) -> Path:
+    return task_dir(task) / f"{split}.parquet"
+
+
+def task_meta(task: str) -> Path:
+    return task_dir(task) / "meta.json"
+
+
+def icd_file(task: str) -> Path:
+    return task_dir(task) / "icd.json"
+
+
+def teacher_dir(model: str, task: str) -> Path:
+    return RESULTS / "teacher" / model / task
+
+
+def teacher_manifest(model: str, task: str) -> Path:
+    return teacher_dir(model, task) / "manifest.json"
+
+
+def checkpoint_dir(model: str, task: str, method: str) -> Path:
+    return RESULTS / "checkpoints" / model / task / method
+
+
+def eval_dir(model: str, task: str, method: str) -> Path:
+    return RESULTS / "eval" / model / task / method
+
+
+def predictions_file(model: str, task: str, method: str) -> Path:
+    return eval_dir(model, task, method) / "predictions.jsonl"
+
+
+def metrics_file(model: str, task: str, method: str) -> Path:
+    return eval_dir(model, task, method) / "metrics.json"
+
+
+def log_file(stage: str, *names: str) -> Path:
+    return RESULTS / "logs" / stage / ("-".join(names) + ".log")
