@@ -1,27 +1,36 @@
 """MimIC: Mimic In-Context Learning for multimodal tasks (Jiang et al., CVPR 2025).
 
 Learned per-head shift vectors with a query-dependent magnitude, attached to any
-transformers model through its attention interface.
+transformers model through its attention interface. The public names below are imported
+lazily, so that ``import mimic.metrics`` (or ``mimic report``) does not import torch.
 """
 
-from mimic.adapters import ModelAdapter, adapter_for, register_adapter
-from mimic.attach import attach, count_parameters, detach, load, read_config, save
-from mimic.config import MimicConfig
-from mimic.recording import HiddenStateRecorder
-from mimic.shift import MimicShift
+from importlib import import_module
 
-__all__ = [
-    "HiddenStateRecorder",
-    "MimicConfig",
-    "MimicShift",
-    "ModelAdapter",
-    "adapter_for",
-    "attach",
-    "count_parameters",
-    "detach",
-    "load",
-    "read_config",
-    "register_adapter",
-    "save",
-]
+_EXPORTS = {
+    "ModelAdapter": "mimic.adapters",
+    "adapter_for": "mimic.adapters",
+    "register_adapter": "mimic.adapters",
+    "attach": "mimic.attach",
+    "count_parameters": "mimic.attach",
+    "detach": "mimic.attach",
+    "disabled": "mimic.attach",
+    "load": "mimic.attach",
+    "read_config": "mimic.attach",
+    "save": "mimic.attach",
+    "MimicConfig": "mimic.config",
+    "HiddenStateRecorder": "mimic.recording",
+    "MimicShift": "mimic.shift",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mimic' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -79,11 +79,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def arrow_schema(df: pd.DataFrame):
+    """Explicit types for the normalized columns (extra columns keep pandas' inference)."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field("id", pa.string()),
+        pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
+        pa.field("question", pa.string()),
+        pa.field("answers", pa.list_(pa.string())),
+    ]
+    extra = [c for c in df.columns if c not in COLUMNS]
+    inferred = pa.Schema.from_pandas(df[extra], preserve_index=False) if extra else pa.schema([])
+    return pa.schema(fields + [inferred.field(c) for c in extra])
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a normalized table as parquet, atomically."""
+    """Write a normalized table as parquet (explicit column types), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     validate_table(df, str(path))
+    ordered = df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
+    table = pa.Table.from_pandas(ordered, schema=arrow_schema(ordered), preserve_index=False)
     buf = io.BytesIO()
-    df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]].to_parquet(buf, index=False)
+    pq.write_table(table, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
