@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -122,6 +123,20 @@ def detach(model: nn.Module) -> nn.Module | None:
     for p in att.frozen:
         p.requires_grad_(True)
     return att.shift
+
+
+@contextmanager
+def disabled(model: nn.Module):
+    """Run the attached model without its shift (e.g. the online ICL teacher), then re-enable it."""
+    att = attachment(model)
+    targets = [m.__dict__["_mimic_target"] for m in att.modules] if att else []
+    for t in targets:
+        t.enabled = False
+    try:
+        yield model
+    finally:
+        for t in targets:
+            t.enabled = True
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -39,6 +39,7 @@ class ShiftTarget:
     shift: torch.nn.Module  # called as shift(row, query, log_z2, call) -> [b, H, q, d]
     row: int
     insert: str
+    enabled: bool = True
     pending: torch.Tensor | None = field(default=None, repr=False)  # for insert="mlp"
 
 
@@ -83,7 +84,7 @@ def mimic_attention(module, query, key, value, attention_mask, scaling=None, dro
     base_fn = sdpa_attention_forward if base == "sdpa" else _eager_for(module)
     out, weights = base_fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     target: ShiftTarget | None = module.__dict__.get("_mimic_target")
-    if target is None:
+    if target is None or not target.enabled:
         return out, weights
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     is_causal = kwargs.get("is_causal", getattr(module, "is_causal", True))

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+from mimic.adapters import ModelAdapter, adapter_for
+from mimic.prompts import PromptFormat, prompt_format
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def model_class(config):
@@ -16,3 +24,47 @@ def model_class(config):
         return AutoModelForImageTextToText._model_mapping[type(config)]
     except KeyError:
         return AutoModelForCausalLM._model_mapping[type(config)]
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    processor: object
+    adapter: ModelAdapter
+    prompt_format: PromptFormat
+    device: torch.device
+    stop_token_ids: list[int]
+    pad_token_id: int
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def load_model(name: str, source: str, dtype: str = "float32", device: str | None = "auto") -> LoadedModel:
+    """Load a model and its processor from ``source`` (a local directory or a hub id)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"models.{name}.dtype = {dtype!r}; valid: {sorted(DTYPES)}")
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise OSError(
+            f"model {name!r}: cannot load {source!r} ({err.__class__.__name__}); set models.{name}.path in "
+            "params.yaml to a local copy, or make the hub reachable"
+        ) from err
+    dev = pick_device(device)
+    model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype], attn_implementation="sdpa")
+    model.to(dev).eval()
+    processor = AutoProcessor.from_pretrained(source)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    stops = model.generation_config.eos_token_id
+    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
+    newline = tokenizer.convert_tokens_to_ids("\n")
+    if newline is not None and newline != tokenizer.unk_token_id and newline not in stops:
+        stops.append(newline)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    adapter = adapter_for(model)
+    return LoadedModel(name, model, processor, adapter, prompt_format(adapter.name), dev, stops, pad)

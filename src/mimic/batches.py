@@ -1,0 +1,89 @@
+"""Teacher and student batches of one task: ICL prompts with answers, zero-shot prompts with answers.
+
+The teacher sees ``demonstrations + query + answer``; the student sees ``query + answer``.
+Their *query-and-answer positions* are the common suffix of the two token sequences (the
+query's image tokens, its question and its answer, up to the BOS), right-aligned under
+left padding. Both are built here so that extraction, training and the online teacher
+agree on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from mimic.data.schema import open_image
+from mimic.inference import encode_prompts
+
+
+@dataclass
+class TaskData:
+    kind: str
+    tables: dict[str, pd.DataFrame]  # split -> normalized table
+    image_root: str | None = None
+
+    def __post_init__(self):
+        self.by_id = {split: df.set_index("id", drop=False) for split, df in self.tables.items()}
+
+    def query(self, split: str, qid: str):
+        row = self.by_id[split].loc[qid]
+        return open_image(row["image"], self.image_root), row["question"]
+
+    def target(self, split: str, qid: str) -> str:
+        """The teacher-forced answer: the first reference (canonical answer / first caption)."""
+        return self.by_id[split].loc[qid]["answers"][0]
+
+    def demo(self, sid: str):
+        row = self.by_id["support"].loc[sid]
+        return open_image(row["image"], self.image_root), row["question"], row["answers"][0]
+
+
+def _unpadded(inputs: dict, i: int) -> list[int]:
+    mask = inputs["attention_mask"][i].bool()
+    return inputs["input_ids"][i][mask].tolist()
+
+
+def common_suffix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+def student_batch(loaded, data: TaskData, split: str, qids: list[str]) -> tuple[dict, torch.Tensor, list[int]]:
+    """Zero-shot inputs with answers, CE labels on the answer tokens, and per-row answer lengths."""
+    queries = [data.query(split, q) for q in qids]
+    answers = [data.target(split, q) for q in qids]
+    with_answer = encode_prompts(loaded, data.kind, queries, answers=answers)
+    without = encode_prompts(loaded, data.kind, queries)
+    answer_lengths = (with_answer["attention_mask"].sum(1) - without["attention_mask"].sum(1)).tolist()
+    labels = torch.full_like(with_answer["input_ids"], -100)
+    for i, n in enumerate(answer_lengths):
+        labels[i, -n:] = with_answer["input_ids"][i, -n:]
+    return with_answer, labels, answer_lengths
+
+
+def teacher_batch(loaded, data: TaskData, split: str, qids: list[str], demo_ids: list[list[str]]) -> dict:
+    queries = [data.query(split, q) for q in qids]
+    answers = [data.target(split, q) for q in qids]
+    demos = [[data.demo(s) for s in ids] for ids in demo_ids]
+    return encode_prompts(loaded, data.kind, queries, demos=demos, answers=answers)
+
+
+def aligned_lengths(teacher_inputs: dict, student_inputs: dict) -> list[int]:
+    """Per row, how many trailing positions the teacher and the student share (query + answer)."""
+    out = []
+    for i in range(teacher_inputs["input_ids"].shape[0]):
+        t, s = _unpadded(teacher_inputs, i), _unpadded(student_inputs, i)
+        n = common_suffix(t, s)
+        if n == len(s):  # the student's BOS matched too: never align it
+            n -= 1
+        if n < len(s) - 1:
+            raise ValueError(
+                f"row {i}: the query tokens differ between the ICL and the zero-shot prompt (common suffix {n} of "
+                f"{len(s)}); the processor tokenizes the query differently after demonstrations"
+            )
+        out.append(n)
+    return out

@@ -1,0 +1,64 @@
+"""mimic evaluate: generate for the evaluation queries, score, time, and compare to the ICL teacher."""
+
+from __future__ import annotations
+
+from mimic.commands.common import add_stage_arguments, load_checked
+
+
+def add_arguments(parser) -> None:
+    add_stage_arguments(parser, model=True, task=True, method=True)
+
+
+def run(args) -> int:
+    import json
+
+    from mimic import paths
+    from mimic.attach import count_parameters, load
+    from mimic.commands.stage_inputs import load_stage_model, load_task
+    from mimic.data.schema import atomic_write_bytes, write_json
+    from mimic.evaluation import agreement, peak_memory_mb, predict
+    from mimic.logs import setup_logging
+    from mimic.metrics import HEADLINE, score
+    from mimic.params import ICL_REFERENCE, is_trained, method_shots, method_type
+
+    log = setup_logging(args.log, "mimic.evaluate")
+    params = load_checked(args)
+    kind = params["tasks"][args.task]["kind"]
+    mtype = method_type(params, args.method)
+    reference = None
+    if args.method != ICL_REFERENCE:
+        ref_path = paths.predictions_file(args.model, args.task, ICL_REFERENCE)
+        if not ref_path.is_file():
+            raise FileNotFoundError(f"{ref_path} is missing: run `mimic evaluate --method {ICL_REFERENCE}` first")
+        reference = [json.loads(line) for line in ref_path.read_text().splitlines() if line.strip()]
+    data, icd = load_task(args.task, params)
+    loaded = load_stage_model(params, args.model)
+    trainable = 0
+    if is_trained(params, args.method):
+        shift = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
+        trainable = count_parameters(shift.config)["total"]
+    shots = method_shots(params, args.method)
+    ev = params["eval"]
+    qids = list(data.tables["eval"]["id"])
+    if ev.get("limit"):
+        qids = qids[: ev["limit"]]
+    rows = predict(loaded, data, qids, icd["eval"], shots if mtype == "icl" else 0, ev["batch_size"],
+                   ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}")
+    metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows])
+    headline = HEADLINE[kind]
+    result = {
+        "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,
+        "shots": shots if mtype in ("icl", "mimic") else 0, "kind": kind, "metric": headline,
+        "score": metrics[headline], "metrics": metrics, "n_eval": len(rows),
+        "latency_ms_per_query": round(sum(r["latency_ms"] for r in rows) / max(1, len(rows)), 3),
+        "peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
+        "trainable_params": trainable,
+        "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
+        "skipped": json.loads(paths.task_meta(args.task).read_text()).get("skipped", {}),
+    }
+    out = paths.eval_dir(args.model, args.task, args.method)
+    atomic_write_bytes(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    write_json(out / "metrics.json", result)
+    log.info("%s %s %s: %s = %.2f, %.1f ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,
+             headline, result["score"], result["latency_ms_per_query"], result["icl_agreement"])
+    return 0

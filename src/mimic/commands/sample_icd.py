@@ -1,0 +1,27 @@
+"""mimic sample-icd: seeded demonstration ids for every training and evaluation query."""
+
+from __future__ import annotations
+
+from mimic.commands.common import add_stage_arguments, load_checked
+
+
+def add_arguments(parser) -> None:
+    add_stage_arguments(parser, task=True)
+
+
+def run(args) -> int:
+    from mimic import paths
+    from mimic.data.icd import sample_icds
+    from mimic.data.schema import read_table, write_json
+    from mimic.logs import setup_logging
+
+    log = setup_logging(args.log, "mimic.sample_icd")
+    params = load_checked(args)
+    icd = params["icd"]
+    tables = {s: read_table(paths.split_table(args.task, s)) for s in ("train", "support", "eval")}
+    result = sample_icds(args.task, tables["train"], tables["support"], tables["eval"],
+                         icd["shots"], icd["draws"], icd["seed"])
+    write_json(paths.icd_file(args.task), result)
+    log.info("%s: %d shots x %d draws for %d training queries, %d shots for %d evaluation queries",
+             args.task, icd["shots"], icd["draws"], len(result["train"]), icd["shots"], len(result["eval"]))
+    return 0

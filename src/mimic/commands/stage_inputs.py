@@ -1,0 +1,36 @@
+"""Loading what the model stages share: the prepared task, its demonstrations, the model."""
+
+from __future__ import annotations
+
+import json
+
+
+def load_task(task: str, params: dict):
+    from mimic import paths
+    from mimic.batches import TaskData
+    from mimic.data.schema import SPLITS, read_table
+
+    tables = {s: read_table(paths.split_table(task, s)) for s in SPLITS}
+    icd_path = paths.icd_file(task)
+    if not icd_path.is_file():
+        raise FileNotFoundError(f"{icd_path} is missing: run `mimic sample-icd --task {task}` first")
+    icd = json.loads(icd_path.read_text())
+    if icd["shots"] != params["icd"]["shots"]:
+        raise ValueError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
+                         "rerun `mimic sample-icd`")
+    image_root = params["tasks"][task].get("images_dir")
+    return TaskData(params["tasks"][task]["kind"], tables, image_root), icd
+
+
+def load_stage_model(params: dict, model: str):
+    import torch
+
+    from mimic.models import load_model
+    from mimic.params import model_source
+
+    entry = params["models"][model]
+    if entry.get("threads"):
+        torch.set_num_threads(entry["threads"])
+    loaded = load_model(model, model_source(params, model), entry.get("dtype", "float32"), entry.get("device"))
+    loaded.source = model_source(params, model)
+    return loaded

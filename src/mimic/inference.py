@@ -1,0 +1,44 @@
+"""Prompts to model inputs, and batched generation with answer post-processing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mimic.prompts import build_prompt
+
+STOP_MARKERS = ("\n", "Question:", "Caption:", "<end_of_utterance>")
+
+
+def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequence] | None = None, answers=None):
+    """Model inputs for a batch: each query ``(image, question)`` after its demonstrations
+    ``[(image, question, answer), ...]``, optionally followed by its answer (teacher forcing)."""
+    demos = demos or [[] for _ in queries]
+    answers = answers or [None] * len(queries)
+    fmt = loaded.prompt_format
+    prompts = [build_prompt(kind, d, q, fmt, answer=a) for q, d, a in zip(queries, demos, answers, strict=True)]
+    inputs = loaded.adapter.encode(loaded.processor, prompts)
+    return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+def postprocess(text: str) -> str:
+    """Cut a generation at the first stop marker and strip it (as the paper's code does)."""
+    for marker in STOP_MARKERS:
+        text = text.split(marker, 1)[0]
+    return " ".join(text.split())
+
+
+@torch.no_grad()
+def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1) -> list[str]:
+    out = loaded.model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        do_sample=False,
+        eos_token_id=loaded.stop_token_ids,
+        pad_token_id=loaded.pad_token_id,
+    )
+    new = out[:, inputs["input_ids"].shape[1] :]
+    texts = loaded.processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+    return [postprocess(t) for t in texts]

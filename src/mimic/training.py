@@ -1,0 +1,115 @@
+"""Training MimIC against the ICL teacher.
+
+    L = align_weight * mean over layers MSE(h_student, h_teacher) + ce_weight * CE(answer)
+
+on the query-and-answer positions, the student being the zero-shot model with MimIC
+attached. The teacher states come from the cache (``teacher.mode: cached``: no teacher
+forward during training) or are recomputed per batch with the shift disabled
+(``online``). AdamW, cosine schedule with linear warmup, gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import random
+import time
+
+import torch
+from tqdm import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from mimic.attach import attach, disabled
+from mimic.batches import TaskData, student_batch
+from mimic.config import MimicConfig
+from mimic.recording import HiddenStateRecorder
+from mimic.teacher import TeacherCache, teacher_states
+
+log = logging.getLogger("mimic.train")
+LOG_COLUMNS = ("step", "epoch", "loss", "align_loss", "ce_loss", "lr")
+
+
+def alignment_loss(student: torch.Tensor, teachers: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of the MSE over every aligned position of the batch.
+
+    student: [L, b, n_max, H] right-aligned; teachers[i]: [L, n_i, H].
+    """
+    sq, count = 0.0, 0
+    n_max = student.shape[2]
+    for i, t in enumerate(teachers):
+        s = student[:, i, n_max - t.shape[1] :].float()
+        sq = sq + (s - t.to(s.device, torch.float32)).pow(2).sum(dim=(1, 2))  # [L]
+        count += t.shape[1] * t.shape[2]
+    return (sq / count).mean()
+
+
+def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict, target: str,
+          cache: TeacherCache | None) -> tuple[torch.nn.Module, list[dict], dict]:
+    """Train a MimIC shift; returns (shift, per-step log rows, summary)."""
+    torch.manual_seed(hp["seed"])
+    shift = attach(loaded.model, shift_config)
+    shift.train()
+    qids = sorted(icd["train"])
+    batches_per_epoch = math.ceil(len(qids) / hp["batch_size"])
+    total_steps = math.ceil(batches_per_epoch / hp["grad_accum"]) * hp["epochs"]
+    optimizer = torch.optim.AdamW(shift.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(hp["warmup_ratio"] * total_steps), total_steps)
+    rows: list[dict] = []
+    step, start = 0, time.time()
+    teacher_seconds = 0.0
+    bar = tqdm(total=total_steps, desc="train mimic", dynamic_ncols=True)
+    for epoch in range(hp["epochs"]):
+        order = random.Random(hp["seed"] * 1000 + epoch).sample(qids, len(qids))
+        draw = epoch % icd["draws"]
+        acc = {"loss": 0.0, "align_loss": 0.0, "ce_loss": 0.0}
+        for b in range(batches_per_epoch):
+            chunk_ids = order[b * hp["batch_size"] : (b + 1) * hp["batch_size"]]
+            t0 = time.time()
+            if cache is not None:
+                teachers = [cache.get(q, draw) for q in chunk_ids]
+            else:
+                chunk = [(q, draw, icd["train"][q][draw]) for q in chunk_ids]
+                with disabled(loaded.model):
+                    teachers, _ = teacher_states(loaded, data, chunk, target)
+            teacher_seconds += time.time() - t0
+            inputs, labels, _ = student_batch(loaded, data, "train", chunk_ids)
+            with HiddenStateRecorder(loaded.model, target, keep_graph=True) as rec:
+                rec.select(max(t.shape[1] for t in teachers))
+                out = loaded.model(**inputs, labels=labels)
+                align = alignment_loss(rec.stacked(), teachers)
+            loss = hp["align_weight"] * align + hp["ce_weight"] * out.loss
+            (loss / hp["grad_accum"]).backward()
+            for key, value in (("loss", loss), ("align_loss", align), ("ce_loss", out.loss)):
+                acc[key] += value.item() / hp["grad_accum"]
+            last = b == batches_per_epoch - 1
+            if (b + 1) % hp["grad_accum"] == 0 or last:
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                rows.append({"step": step, "epoch": epoch, **{k: round(v, 6) for k, v in acc.items()},
+                             "lr": scheduler.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{acc['loss']:.4f}", align=f"{acc['align_loss']:.4f}", ce=f"{acc['ce_loss']:.3f}")
+                bar.update(1)
+                if step % 10 == 0 or last:
+                    log.info("epoch %d step %d loss %.5f align %.5f ce %.4f", epoch, step, acc["loss"],
+                             acc["align_loss"], acc["ce_loss"])
+                step += 1
+                acc = {"loss": 0.0, "align_loss": 0.0, "ce_loss": 0.0}
+    bar.close()
+    shift.eval()
+    seconds = time.time() - start
+    summary = {"steps": step, "seconds": round(seconds, 2), "teacher_seconds": round(teacher_seconds, 2),
+               "teacher_mode": "cached" if cache is not None else "online",
+               "trainable_params": sum(p.numel() for p in shift.parameters())}
+    log.info("trained %d steps in %.1fs (teacher %.1fs, %s)", step, seconds, teacher_seconds, summary["teacher_mode"])
+    return shift, rows, summary
+
+
+def log_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
