@@ -18,22 +18,23 @@ $(VENV)/.torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.run: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e ".[pipeline]"
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[pipeline,test]"
 	touch $@ $(VENV)/.run
 
 setup: $(VENV)/.run
 setup-test: $(VENV)/.test
 
+# The main job: the whole pipeline on the default params.yaml (the `mimic` commands come from .venv).
 run: $(VENV)/.run
-	$(BIN)/mimic demo
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 4 all
 
 test: $(VENV)/.test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

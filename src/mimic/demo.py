@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mimic.attach import attach, count_parameters, detach
+from mimic.api import attach, count_parameters, detach
 from mimic.oracle import exactness_errors
 from mimic.tiny import random_icl_batch, tiny_idefics, tiny_idefics2, tiny_idefics3
 

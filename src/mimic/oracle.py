@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mimic.attach import attach, detach
+from mimic.api import attach, detach
 from mimic.config import MimicConfig
 
 

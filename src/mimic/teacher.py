@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from mimic.attach import _atomic_write
+from mimic.api import _atomic_write
 from mimic.batches import TaskData, aligned_lengths, student_batch, teacher_batch
 from mimic.data.schema import write_json
 from mimic.recording import HiddenStateRecorder

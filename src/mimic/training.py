@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from mimic.attach import attach, disabled
+from mimic.api import attach, disabled
 from mimic.batches import TaskData, student_batch
 from mimic.config import MimicConfig
 from mimic.recording import HiddenStateRecorder

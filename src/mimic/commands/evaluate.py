@@ -13,7 +13,7 @@ def run(args) -> int:
     import json
 
     from mimic import paths
-    from mimic.attach import count_parameters, load
+    from mimic.api import count_parameters, load
     from mimic.commands.stage_inputs import load_stage_model, load_task
     from mimic.data.schema import atomic_write_bytes, write_json
     from mimic.evaluation import agreement, peak_memory_mb, predict

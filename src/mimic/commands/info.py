@@ -27,7 +27,7 @@ def _shapes(model_name: str) -> dict:
 
 
 def run(args) -> int:
-    from mimic.attach import count_parameters
+    from mimic.api import count_parameters
     from mimic.config import MimicConfig
 
     shapes = _shapes(args.model)

@@ -18,8 +18,7 @@ def load_task(task: str, params: dict):
     if icd["shots"] != params["icd"]["shots"]:
         raise ValueError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
-    image_root = params["tasks"][task].get("images_dir")
-    return TaskData(params["tasks"][task]["kind"], tables, image_root), icd
+    return TaskData(params["tasks"][task]["kind"], tables), icd  # loaders store absolute image paths
 
 
 def load_stage_model(params: dict, model: str):

@@ -16,7 +16,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from mimic import paths
-    from mimic.attach import detach, save
+    from mimic.api import detach, save
     from mimic.commands.stage_inputs import load_stage_model, load_task
     from mimic.config import MimicConfig
     from mimic.logs import setup_logging

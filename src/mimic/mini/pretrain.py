@@ -95,7 +95,8 @@ def pretrain(out_dir: str | os.PathLike, **overrides) -> dict:
                      time.time() - start)
     model.eval()
     out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent if out_dir.parent.exists() else None))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     meta = {

@@ -1,0 +1,38 @@
+"""mimic report: summary table and plots over the run's models x tasks x methods.
+
+Reads every results/eval/<model>/<task>/<method>/{metrics.json,predictions.jsonl} of the run
+(and train_log.csv of trained methods), recomputes each headline score from its predictions
+(failing when metrics.json disagrees), and writes results/summary.csv, results/summary.md and
+results/plots/{score_by_method,training_curves,score_vs_shots}.png.
+"""
+
+from __future__ import annotations
+
+from mimic.commands.common import add_stage_arguments
+
+
+def add_arguments(parser) -> None:
+    add_stage_arguments(parser)
+
+
+def run(args) -> int:
+    from mimic.logs import setup_logging
+    from mimic.params import ParamsError, load_params
+    from mimic.report import ReportError, build_report, write_report
+
+    log = setup_logging(args.log, "mimic.report")
+    try:
+        params = load_params(args.params)
+        log.info("report over models %s x tasks %s", params["run"]["models"], params["run"]["tasks"])
+        report = build_report(params, root=".", params_path=args.params)
+        for r in report.results:
+            log.info(
+                "%s / %s / %s: %s = %.4f (recomputed from %d predictions)",
+                r.model, r.task, r.method, r.metric, r.score, r.n_eval,
+            )  # fmt: skip
+        for path in write_report(report, root="."):
+            log.info("wrote %s", path)
+    except (ParamsError, ReportError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0

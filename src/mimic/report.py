@@ -1,0 +1,464 @@
+"""The results report: one table and three plots over the run's models x tasks x methods.
+
+:func:`build_report` reads, for every (model, task, method) of the run, the
+``metrics.json`` and ``predictions.jsonl`` written by ``mimic evaluate`` and, for trained
+methods, the ``train_log.csv`` written by ``mimic train``. The headline score (VQA accuracy,
+CIDEr) is **recomputed from the predictions file** with :func:`mimic.metrics.score`, and the
+report fails when it disagrees with ``metrics.json`` by more than :data:`TOLERANCE`: every
+number of the table comes from the predictions that produced it.
+
+:func:`write_report` writes, each file atomically (a temporary file, then ``os.replace``)::
+
+    results/summary.csv                 one row per (model, task, method): SUMMARY_COLUMNS
+    results/summary.md                  a table per task, MimIC's gap recovery and latency ratio
+    results/plots/score_by_method.png   grouped bars per task
+    results/plots/training_curves.png   training loss per step of every trained method
+    results/plots/score_vs_shots.png    ICL by shots, zero-shot at 0, MimIC as a horizontal line
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mimic import paths
+from mimic.params import ICL_REFERENCE, method_type, run_methods
+
+TOLERANCE = 1e-6
+SUMMARY_COLUMNS = (
+    "model",
+    "task",
+    "method",
+    "shots",
+    "metric",
+    "score",
+    "n_eval",
+    "latency_ms_per_query",
+    "trainable_params",
+    "icl_agreement",
+)
+TRAIN_LOG_COLUMNS = ("step", "epoch", "loss", "align_loss", "ce_loss", "lr")
+SUMMARY_CSV = paths.RESULTS / "summary.csv"
+SUMMARY_MD = paths.RESULTS / "summary.md"
+PLOTS = {
+    "score_by_method": paths.RESULTS / "plots" / "score_by_method.png",
+    "training_curves": paths.RESULTS / "plots" / "training_curves.png",
+    "score_vs_shots": paths.RESULTS / "plots" / "score_vs_shots.png",
+}
+
+
+class ReportError(RuntimeError):
+    """A missing or inconsistent input of the report; the message is one line naming the file."""
+
+
+@dataclass
+class Result:
+    """One evaluated (model, task, method), its score recomputed from its predictions."""
+
+    model: str
+    task: str
+    method: str
+    method_type: str
+    shots: int
+    kind: str
+    metric: str
+    score: float
+    n_eval: int
+    latency_ms_per_query: float | None
+    trainable_params: int | None
+    icl_agreement: float | None
+    skipped: object = None
+
+    def row(self) -> dict:
+        return {column: getattr(self, column) for column in SUMMARY_COLUMNS}
+
+
+@dataclass
+class Report:
+    models: list[str]
+    tasks: list[str]
+    methods: list[str]
+    results: list[Result]
+    train_logs: dict[tuple[str, str, str], list[dict[str, float]]] = field(default_factory=dict)
+
+    def result(self, model: str, task: str, method: str) -> Result | None:
+        for r in self.results:
+            if (r.model, r.task, r.method) == (model, task, method):
+                return r
+        return None
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _command(stage: str, params_path: str, model: str, task: str, method: str) -> str:
+    return f"mimic {stage} --params {params_path} --model {model} --task {task} --method {method}"
+
+
+def _require(path: Path, shown: Path, command: str) -> None:
+    if not path.is_file():
+        raise ReportError(f"{shown} is missing; it is made by `{command}` (or `snakemake --cores 4 all`)")
+
+
+def read_jsonl(path: Path, shown: Path | None = None) -> list[dict]:
+    rows = []
+    with open(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ReportError(f"{shown or path}: line {number} is not JSON ({exc.msg})") from None
+    return rows
+
+
+def score_predictions(kind: str, rows: list[dict], shown: Path | str = "predictions") -> tuple[str, float]:
+    """The headline metric name and its value over ``rows`` (``{"id", "prediction", "answers"}``)."""
+    from mimic.metrics import HEADLINE, score
+
+    if kind not in HEADLINE:
+        raise ReportError(f"{shown}: unknown task kind {kind!r}; known: {', '.join(HEADLINE)}")
+    ids = [row.get("id") for row in rows]
+    if len(set(ids)) != len(ids):
+        raise ReportError(f"{shown}: ids are not unique")
+    for number, row in enumerate(rows, start=1):
+        missing = [key for key in ("id", "prediction", "answers") if key not in row]
+        if missing:
+            raise ReportError(f"{shown}: row {number} has no {', '.join(missing)}")
+    predictions = [row["prediction"] for row in rows]
+    references = [row["answers"] for row in rows]
+    metric = HEADLINE[kind]
+    return metric, float(score(kind, predictions, references)[metric])
+
+
+def load_result(params: dict, model: str, task: str, method: str, root: Path, params_path: str) -> Result:
+    metrics_rel = paths.metrics_file(model, task, method)
+    predictions_rel = paths.predictions_file(model, task, method)
+    command = _command("evaluate", params_path, model, task, method)
+    for rel in (metrics_rel, predictions_rel):
+        _require(root / rel, rel, command)
+    try:
+        metrics = json.loads((root / metrics_rel).read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{metrics_rel}: not JSON ({exc.msg})") from None
+    for key, expected in (("model", model), ("task", task), ("method", method)):
+        if metrics.get(key) != expected:
+            raise ReportError(f"{metrics_rel}: {key} = {metrics.get(key)!r}, expected {expected!r}")
+    missing = [key for key in ("kind", "score", "shots") if key not in metrics]
+    if missing:
+        raise ReportError(f"{metrics_rel}: no {', '.join(missing)}")
+
+    rows = read_jsonl(root / predictions_rel, predictions_rel)
+    if not rows:
+        raise ReportError(f"{predictions_rel}: no predictions")
+    metric, recomputed = score_predictions(metrics["kind"], rows, predictions_rel)
+    if metrics.get("metric", metric) != metric:
+        raise ReportError(
+            f"{metrics_rel}: metric = {metrics['metric']!r}, expected {metric!r} for a {metrics['kind']} task"
+        )
+    claimed = metrics["score"]
+    if not isinstance(claimed, int | float) or not abs(recomputed - claimed) <= TOLERANCE:
+        raise ReportError(
+            f"{metrics_rel}: score {claimed!r} disagrees with {recomputed!r} recomputed from {predictions_rel} "
+            f"(tolerance {TOLERANCE:g}); rerun `{command}`"
+        )
+    n_eval = metrics.get("n_eval", len(rows))
+    if n_eval != len(rows):
+        raise ReportError(f"{metrics_rel}: n_eval = {n_eval} but {predictions_rel} has {len(rows)} predictions")
+    return Result(
+        model=model,
+        task=task,
+        method=method,
+        method_type=method_type(params, method),
+        shots=int(metrics["shots"]),
+        kind=metrics["kind"],
+        metric=metric,
+        score=recomputed,
+        n_eval=len(rows),
+        latency_ms_per_query=metrics.get("latency_ms_per_query"),
+        trainable_params=metrics.get("trainable_params"),
+        icl_agreement=metrics.get("icl_agreement"),
+        skipped=metrics.get("skipped"),
+    )
+
+
+def load_train_log(model: str, task: str, method: str, root: Path, params_path: str) -> list[dict[str, float]]:
+    rel = paths.checkpoint_dir(model, task, method) / "train_log.csv"
+    _require(root / rel, rel, _command("train", params_path, model, task, method))
+    with open(root / rel, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in TRAIN_LOG_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ReportError(f"{rel}: no column {', '.join(missing)}; expected {', '.join(TRAIN_LOG_COLUMNS)}")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            try:
+                rows.append({c: float(row[c]) if row[c] not in ("", None) else math.nan for c in TRAIN_LOG_COLUMNS})
+            except ValueError:
+                raise ReportError(f"{rel}: line {number} holds a value that is not a number") from None
+    return rows
+
+
+def build_report(params: dict, root: str | Path = ".", params_path: str = "params.yaml") -> Report:
+    """Read and check every input of the run's report (``root`` holds ``results/``)."""
+    root = Path(root)
+    run = params["run"]
+    methods = run_methods(params)
+    results = [
+        load_result(params, model, task, method, root, params_path)
+        for model in run["models"]
+        for task in run["tasks"]
+        for method in methods
+    ]
+    train_logs = {
+        (model, task, method): load_train_log(model, task, method, root, params_path)
+        for model in run["models"]
+        for task in run["tasks"]
+        for method in run["trained"]
+    }
+    return Report(list(run["models"]), list(run["tasks"]), methods, results, train_logs)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[io.IOBase], None], binary: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as fh:
+            write(fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def write_summary_csv(report: Report, path: Path) -> None:
+    def write(fh):
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(SUMMARY_COLUMNS)
+        for result in report.results:
+            writer.writerow([_cell(result.row()[c]) for c in SUMMARY_COLUMNS])
+
+    _atomic_write(path, write)
+
+
+def gap_recovery(mimic: float, zero: float, icl: float) -> float | None:
+    """(mimic - zero) / (icl - zero): 1 when MimIC closes the whole zero-shot -> ICL gap."""
+    return None if icl == zero else (mimic - zero) / (icl - zero)
+
+
+def latency_ratio(mimic: float | None, zero: float | None) -> float | None:
+    return None if not mimic or not zero else mimic / zero
+
+
+def _zero_shot_method(report: Report) -> str | None:
+    return next((r.method for r in report.results if r.method_type == "zero-shot"), None)
+
+
+def comparisons(report: Report) -> list[dict]:
+    """Per (model, task, trained method): scores of zero-shot, ICL and the method, and the ratios."""
+    zero_method = _zero_shot_method(report)
+    rows = []
+    for r in report.results:
+        if r.method_type in ("zero-shot", "icl"):
+            continue
+        zero = report.result(r.model, r.task, zero_method) if zero_method else None
+        icl = report.result(r.model, r.task, ICL_REFERENCE)
+        rows.append(
+            {
+                "model": r.model,
+                "task": r.task,
+                "method": r.method,
+                "zero": zero,
+                "icl": icl,
+                "result": r,
+                "gap_recovery": gap_recovery(r.score, zero.score, icl.score) if zero and icl else None,
+                "latency_ratio": latency_ratio(r.latency_ms_per_query, zero.latency_ms_per_query) if zero else None,
+            }
+        )
+    return rows
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def summary_markdown(report: Report) -> str:
+    lines = [
+        "# MimIC results",
+        "",
+        "Scores (x100) are recomputed from each `predictions.jsonl`; latency is per query.",
+        "",
+    ]
+    for task in report.tasks:
+        results = [r for r in report.results if r.task == task]
+        kind, metric = results[0].kind, results[0].metric
+        lines += [
+            f"## {task} ({kind}, {metric})",
+            "",
+            f"| model | method | shots | {metric} | n_eval | latency ms/query | trainable params | ICL agreement % |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in results:
+            lines.append(
+                f"| {r.model} | {r.method} | {r.shots} | {_fmt(r.score)} | {r.n_eval} | "
+                f"{_fmt(r.latency_ms_per_query, 1)} | {_fmt(r.trainable_params)} | {_fmt(r.icl_agreement, 1)} |"
+            )
+        lines.append("")
+
+    lines += [
+        "## Trained methods against zero-shot and ICL",
+        "",
+        "gap recovery = (method - zero-shot) / (ICL - zero-shot): 1 closes the whole gap to the "
+        f"`{ICL_REFERENCE}` teacher, 0 is no better than zero-shot. latency ratio = method / zero-shot.",
+        "",
+    ]
+    rows = comparisons(report)
+    if not rows:
+        lines += ["No trained method in this run.", ""]
+    else:
+        lines += [
+            "| model | task | method | zero-shot | ICL (shots) | method score | gap recovery | latency ratio |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for c in rows:
+            zero = _fmt(c["zero"].score) if c["zero"] else "n/a"
+            icl = f"{_fmt(c['icl'].score)} ({c['icl'].shots})" if c["icl"] else "n/a"
+            ratio = f"{_fmt(c['latency_ratio'])}x" if c["latency_ratio"] is not None else "n/a"
+            lines.append(
+                f"| {c['model']} | {c['task']} | {c['method']} | {zero} | {icl} | {_fmt(c['result'].score)} | "
+                f"{_fmt(c['gap_recovery'])} | {ratio} |"
+            )
+        lines.append("")
+    skipped = {(r.task, json.dumps(r.skipped, sort_keys=True)): None for r in report.results if _any_skipped(r.skipped)}
+    if skipped:
+        lines += ["## Skipped samples", "", "Unreadable or malformed samples left out when the task was prepared:", ""]
+        lines += [f"- {task}: skipped = {value}" for task, value in skipped]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _any_skipped(value) -> bool:
+    """Whether a metrics.json ``skipped`` value (a count, or counts per split) counts anything."""
+    if isinstance(value, dict):
+        return any(_any_skipped(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return len(value) > 0
+    return bool(value)
+
+
+def write_summary_md(report: Report, path: Path) -> None:
+    text = summary_markdown(report)
+    _atomic_write(path, lambda fh: fh.write(text))
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+def _figure(n_panels: int, width: float = 5.0, height: float = 3.6):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(max(n_panels, 1), 3)
+    rows = max(1, math.ceil(n_panels / cols))
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(max(n_panels, 1))]
+    return fig, axes
+
+
+def _save(fig, path: Path) -> None:
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120), binary=True)
+
+
+def plot_score_by_method(report: Report, path: Path) -> None:
+    fig, axes = _figure(len(report.tasks), width=max(5.0, 0.9 * len(report.methods) + 1.5))
+    width = 0.8 / len(report.models)
+    for ax, task in zip(axes, report.tasks, strict=True):
+        for i, model in enumerate(report.models):
+            scores = [report.result(model, task, m).score for m in report.methods]
+            xs = [x - 0.4 + width * (i + 0.5) for x in range(len(report.methods))]
+            ax.bar(xs, scores, width=width, label=model)
+        metric = next(r.metric for r in report.results if r.task == task)
+        ax.set_title(task)
+        ax.set_ylabel(metric)
+        ax.set_xticks(range(len(report.methods)), report.methods, rotation=30, ha="right")
+        ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def plot_training_curves(report: Report, path: Path) -> None:
+    fig, axes = _figure(len(report.tasks))
+    for ax, task in zip(axes, report.tasks, strict=True):
+        curves = {key: rows for key, rows in report.train_logs.items() if key[1] == task}
+        for (model, _, method), rows in curves.items():
+            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=f"{model} / {method}")
+        ax.set_title(task)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        if curves:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no trained method in this run", ha="center", va="center", transform=ax.transAxes)
+    _save(fig, path)
+
+
+def plot_score_vs_shots(report: Report, path: Path) -> None:
+    from matplotlib import colormaps
+
+    colors = colormaps["tab10"]
+    fig, axes = _figure(len(report.tasks))
+    for ax, task in zip(axes, report.tasks, strict=True):
+        for i, model in enumerate(report.models):
+            color = colors(i % 10)
+            results = [r for r in report.results if r.model == model and r.task == task]
+            points = sorted((r.shots, r.score) for r in results if r.method_type in ("zero-shot", "icl"))
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=color, label=f"{model} ICL")
+            for j, r in enumerate(r for r in results if r.method_type not in ("zero-shot", "icl")):
+                ax.axhline(r.score, color=color, linestyle=("--", ":", "-.")[j % 3], label=f"{model} {r.method}")
+        metric = next(r.metric for r in report.results if r.task == task)
+        ax.set_title(task)
+        ax.set_xlabel("shots (0 = zero-shot)")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def write_report(report: Report, root: str | Path = ".") -> list[Path]:
+    """Write the summary table, the markdown report and the three plots under ``root``."""
+    root = Path(root)
+    write_summary_csv(report, root / SUMMARY_CSV)
+    write_summary_md(report, root / SUMMARY_MD)
+    plot_score_by_method(report, root / PLOTS["score_by_method"])
+    plot_training_curves(report, root / PLOTS["training_curves"])
+    plot_score_vs_shots(report, root / PLOTS["score_vs_shots"])
+    return [root / SUMMARY_CSV, root / SUMMARY_MD, *(root / p for p in PLOTS.values())]

@@ -1,0 +1,442 @@
+"""The Snakefile and dvc.yaml: they plan the whole DAG, pass lint and declare the same pipeline.
+
+Snakemake runs as a subprocess on a copy of the workflow files (Snakefile, workflow/,
+params.yaml, dvc.yaml) in a temporary directory, with an empty stand-in for the miniature
+model's directory (an input of the model stages). Its jobs are read from the dry run's
+``--printshellcmds`` output; DVC's stages from DVC's own API (``dvc.repo.Repo``) on the same
+files. The slow tests run both pipelines for real with a fake ``mimic`` on PATH and check that
+editing one params.yaml key reruns the same commands in both, and only those.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("snakemake", reason="the pipeline tests need snakemake (pip install snakemake)")
+pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)")
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "dvc.yaml", "params.yaml", "workflow")
+EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 2, "evaluate": 12, "report": 1, "all": 1}
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for model in params["run"]["models"]:
+        path = params["models"][model].get("path")
+        if path:
+            (dest / path).mkdir(parents=True, exist_ok=True)  # stands in for the model's files
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+# -- Snakemake's jobs, from a dry run ----------------------------------------------------------
+
+
+@dataclass
+class Job:
+    rule: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    command: str | None = None
+
+
+_FIELD = re.compile(r"^    (input|output|log): (.*)$")
+
+
+def parse_dry_run(text: str) -> list[Job]:
+    """Jobs of ``snakemake -n --printshellcmds`` (Snakemake 8/9 text output)."""
+    jobs: list[Job] = []
+    for line in text.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append(Job(m.group(1)))
+        elif jobs and (m := _FIELD.match(line)):
+            files = [f.strip() for f in m.group(2).split(",") if f.strip()]
+            getattr(jobs[-1], {"input": "inputs", "output": "outputs", "log": "logs"}[m.group(1)]).extend(files)
+        elif jobs and jobs[-1].command is None and (m := re.match(r"^(?:Shell command: )?(mimic .*)$", line)):
+            jobs[-1].command = m.group(1).strip()
+    return jobs
+
+
+def plan(workdir: Path, target: str = "all") -> list[Job]:
+    result = snakemake(workdir, "--dry-run", "--printshellcmds", "--cores", "1", target)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = parse_dry_run(result.stdout + result.stderr)
+    assert jobs, "no job found in the dry run's output:\n" + result.stdout + result.stderr
+    return jobs
+
+
+# -- DVC's stages, from DVC's own API ----------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str
+    outputs: list[str]
+    deps: list[str]
+    params: list[str]
+
+
+def dvc_stages(workdir: Path) -> list[Stage]:
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    if not (workdir / ".dvc").is_dir():
+        Repo.init(str(workdir), no_scm=True).close()
+    with Repo(str(workdir)) as repo:
+        stages = []
+        for stage in repo.index.stages:
+            params = [p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params]
+            deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
+            stages.append(
+                Stage(stage.name, " ".join(stage.cmd.split()), [o.def_path for o in stage.outs], deps, params)
+            )
+    return stages
+
+
+# -- the comparison ----------------------------------------------------------------------------
+
+
+def _under(path: str, dep: str) -> bool:
+    return path == dep or path.startswith(dep.rstrip("/") + "/")
+
+
+def differences(jobs: list[Job], stages: list[Stage], params: dict) -> list[str]:
+    """Where the Snakemake jobs and the DVC stages disagree (empty when they agree).
+
+    Compared per command line: the outputs (Snakemake's output + log files vs DVC's outs,
+    metrics and plots) and the inputs (Snakemake's input files vs DVC's deps, a DVC directory
+    dep covering the files under it), less what dvc.yaml documents it cannot declare: a local
+    model directory (a `models.<name>` params dep in DVC) and the train logs of the report
+    (reached through evaluate-trained).
+    """
+    problems: list[str] = []
+    snake = {}
+    for job in jobs:
+        if job.rule == "all":
+            continue
+        if job.command is None:
+            problems.append(f"snakemake job of rule {job.rule} has no shell command")
+            continue
+        if job.command in snake:
+            problems.append(f"snakemake runs {job.command!r} twice")
+        snake[job.command] = job
+    dvc = {}
+    for stage in stages:
+        if stage.command in dvc:
+            problems.append(f"dvc runs {stage.command!r} twice")
+        dvc[stage.command] = stage
+
+    for command in sorted(set(snake) - set(dvc)):
+        problems.append(f"only snakemake runs: {command}")
+    for command in sorted(set(dvc) - set(snake)):
+        problems.append(f"only dvc runs: {command}")
+
+    for stage in stages:
+        for key in stage.params:
+            node = params
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                problems.append(f"dvc stage {stage.name}: params key {key} is not in params.yaml")
+
+    model_dirs = {m["path"] for m in params["models"].values() if m.get("path")}
+    for command in sorted(set(snake) & set(dvc)):
+        job, stage = snake[command], dvc[command]
+        made, declared = set(job.outputs + job.logs), set(stage.outputs)
+        if made != declared:
+            problems.append(
+                f"{command}: outputs differ; "
+                f"snakemake only {sorted(made - declared)}, dvc only {sorted(declared - made)}"
+            )
+        inputs = {
+            path
+            for path in job.inputs
+            if path not in model_dirs and not (job.rule == "report" and path.startswith("results/checkpoints/"))
+        }
+        uncovered = sorted(p for p in inputs if not any(_under(p, d) for d in stage.deps))
+        unused = sorted(d for d in stage.deps if not any(_under(p, d) for p in inputs))
+        if uncovered or unused:
+            problems.append(
+                f"{command}: inputs differ; not a dvc dep {uncovered}, dvc dep of no snakemake input {unused}"
+            )
+    return problems
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("workflow"))
+
+
+@pytest.fixture(scope="module")
+def jobs(workflow) -> list[Job]:
+    return plan(workflow)
+
+
+@pytest.fixture(scope="module")
+def params(workflow) -> dict:
+    return yaml.safe_load((workflow / "params.yaml").read_text())
+
+
+def test_dry_run_plans_the_whole_dag(jobs):
+    assert Counter(job.rule for job in jobs) == EXPECTED_JOBS
+    for job in jobs:
+        if job.rule != "all":
+            assert job.command and job.command.startswith("mimic ")
+            assert " --params params.yaml " in job.command
+            assert job.logs and all(log.startswith("results/logs/") for log in job.logs)
+            assert f"--log {job.logs[0]}" in job.command
+    commands = {job.command for job in jobs}
+    assert (
+        "mimic train --params params.yaml --model mini-idefics2 --task shapes-vqa --method mimic "
+        "--log results/logs/train/mini-idefics2-shapes-vqa-mimic.log"
+    ) in commands
+    trained = [job for job in jobs if job.rule == "evaluate" and "--method mimic " in job.command]
+    zero = [job for job in jobs if job.rule == "evaluate" and "--method zero-shot " in job.command]
+    icl = [job for job in jobs if job.rule == "evaluate" and "--method icl " in job.command]
+    # the checkpoint only for trained methods, the ICL predictions for every method but icl
+    assert all(any(p.endswith("/mimic/mimic.safetensors") for p in job.inputs) for job in trained)
+    assert not any("checkpoints" in p for job in zero + icl for p in job.inputs)
+    assert all(any(p.endswith("/icl/predictions.jsonl") for p in job.inputs) for job in trained + zero)
+    assert not any(p.endswith("predictions.jsonl") for job in icl for p in job.inputs)
+
+
+def test_lint_passes(workflow):
+    result = snakemake(workflow, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakemake_and_dvc_declare_the_same_pipeline(workflow, jobs, params):
+    stages = dvc_stages(workflow)
+    assert len(stages) == sum(EXPECTED_JOBS.values()) - 1  # all but rule `all`
+    assert differences(jobs, stages, params) == []
+
+
+def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
+    original = yaml.safe_load((workflow / "dvc.yaml").read_text())
+
+    def drifted(mutate) -> list[str]:
+        copy_dir = tmp_path / f"dvc-{len(list(tmp_path.iterdir()))}"
+        copy_dir.mkdir()
+        shutil.copy2(workflow / "params.yaml", copy_dir / "params.yaml")
+        data = copy.deepcopy(original)
+        mutate(data["stages"])
+        (copy_dir / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        return differences(jobs, dvc_stages(copy_dir), params)
+
+    cmd = drifted(lambda s: s["sample-icd"].update(cmd=s["sample-icd"]["cmd"].replace("--task", "--seed 1 --task")))
+    assert any(p.startswith("only dvc runs: mimic sample-icd --params params.yaml --seed 1") for p in cmd)
+    assert any(p.startswith("only snakemake runs: mimic sample-icd") for p in cmd)
+
+    out = drifted(lambda s: s["prepare"]["outs"].remove("data/${item.task}/meta.json"))
+    assert any("outputs differ; snakemake only ['data/shapes-vqa/meta.json']" in p for p in out)
+
+    key = drifted(lambda s: s["train"]["params"].__setitem__(0, "method.${item.method}"))  # a typo
+    assert "dvc stage train@mini-idefics2-shapes-vqa-mimic: params key method.mimic is not in params.yaml" in key
+
+    dep = drifted(lambda s: s["evaluate-untrained"]["deps"].pop())  # the ICL predictions
+    assert any("--method zero-shot" in p and "not a dvc dep" in p and "icl/predictions.jsonl" in p for p in dep)
+
+
+def test_a_drift_in_the_snakefile_is_caught(workflow, params, tmp_path):
+    drifted = copy_workflow(tmp_path / "drifted")
+    rules = drifted / "workflow" / "rules" / "train.smk"
+    line = 'train_log="results/checkpoints/{model}/{task}/{method}/train_log.csv",'
+    extra = 'optimizer="results/checkpoints/{model}/{task}/{method}/optimizer.pt",'
+    assert line in rules.read_text()
+    rules.write_text(rules.read_text().replace(line, f"{line}\n        {extra}"))
+    problems = differences(plan(drifted), dvc_stages(workflow), params)
+    assert len(problems) == 2  # the train job of each task
+    assert all("outputs differ; snakemake only ['results/checkpoints/mini-idefics2/" in p for p in problems)
+    assert all(p.endswith("/mimic/optimizer.pt'], dvc only []") for p in problems)
+
+
+def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
+    """dvc.yaml cannot make the teacher cache conditional: with teacher.mode online, Snakemake
+    skips extract-teacher while `dvc repro` still builds the (unused) cache."""
+    online = copy_workflow(tmp_path / "online")
+    data = yaml.safe_load((online / "params.yaml").read_text())
+    data["teacher"]["mode"] = "online"
+    (online / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    problems = differences(plan(online), dvc_stages(online), data)
+    teacher_jobs = [p for p in problems if p.startswith("only dvc runs: mimic extract-teacher ")]
+    teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"
+    train_deps = [p for p in problems if p.startswith("mimic train ") and teacher_deps in p]
+    assert len(teacher_jobs) == len(train_deps) == 2
+    assert sorted(problems) == sorted(teacher_jobs + train_deps)
+
+
+# -- the params rerun triggers, both tools for real with a fake `mimic` -------------------------
+
+FAKE_MIMIC = textwrap.dedent(
+    '''
+    """A stand-in for `mimic` that writes each stage's declared outputs with fresh content."""
+    import argparse, os, sys, uuid
+    from pathlib import Path
+
+    stage, argv = sys.argv[1], sys.argv[2:]
+    parser = argparse.ArgumentParser()
+    for option in ("--params", "--model", "--task", "--method", "--log"):
+        parser.add_argument(option)
+    a = parser.parse_args(argv)
+    outputs = {
+        "prepare": [f"data/{a.task}/{f}" for f in ("train.parquet", "support.parquet", "eval.parquet", "meta.json")],
+        "sample-icd": [f"data/{a.task}/icd.json"],
+        "extract-teacher": [f"results/teacher/{a.model}/{a.task}/manifest.json"],
+        "train": [f"results/checkpoints/{a.model}/{a.task}/{a.method}/{f}"
+                  for f in ("mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json")],
+        "evaluate": [f"results/eval/{a.model}/{a.task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
+        "report": ["results/summary.csv", "results/summary.md"]
+        + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],
+    }[stage]
+    for path in [*outputs, a.log]:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(uuid.uuid4().hex)
+    with open(os.environ["FAKE_MIMIC_CALLS"], "a") as fh:
+        fh.write(" ".join(["mimic", stage, *argv]) + "\\n")
+    '''
+)
+
+
+class FakePipeline:
+    """A workflow copy where `mimic` is FAKE_MIMIC; each run reports the commands it executed."""
+
+    def __init__(self, root: Path, tool: str, run: dict):
+        self.tool = tool
+        self.dir = copy_workflow(root / "work")
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "mimic").write_text(f"#!{sys.executable}\n{FAKE_MIMIC}")
+        (bin_dir / "mimic").chmod(0o755)
+        self.calls = root / "calls.txt"
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_MIMIC_CALLS": str(self.calls),
+            "DVC_NO_ANALYTICS": "1",
+        }
+        self.edit("run", run)
+        if tool == "dvc":
+            from dvc.repo import Repo
+
+            Repo.init(str(self.dir), no_scm=True).close()
+
+    def edit(self, key: str, value) -> None:
+        path = self.dir / "params.yaml"
+        data = yaml.safe_load(path.read_text())
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[last] = value
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def start(self) -> subprocess.Popen:
+        args = ["-m", "snakemake", "--cores", "4", "all"] if self.tool == "snakemake" else ["-m", "dvc", "repro"]
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=self.dir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def finish(self, process: subprocess.Popen) -> set[str]:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        calls = self.calls.read_text().splitlines() if self.calls.exists() else []
+        self.calls.unlink(missing_ok=True)
+        assert len(calls) == len(set(calls)), f"{self.tool} ran a command twice"
+        return set(calls)
+
+
+def run_both(*pipelines: FakePipeline) -> list[set[str]]:
+    """Run the pipelines side by side; the commands each executed."""
+    processes = [p.start() for p in pipelines]
+    return [p.finish(process) for p, process in zip(pipelines, processes, strict=True)]
+
+
+@pytest.mark.slow
+def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
+    run = {
+        "models": ["mini-idefics2"],
+        "tasks": ["shapes-vqa"],
+        "untrained": ["zero-shot", "icl-2"],
+        "trained": ["mimic"],
+    }
+    snake = FakePipeline(tmp_path / "snakemake", "snakemake", run)
+    dvc = FakePipeline(tmp_path / "dvc", "dvc", run)
+
+    everything, by_dvc = run_both(snake, dvc)
+    assert everything == by_dvc
+    assert Counter(c.split()[1] for c in everything) == {
+        "prepare": 1,
+        "sample-icd": 1,
+        "extract-teacher": 1,
+        "train": 1,
+        "evaluate": 4,
+        "report": 1,
+    }
+    assert run_both(snake, dvc) == [set(), set()]  # nothing changed, nothing runs
+
+    def selected(stages: tuple[str, ...], method: str | None = None) -> set[str]:
+        return {
+            c
+            for c in everything
+            if c.split()[1] in stages and (method is None or f" --method {method} " in c or c.split()[1] == "report")
+        }
+
+    rounds = [
+        {  # one training parameter: train, evaluate and report of that method only; and one ICL
+            # baseline's shots: its evaluation (and the report), nothing else
+            "methods.mimic.train.lr": 1.0e-2,
+            "methods.icl-2.shots": 3,
+        },
+        {  # the teacher: its cache and what is trained from it
+            "teacher.batch_size": 8,
+        },
+    ]
+    expected = [
+        selected(("train", "evaluate", "report"), "mimic") | selected(("evaluate",), "icl-2"),
+        selected(("extract-teacher",)) | selected(("train", "evaluate", "report"), "mimic"),
+    ]
+    for edits, commands in zip(rounds, expected, strict=True):
+        for key, value in edits.items():
+            snake.edit(key, value)
+            dvc.edit(key, value)
+        for tool, ran in zip(("snakemake", "dvc"), run_both(snake, dvc), strict=True):
+            assert ran == commands, (
+                f"{tool} after editing {edits}: did not run {sorted(commands - ran)}, ran too {sorted(ran - commands)}"
+            )

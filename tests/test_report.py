@@ -1,0 +1,200 @@
+"""`mimic report` on hand-made evaluation outputs whose scores are easy to compute by hand.
+
+VQA accuracy (x100, official leave-one-out over 10 human answers): a prediction equal to 10
+identical answers scores 100, a prediction matching none scores 0, and a prediction matching 2
+of 10 answers scores (2 * 1/3 + 8 * 2/3) / 10 = 60.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mimic.cli import main
+from mimic.params import load_params
+from mimic.report import (
+    SUMMARY_COLUMNS,
+    ReportError,
+    build_report,
+    gap_recovery,
+    write_report,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "mini-idefics2"
+TASKS = ("shapes-vqa", "shapes-vqa-transfer")
+
+# Four questions whose ten human answers are: red x10, blue x10, green x10, red x2 + blue x8.
+ANSWERS = [["red"] * 10, ["blue"] * 10, ["green"] * 10, ["red"] * 2 + ["blue"] * 8]
+# predictions per method -> the score computed by hand
+PREDICTIONS = {
+    "zero-shot": (["two big red circles", "a blue square", "green crosses", "nothing"], 0.0),
+    "icl-1": (["red", "blue", "yellow", "purple"], 50.0),
+    "icl": (["red", "blue", "green", "white"], 75.0),
+    "mimic": (["red", "blue", "black", "red"], (100 + 100 + 0 + 60) / 4),  # 65.0
+}
+SHOTS = {"zero-shot": 0, "icl-1": 1, "icl": 8, "mimic": 8}
+LATENCY = {"zero-shot": 10.0, "icl-1": 18.0, "icl": 40.0, "mimic": 11.0}
+
+
+def write_params(root: Path) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["run"] = {"models": [MODEL], "tasks": list(TASKS), "untrained": ["zero-shot", "icl-1"], "trained": ["mimic"]}
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def write_eval(root: Path, task: str, method: str, predictions: list[str], score: float) -> Path:
+    out = root / "results" / "eval" / MODEL / task / method
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "predictions.jsonl", "w") as fh:
+        for i, (prediction, answers) in enumerate(zip(predictions, ANSWERS, strict=True)):
+            row = {"id": f"{task}-{i}", "prediction": prediction, "answers": answers, "latency_ms": LATENCY[method]}
+            fh.write(json.dumps(row) + "\n")
+    metrics = {
+        "model": MODEL,
+        "task": task,
+        "method": method,
+        "method_type": {"zero-shot": "zero-shot", "mimic": "mimic"}.get(method, "icl"),
+        "shots": SHOTS[method],
+        "kind": "vqa",
+        "metric": "vqa_accuracy",
+        "score": score,
+        "n_eval": len(predictions),
+        "latency_ms_per_query": LATENCY[method],
+        "peak_memory_mb": 100.0,
+        "trainable_params": 204 if method == "mimic" else 0,
+        "icl_agreement": None if method == "icl" else 0.5,
+        "skipped": {"train": 0, "support": 0, "eval": 1 if method == "icl-1" else 0},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    return out / "metrics.json"
+
+
+def write_train_log(root: Path, task: str, method: str = "mimic") -> None:
+    out = root / "results" / "checkpoints" / MODEL / task / method
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "train_log.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", "epoch", "loss", "align_loss", "ce_loss", "lr"])
+        for step in range(1, 11):
+            writer.writerow([step, (step - 1) // 5, 2.0 / step, 1.0 / step, 2.0 / step, 5e-3])
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    params_path = write_params(tmp_path)
+    for task in TASKS:
+        for method, (predictions, score) in PREDICTIONS.items():
+            write_eval(tmp_path, task, method, predictions, score)
+        write_train_log(tmp_path, task)
+    return tmp_path, params_path
+
+
+def test_summary_numbers_are_recomputed_from_predictions(run_dir):
+    root, params_path = run_dir
+    params = load_params(params_path)
+    written = write_report(build_report(params, root=root), root=root)
+
+    with open(root / "results" / "summary.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == SUMMARY_COLUMNS
+        rows = list(reader)
+    assert [(r["task"], r["method"]) for r in rows] == [
+        (task, method) for task in TASKS for method in ("zero-shot", "icl-1", "icl", "mimic")
+    ]
+    for row in rows:
+        assert row["model"] == MODEL
+        assert float(row["score"]) == pytest.approx(PREDICTIONS[row["method"]][1], abs=1e-9)
+        assert int(row["shots"]) == SHOTS[row["method"]]
+        assert row["metric"] == "vqa_accuracy"
+        assert int(row["n_eval"]) == 4
+        assert float(row["latency_ms_per_query"]) == LATENCY[row["method"]]
+    assert {r["method"]: r["icl_agreement"] for r in rows}["icl"] == ""  # null stays empty
+
+    md = (root / "results" / "summary.md").read_text()
+    for task in TASKS:
+        assert f"## {task} (vqa, vqa_accuracy)" in md
+    assert md.count("skipped = ") == 2  # icl-1's count, once per task
+    assert '- shapes-vqa: skipped = {"eval": 1, "support": 0, "train": 0}' in md
+    # gap recovery (65 - 0) / (75 - 0) = 0.87, latency ratio 11 / 10 = 1.10x
+    assert "| mini-idefics2 | shapes-vqa | mimic | 0.00 | 75.00 (8) | 65.00 | 0.87 | 1.10x |" in md
+
+    for name in ("score_by_method", "training_curves", "score_vs_shots"):
+        png = root / "results" / "plots" / f"{name}.png"
+        assert png in written
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    leftovers = [p for p in (root / "results").rglob("*.tmp")]
+    assert leftovers == []
+
+
+def test_gap_recovery():
+    assert gap_recovery(65.0, 0.0, 75.0) == pytest.approx(65 / 75)
+    assert gap_recovery(30.0, 20.0, 40.0) == pytest.approx(0.5)
+    assert gap_recovery(30.0, 20.0, 20.0) is None  # no gap to recover
+
+
+def test_cli_writes_the_outputs_and_the_log(run_dir, monkeypatch):
+    root, _ = run_dir
+    monkeypatch.chdir(root)
+    assert main(["report", "--params", "params.yaml", "--log", "results/logs/report/report.log"]) == 0
+    for rel in ("summary.csv", "summary.md", "plots/score_by_method.png", "logs/report/report.log"):
+        assert (root / "results" / rel).is_file()
+    assert "recomputed from 4 predictions" in (root / "results/logs/report/report.log").read_text()
+
+
+def test_fails_loudly_when_metrics_disagree_with_predictions(run_dir, monkeypatch):
+    root, params_path = run_dir
+    metrics_path = write_eval(root, "shapes-vqa", "icl", PREDICTIONS["icl"][0], 75.0 + 1e-3)
+    with pytest.raises(ReportError) as info:
+        build_report(load_params(params_path), root=root)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(metrics_path.relative_to(root)) in message
+    assert "disagrees with 75.0 recomputed from" in message
+
+    monkeypatch.chdir(root)
+    log = root / "report.log"
+    assert main(["report", "--params", "params.yaml", "--log", str(log)]) == 1
+    assert "disagrees" in log.read_text()
+    assert not (root / "results" / "summary.csv").exists()
+
+
+def test_within_tolerance_is_accepted(run_dir):
+    root, params_path = run_dir
+    write_eval(root, "shapes-vqa", "icl", PREDICTIONS["icl"][0], 75.0 + 1e-8)
+    report = build_report(load_params(params_path), root=root)
+    assert report.result(MODEL, "shapes-vqa", "icl").score == pytest.approx(75.0, abs=1e-12)
+
+
+def test_missing_metrics_names_the_file_and_the_command(run_dir):
+    root, params_path = run_dir
+    (root / "results/eval" / MODEL / "shapes-vqa-transfer/icl-1/metrics.json").unlink()
+    with pytest.raises(ReportError) as info:
+        build_report(load_params(params_path), root=root)
+    assert str(info.value) == (
+        f"results/eval/{MODEL}/shapes-vqa-transfer/icl-1/metrics.json is missing; it is made by "
+        f"`mimic evaluate --params params.yaml --model {MODEL} --task shapes-vqa-transfer --method icl-1` "
+        "(or `snakemake --cores 4 all`)"
+    )
+
+
+def test_missing_train_log_names_mimic_train(run_dir):
+    root, params_path = run_dir
+    (root / "results/checkpoints" / MODEL / "shapes-vqa/mimic/train_log.csv").unlink()
+    with pytest.raises(ReportError, match=r"train_log.csv is missing; it is made by `mimic train --params"):
+        build_report(load_params(params_path), root=root)
+
+
+def test_metrics_of_another_method_are_refused(run_dir):
+    root, params_path = run_dir
+    path = root / "results/eval" / MODEL / "shapes-vqa/icl-1/metrics.json"
+    metrics = json.loads(path.read_text())
+    path.write_text(json.dumps({**metrics, "method": "icl-2"}))
+    with pytest.raises(ReportError, match=r"icl-1/metrics.json: method = 'icl-2', expected 'icl-1'"):
+        build_report(load_params(params_path), root=root)

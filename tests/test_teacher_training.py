@@ -1,0 +1,96 @@
+"""Teacher cache and MimIC training on the miniature architecture (random weights, tiny task)."""
+
+import torch
+from safetensors.torch import load_file
+
+import mimic
+from mimic.adapters import adapter_for
+from mimic.batches import TaskData
+from mimic.config import MimicConfig
+from mimic.data.icd import sample_icds
+from mimic.data.loaders import prepare_task
+from mimic.data.schema import SPLITS, read_table
+from mimic.mini.build import build_model, build_processor, build_tokenizer
+from mimic.models import LoadedModel
+from mimic.prompts import PromptFormat
+from mimic.recording import HiddenStateRecorder
+from mimic.teacher import TeacherCache, extract
+from mimic.training import alignment_loss, train
+
+SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
+HP = {"epochs": 2, "lr": 5e-3, "warmup_ratio": 0.1, "weight_decay": 1e-3, "batch_size": 4, "grad_accum": 1,
+      "align_weight": 1.0, "ce_weight": 0.5, "seed": 0}
+
+
+def _setup(tmp_path):
+    tok = build_tokenizer()
+    model = build_model(tok, seed=1).eval()
+    loaded = LoadedModel("mini", model, build_processor(tok), adapter_for(model), PromptFormat(),
+                         torch.device("cpu"), [tok.eos_token_id], tok.pad_token_id)
+    spec = {"name": "t", "loader": "synthetic", "kind": "vqa", "attribute": "color", "n_train": 6,
+            "n_support": 10, "n_eval": 4}
+    prepare_task(spec, tmp_path / "data", seed=0)
+    tables = {s: read_table(tmp_path / "data" / f"{s}.parquet") for s in SPLITS}
+    icd = sample_icds("t", tables["train"], tables["support"], tables["eval"], shots=2, draws=2, seed=0)
+    return loaded, TaskData("vqa", tables), icd
+
+
+def test_cache_holds_the_icl_forward_states_and_resumes(tmp_path):
+    loaded, data, icd = _setup(tmp_path)
+    out = tmp_path / "teacher"
+    manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
+    assert manifest["n_samples"] == 12 and manifest["n_shards"] == 3 and manifest["layers"] == 4
+    cache = TeacherCache(out)
+    # One sample, recomputed alone (no padding): the cached states are its query-and-answer positions.
+    qid = sorted(icd["train"])[1]
+    from mimic.batches import aligned_lengths, student_batch, teacher_batch
+
+    t_in = teacher_batch(loaded, data, "train", [qid], [icd["train"][qid][1]])
+    s_in, _, answer_lengths = student_batch(loaded, data, "train", [qid])
+    (n,) = aligned_lengths(t_in, s_in)
+    assert n == s_in["input_ids"].shape[1] - 1  # everything but the BOS
+    with torch.no_grad(), HiddenStateRecorder(loaded.model, "mlp") as rec:
+        rec.select(n)
+        loaded.model(**t_in)
+        direct = rec.stacked()[:, 0]
+    assert torch.allclose(cache.get(qid, 1), direct, atol=1e-5)
+    # Resume: a deleted shard is recomputed, the others are kept as they are.
+    before = {p.name: p.read_bytes() for p in out.glob("shard-*.safetensors")}
+    (out / "shard-00001.safetensors").unlink()
+    extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
+    assert {p.name for p in out.glob("shard-*.safetensors")} == set(before)
+    redone = load_file(out / "shard-00001.safetensors")
+    old = load_file_bytes(before["shard-00001.safetensors"])
+    assert all(torch.allclose(redone[k], old[k], atol=1e-6) for k in old)
+
+
+def load_file_bytes(data: bytes):
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def test_alignment_loss_by_hand():
+    student = torch.zeros(2, 2, 3, 1)  # [L, b, n_max, H]
+    student[:, 0, 2] = 1.0
+    teachers = [torch.full((2, 1, 1), 3.0), torch.zeros(2, 3, 1)]  # rows of 1 and 3 positions
+    # row 0: (1-3)^2 = 4 per layer over 1 position; row 1: 0 over 3 positions -> 4 / 4 per layer
+    assert alignment_loss(student, teachers).item() == 1.0
+
+
+def test_training_reduces_the_loss_and_cached_equals_online(tmp_path):
+    loaded, data, icd = _setup(tmp_path)
+    extract(loaded, data, icd, tmp_path / "teacher", SETTINGS, {"model": "mini", "task": "t"})
+    shift, rows, summary = train(loaded, data, icd, MimicConfig(), {**HP, "epochs": 6}, "mlp",
+                                 TeacherCache(tmp_path / "teacher"))
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert summary["trainable_params"] == mimic.count_parameters(shift.config)["total"]
+    assert all(not p.requires_grad for p in loaded.model.parameters())
+    mimic.detach(loaded.model)
+    _, cached_rows, _ = train(loaded, data, icd, MimicConfig(), HP, "mlp", TeacherCache(tmp_path / "teacher"))
+    mimic.detach(loaded.model)
+    _, online_rows, online = train(loaded, data, icd, MimicConfig(), HP, "mlp", None)
+    mimic.detach(loaded.model)
+    assert online["teacher_mode"] == "online"
+    for a, b in zip(cached_rows, online_rows, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 1e-4 * max(1.0, abs(a["loss"]))
