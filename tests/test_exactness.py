@@ -23,12 +23,12 @@ def test_oracle_fails_when_log_z2_ignores_the_padding_mask(monkeypatch):
     """The reference code computes log Z2 without the mask; the oracle catches that."""
     model = tiny_idefics2()
     icl, zs, qlens = random_icl_batch(model, pad=True, seed=1)
-    real = attention.attention_bias
+    real = attention.apply_mask
 
-    def causal_only(query, key, mask, causal_if_none):
-        return real(query, key, None, causal_if_none=True)
+    def causal_only(scores, mask, causal_if_none):
+        return real(scores, None, causal_if_none=True)
 
-    monkeypatch.setattr(attention, "attention_bias", causal_only)
+    monkeypatch.setattr(attention, "apply_mask", causal_only)
     oracle_err, _ = exactness_errors(model, icl, zs, qlens)
     assert oracle_err > 1e-3
 

@@ -43,34 +43,33 @@ class ShiftTarget:
     pending: torch.Tensor | None = field(default=None, repr=False)  # for insert="mlp"
 
 
-def attention_bias(
-    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, causal_if_none: bool
-) -> torch.Tensor | None:
-    """The additive float32 bias [b, 1, q, k] equivalent to the mask that the attention applied."""
-    q_len, k_len = query.shape[-2], key.shape[-2]
+NEG = torch.finfo(torch.float32).min  # finite, so fully masked rows give finite log Z2 and no NaN gradients
+
+
+def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None, causal_if_none: bool) -> torch.Tensor:
+    """``scores`` [b,H,q,k] with the attention's mask applied, as the base implementation applied it."""
+    q_len, k_len = scores.shape[-2:]
     if mask is None:
         if not causal_if_none:
-            return None
+            return scores
         # sdpa's is_causal is aligned to the upper left (the only case transformers skips the mask in).
-        allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
-        mask = allowed[None, None]
+        allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril()
+        return scores.masked_fill(~allowed, NEG)
     mask = mask[..., :k_len]
     if mask.dtype == torch.bool:
-        neg = torch.finfo(torch.float32).min
-        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, neg)
-    return mask.float()
+        return torch.where(mask, scores, NEG)
+    return scores + mask.float()
 
 
 def masked_scores(query, key, mask, scaling: float, causal_if_none: bool, softcap: float | None = None):
-    """Scaled scores of every query head against its (shared, for GQA) key head, with the mask added."""
+    """Scaled scores of every query head against its (shared, for GQA) key head, with the mask applied."""
     b, heads, q_len, d = query.shape
     kv_heads = key.shape[1]
-    q = query.float().reshape(b, kv_heads, heads // kv_heads, q_len, d)
-    scores = torch.matmul(q, key.float()[:, :, None].transpose(-1, -2)).reshape(b, heads, q_len, -1) * scaling
+    q = (query.float() * scaling).reshape(b, kv_heads, heads // kv_heads, q_len, d)
+    scores = torch.matmul(q, key.float()[:, :, None].transpose(-1, -2)).reshape(b, heads, q_len, -1)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    bias = attention_bias(query, key, mask, causal_if_none)
-    return scores if bias is None else scores + bias
+    return apply_mask(scores, mask, causal_if_none)
 
 
 def _eager_for(module) -> callable:

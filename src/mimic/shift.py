@@ -45,8 +45,8 @@ class MimicShift(nn.Module):
         w = self.w[row].to(query.device)
         q = query.float()
         if self.config.per_head:
-            log_z1 = torch.einsum("bhqd,hd->bhq", q, w) + b[None, :, None]
-            return torch.sigmoid(log_z1 - log_z2)
+            log_z1 = torch.matmul(q, w[:, :, None]).squeeze(-1)  # [b, H, q]: w[h] . q per head
+            return torch.sigmoid(log_z1 + b[:, None] - log_z2)
         log_z1 = torch.einsum("bhqd,hd->bq", q, w)[:, None, :] + b[None, :, None]
         return torch.sigmoid(log_z1 - log_z2.mean(dim=1, keepdim=True))
 

@@ -13,6 +13,8 @@ rule evaluate:
         "results/logs/evaluate/{model}-{task}-{method}.log",
     benchmark:
         "results/benchmarks/evaluate/{model}-{task}-{method}.tsv"
+    # A model job takes every core: model jobs never share the machine, so latencies are clean.
+    threads: workflow.cores
     resources:
         gpu=1,
     conda:

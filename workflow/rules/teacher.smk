@@ -11,6 +11,8 @@ rule extract_teacher:
         "results/logs/extract-teacher/{model}-{task}.log",
     benchmark:
         "results/benchmarks/extract-teacher/{model}-{task}.tsv"
+    # A model job takes every core: model jobs never share the machine, so latencies are clean.
+    threads: workflow.cores
     resources:
         gpu=1,
     conda:

@@ -17,6 +17,8 @@ rule train:
         "results/logs/train/{model}-{task}-{method}.log",
     benchmark:
         "results/benchmarks/train/{model}-{task}-{method}.tsv"
+    # A model job takes every core: model jobs never share the machine, so latencies are clean.
+    threads: workflow.cores
     resources:
         gpu=1,
     conda:

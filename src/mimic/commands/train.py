@@ -44,6 +44,7 @@ def run(args) -> int:
     out = paths.checkpoint_dir(args.model, args.task, args.method)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
     meta = {"model": args.model, "task": args.task, "method": args.method, "shots": icd["shots"],
             "teacher_target": teacher["target"], **summary}
     save(shift, tmp, metadata=meta)

@@ -35,7 +35,7 @@ class Episode:
 def sample_episode(rng: random.Random, max_shots: int = 8, vqa_ratio: float = 0.6, explicit_ratio: float = 0.3,
                    zero_shot_ratio: float = 0.25):
     """One episode; a quarter are zero-shot (short, and the densest signal for reading images)."""
-    shots = 0 if rng.random() < zero_shot_ratio else rng.randint(1, max_shots)
+    shots = 0 if max_shots == 0 or rng.random() < zero_shot_ratio else rng.randint(1, max_shots)
     kind = "vqa" if rng.random() < vqa_ratio else "caption"
     turns = []
     if kind == "vqa":

@@ -1,5 +1,9 @@
 """Pretrain the miniature Idefics2 model on interleaved multi-shot episodes of the suite.
 
+Two stages, as LMMs are trained: ``vision_steps`` steps of single-image, zero-shot turns
+(the vision tower and the perceiver learn to read the scenes; short sequences, cheap),
+then interleaved episodes of 0..``max_shots`` demonstrations (in-context learning).
+
 Deterministic given the seed (fixed thread count, deterministic algorithms): the pipeline
 rule ``pretrain_mini`` regenerates the shipped weights from it.
 """
@@ -27,9 +31,10 @@ from mimic.mini.episodes import sample_episode
 log = logging.getLogger("mimic.pretrain")
 
 DEFAULTS = {
-    "steps": 1500,
+    "vision_steps": 3000,  # stage 1: single-image, zero-shot turns (the vision tower and connector learn)
+    "steps": 1200,  # stage 2: interleaved episodes with 0..max_shots demonstrations
     "batch_size": 32,
-    "lr": 2e-3,
+    "lr": 1e-3,
     "warmup_steps": 100,
     "weight_decay": 0.01,
     "max_shots": 8,
@@ -48,6 +53,7 @@ def sha256(path: Path) -> str:
 
 
 def lr_at(step: int, steps: int, warmup: int, peak: float) -> float:
+    """Linear warmup then cosine decay to 0 over ``steps`` (each stage has its own schedule)."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
@@ -77,18 +83,25 @@ def pretrain(out_dir: str | os.PathLike, **overrides) -> dict:
     )
     start = time.time()
     losses = []
-    bar = tqdm(range(hp["steps"]), desc="pretrain-mini", dynamic_ncols=True)
+    total = hp["vision_steps"] + hp["steps"]
+    bar = tqdm(range(total), desc="pretrain-mini", dynamic_ncols=True)
     for step in bar:
+        vision = step < hp["vision_steps"]
+        stage_step, stage_steps = (step, hp["vision_steps"]) if vision else (step - hp["vision_steps"], hp["steps"])
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, hp["steps"], hp["warmup_steps"], hp["lr"])
-        batch = collate([sample_episode(rng, hp["max_shots"]) for _ in range(hp["batch_size"])])
+            group["lr"] = lr_at(stage_step, stage_steps, hp["warmup_steps"], hp["lr"])
+        if vision:
+            episodes = [sample_episode(rng, 0, explicit_ratio=0.5) for _ in range(hp["batch_size"])]
+        else:
+            episodes = [sample_episode(rng, hp["max_shots"]) for _ in range(hp["batch_size"])]
+        batch = collate(episodes)
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if step % 25 == 0 or step == hp["steps"] - 1:
+        if step % 25 == 0 or step == total - 1:
             recent = sum(losses[-25:]) / len(losses[-25:])
             bar.set_postfix(loss=f"{recent:.4f}")
             log.info("step %d loss %.4f lr %.2e elapsed %.0fs", step, recent, optimizer.param_groups[0]["lr"],
@@ -97,6 +110,7 @@ def pretrain(out_dir: str | os.PathLike, **overrides) -> dict:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     meta = {

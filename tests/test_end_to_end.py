@@ -1,0 +1,89 @@
+"""The whole pipeline for real, on the smallest settings: snakemake all, then check the report.
+
+Runs `snakemake --cores 2 all` on a copy of the workflow with the shipped miniature model and
+a params.yaml shrunk to a few queries, then checks that every number of results/summary.csv
+is recomputed from the predictions files it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mimic.metrics import score
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("snakemake")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shrink(params: dict) -> dict:
+    params["run"] = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa", "shapes-caption"],
+                     "untrained": ["zero-shot", "icl-2"], "trained": ["mimic"]}
+    for task in ("shapes-vqa", "shapes-caption"):
+        params["tasks"][task].update(n_train=8, n_support=16, n_eval=6)
+    params["icd"].update(shots=4, draws=2)
+    params["methods"]["mimic"]["train"].update(epochs=2, batch_size=4)
+    params["teacher"].update(shard_size=6, batch_size=4)
+    params["eval"].update(batch_size=4)
+    return params
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    for name in ("Snakefile", "workflow", "dvc.yaml"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+    (root / "models").mkdir()
+    shutil.copytree(REPO / "models" / "mini-idefics2", root / "models" / "mini-idefics2")
+    params = shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "all"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return root
+
+
+def test_report_numbers_come_from_the_predictions(run_dir):
+    rows = list(csv.DictReader((run_dir / "results" / "summary.csv").open()))
+    assert {(r["task"], r["method"]) for r in rows} == {
+        (t, m) for t in ("shapes-vqa", "shapes-caption") for m in ("zero-shot", "icl-2", "icl", "mimic")}
+    for row in rows:
+        folder = run_dir / "results" / "eval" / row["model"] / row["task"] / row["method"]
+        preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+        kind = "vqa" if row["task"] == "shapes-vqa" else "caption"
+        expected = score(kind, [p["prediction"] for p in preds], [p["answers"] for p in preds])[row["metric"]]
+        assert float(row["score"]) == pytest.approx(expected, abs=1e-6)
+        assert int(row["n_eval"]) == len(preds) == 6
+        latency = sum(p["latency_ms"] for p in preds) / len(preds)
+        assert float(row["latency_ms_per_query"]) == pytest.approx(latency, rel=1e-3)
+        icl = [json.loads(line) for line in (folder.parent / "icl" / "predictions.jsonl").read_text().splitlines()]
+        same = sum(" ".join(a["prediction"].split()) == " ".join(b["prediction"].split())
+                   for a, b in zip(preds, icl, strict=True)) if kind == "caption" else None
+        if same is not None:
+            assert float(row["icl_agreement"]) == pytest.approx(100 * same / len(preds), abs=0.01)
+    mimic_rows = [r for r in rows if r["method"] == "mimic"]
+    assert all(int(r["trainable_params"]) == 2 * 4 * 4 * 32 + 4 * 4 for r in mimic_rows)
+
+
+def test_outputs_logs_and_benchmarks_exist(run_dir):
+    results = run_dir / "results"
+    for plot in ("score_by_method", "training_curves", "score_vs_shots"):
+        assert (results / "plots" / f"{plot}.png").stat().st_size > 1000
+    manifest = json.loads((results / "teacher" / "mini-idefics2" / "shapes-vqa" / "manifest.json").read_text())
+    assert manifest["n_samples"] == 16 and manifest["dtype"] == "float16" and manifest["layers"] == 4
+    log = (results / "checkpoints" / "mini-idefics2" / "shapes-vqa" / "mimic" / "train_log.csv").read_text()
+    assert log.splitlines()[0] == "step,epoch,loss,align_loss,ce_loss,lr" and len(log.splitlines()) == 5
+    assert any((results / "logs" / "train").iterdir()) and any((results / "benchmarks" / "evaluate").iterdir())
+    assert not list(run_dir.rglob("*.tmp"))

@@ -1,0 +1,73 @@
+"""The shipped miniature model: loads through from_pretrained, checksum matches, ICL really works."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoProcessor, Idefics2ForConditionalGeneration
+
+from mimic.adapters import ADAPTERS
+from mimic.data import synthetic as syn
+from mimic.inference import encode_prompts, generate
+from mimic.metrics.vqa import vqa_score
+from mimic.mini.build import IMAGE_SEQ_LEN, build_processor, build_tokenizer
+from mimic.mini.collate import EpisodeCollator
+from mimic.mini.episodes import sample_episode
+from mimic.mini.pretrain import WEIGHTS, sha256
+from mimic.models import load_model
+from mimic.prompts import PromptFormat, build_prompt
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "mini-idefics2"
+
+
+def test_shipped_weights_load_and_match_their_checksum():
+    record = json.loads((MODEL / "pretrain.json").read_text())
+    assert sha256(MODEL / WEIGHTS) == record["sha256"][WEIGHTS]
+    assert (MODEL / WEIGHTS).stat().st_size <= 20 * 2**20
+    model = Idefics2ForConditionalGeneration.from_pretrained(MODEL)
+    processor = AutoProcessor.from_pretrained(MODEL)
+    assert type(processor).__name__ == "Idefics2Processor" and processor.image_seq_len == IMAGE_SEQ_LEN
+    assert model.config.text_config.num_key_value_heads < model.config.text_config.num_attention_heads  # GQA
+
+
+@pytest.fixture(scope="module")
+def mini():
+    torch.manual_seed(0)
+    return load_model("mini", str(MODEL))
+
+
+def test_eight_shot_icl_beats_zero_shot_by_a_wide_margin(mini):
+    rng = random.Random(2024)  # held-out scenes: a stream that neither pretraining nor the splits use
+
+    def example():
+        scene = syn.sample_scene(rng)
+        ex = syn.vqa_example("x", scene, "color", rng, explicit_ratio=0.3)
+        return syn.render(scene), ex.question, ex.answers
+
+    queries = [example() for _ in range(24)]
+    demos = [[(img, q, a[0]) for img, q, a in (example() for _ in range(8))] for _ in range(24)]
+    answers = [a for _, _, a in queries]
+    zero = generate(mini, encode_prompts(mini, "vqa", [(i, q) for i, q, _ in queries]), 10)
+    icl = generate(mini, encode_prompts(mini, "vqa", [(i, q) for i, q, _ in queries], demos=demos), 10)
+    zero_score, icl_score = vqa_score(zero, answers), vqa_score(icl, answers)
+    assert zero_score <= 45 and icl_score >= 85, (zero_score, icl_score)
+
+
+def test_pretraining_batches_equal_what_the_processor_makes():
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
+    rng = random.Random(0)
+    episodes = [sample_episode(rng) for _ in range(4)]
+    batch = EpisodeCollator(tokenizer, IMAGE_SEQ_LEN)(episodes)
+    prompts = []
+    for e in episodes:
+        demos = [(syn.render(t.scene), t.question, t.answer) for t in e.turns[:-1]]
+        q = e.turns[-1]
+        prompts.append(build_prompt(e.kind, demos, (syn.render(q.scene), q.question), PromptFormat(), answer=q.answer))
+    encoded = ADAPTERS["idefics2"].encode(processor, prompts)
+    for key in ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask"):
+        assert torch.equal(encoded[key], batch[key]), key
+    supervised = batch["labels"] != -100
+    assert supervised.any() and torch.equal(batch["labels"][supervised], batch["input_ids"][supervised])
