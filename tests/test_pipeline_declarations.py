@@ -359,6 +359,7 @@ class FakePipeline:
         node = data
         for part in parents:
             node = node[part]
+        assert node[last] != value, f"editing {key} to its current value {value!r} tests nothing"
         node[last] = value
         path.write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -421,7 +422,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
     rounds = [
         {  # one training parameter: train, evaluate and report of that method only; and one ICL
             # baseline's shots: its evaluation (and the report), nothing else
-            "methods.mimic.train.lr": 1.0e-2,
+            "methods.mimic.train.lr": 3.0e-3,  # differs from params.yaml's value
             "methods.icl-2.shots": 3,
         },
         {  # the teacher: its cache and what is trained from it
