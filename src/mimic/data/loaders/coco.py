@@ -34,6 +34,7 @@ from mimic.data.loaders.common import (
     load_hub_split,
     read_json,
     require_columns,
+    text_list,
     validate_spec,
 )
 from mimic.data.loaders.registry import register_loader
@@ -167,22 +168,7 @@ def _image_path(images_dir: Path, filepath: Any, filename: str) -> Path:
 
 def _caption_list(value: Any) -> list[str]:
     """Captions from ``["..."]``, ``[{"raw": ...}]``, ``{"raw": [...]}`` or one string; blanks dropped."""
-    if isinstance(value, Mapping) and "raw" in value:
-        value = value["raw"]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise BadSample("malformed record", f"captions are {type(value).__name__}, not a list")
-    captions = []
-    for item in value:
-        text = item.get("raw") if isinstance(item, Mapping) else item
-        if not isinstance(text, str):
-            raise BadSample("malformed record", f"caption entry {item!r} has no text")
-        if text.strip():
-            captions.append(text.strip())
-    if not captions:
-        raise BadSample("no captions", "the image has no reference captions")
-    return captions
+    return text_list(value, "raw", "reference captions", "no captions", strip_blank=True)
 
 
 def _row(image_id: Any, image: dict, captions: Any, file_name: str | None) -> dict:

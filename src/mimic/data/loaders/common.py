@@ -67,6 +67,33 @@ class BadSample(Exception):
         self.detail = detail
 
 
+def text_list(value: Any, key: str, what: str, empty: str, strip_blank: bool = False) -> list[str]:
+    """Strings from ``[{key: ...}]``, ``["..."]``, ``{key: [...]}`` or one string (answers, captions).
+
+    ``strip_blank`` strips each text and drops blank ones; ``empty`` names the bad-sample
+    category of a record left with none.
+    """
+    if isinstance(value, Mapping) and isinstance(value.get(key), list | str):
+        value = value[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise BadSample("malformed record", f"{what}: {type(value).__name__}, not a list")
+    texts = []
+    for item in value:
+        text = item.get(key) if isinstance(item, Mapping) else item
+        if not isinstance(text, str):
+            raise BadSample("malformed record", f"{what}: entry {item!r} has no text")
+        if strip_blank:
+            text = text.strip()
+            if not text:
+                continue
+        texts.append(text)
+    if not texts:
+        raise BadSample(empty, f"{what}: none")
+    return texts
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A validated task spec; per-pool values are dicts keyed by ``train``/``eval``."""

@@ -38,6 +38,7 @@ from mimic.data.loaders.common import (
     load_hub_split,
     read_json,
     require_columns,
+    text_list,
     validate_spec,
 )
 
@@ -192,21 +193,7 @@ def _hub_pool(task: TaskSpec, pool: str, images_dir: Path | None, label: str, da
 
 def _answer_list(value: Any, what: str) -> list[str]:
     """Human answers as strings, from ``[{"answer": ...}]``, ``["..."]``, ``{"answer": [...]}`` or a string."""
-    if isinstance(value, Mapping) and isinstance(value.get("answer"), list):
-        value = value["answer"]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise BadSample("malformed record", f"{what}: answers are {type(value).__name__}, not a list")
-    answers = []
-    for item in value:
-        text = item.get("answer") if isinstance(item, Mapping) else item
-        if not isinstance(text, str):
-            raise BadSample("malformed record", f"{what}: answer entry {item!r} has no answer text")
-        answers.append(text)
-    if not answers:
-        raise BadSample("no answers", f"{what} has no answers")
-    return answers
+    return text_list(value, "answer", f"{what} answers", "no answers")
 
 
 def _row(qid: Any, image: dict, question: Any, answers: list[str]) -> dict:
