@@ -5,8 +5,8 @@ Two sources per pool:
 - ``files``: the official questions JSON ``{"questions": [{"image_id", "question",
   "question_id"}]}``, the annotations JSON ``{"annotations": [{"question_id", "image_id",
   "answers": [{"answer", ...}] x 10, "multiple_choice_answer", "question_type",
-  "answer_type"}]}`` and a directory of COCO images (``COCO_train2014_000000XXXXXX.jpg`` or
-  ``000000XXXXXX.jpg``).
+  "answer_type"}]}`` and a directory of COCO images (``COCO_train2014_<12-digit image id>.jpg`` or
+  ``<12-digit image id>.jpg``).
 - ``hub``: parquet rows read through ``datasets``, with the common column variants: id
   ``question_id``/``qid``/``id``; answers a list of ``{"answer", ...}`` dicts, a list of
   strings, or a dict of lists; the image inline (``image``), or by ``image_id`` in the
