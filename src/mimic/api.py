@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mimic.adapters import ModelAdapter, adapter_for
+from mimic.atomic import atomic_write, atomic_write_text
 from mimic.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
 from mimic.config import MimicConfig
 from mimic.shift import MimicShift
@@ -139,26 +139,15 @@ def disabled(model: nn.Module):
             t.enabled = True
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(shift: MimicShift, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in shift.state_dict().items()}
-    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     doc = json.loads(shift.config.to_json())
     doc["extra"] = {**doc.get("extra", {}), **(metadata or {})}
-    _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True)))
+    atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
     return path
 
 

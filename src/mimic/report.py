@@ -22,13 +22,11 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mimic import paths
+from mimic.atomic import atomic_write, atomic_write_text
 from mimic.params import ICL_REFERENCE, method_type, run_methods
 
 TOLERANCE = 1e-6
@@ -230,22 +228,6 @@ def build_report(params: dict, root: str | Path = ".", params_path: str = "param
 # -- writing ---------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[io.IOBase], None], binary: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as fh:
-            write(fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -255,13 +237,12 @@ def _cell(value) -> str:
 
 
 def write_summary_csv(report: Report, path: Path) -> None:
-    def write(fh):
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(SUMMARY_COLUMNS)
-        for result in report.results:
-            writer.writerow([_cell(result.row()[c]) for c in SUMMARY_COLUMNS])
-
-    _atomic_write(path, write)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    for result in report.results:
+        writer.writerow([_cell(result.row()[c]) for c in SUMMARY_COLUMNS])
+    atomic_write_text(path, buf.getvalue())
 
 
 def gap_recovery(mimic: float, zero: float, icl: float) -> float | None:
@@ -377,7 +358,7 @@ def _any_skipped(value) -> bool:
 
 def write_summary_md(report: Report, path: Path) -> None:
     text = summary_markdown(report)
-    _atomic_write(path, lambda fh: fh.write(text))
+    atomic_write_text(path, text)
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -396,7 +377,7 @@ def _figure(n_panels: int, width: float = 5.0, height: float = 3.6):
 
 
 def _save(fig, path: Path) -> None:
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120), binary=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def plot_score_by_method(report: Report, path: Path) -> None:

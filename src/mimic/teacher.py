@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from mimic.api import _atomic_write
+from mimic.atomic import atomic_write
 from mimic.batches import TaskData, aligned_lengths, student_batch, teacher_batch
 from mimic.data.schema import write_json
 from mimic.recording import HiddenStateRecorder
@@ -79,7 +79,7 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
             for (q, d, _), st in zip(chunk, states, strict=True):
                 tensors[f"{q}/{d}"] = st.to("cpu", dtype).contiguous()
             bar.update(len(chunk))
-        _atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp))
+        atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp))
         index.update({k: name for k in keys})
         total_bytes += path.stat().st_size
         log.info("wrote %s (%d samples)", name, len(shard))

@@ -14,8 +14,9 @@ def run(args) -> int:
 
     from mimic import paths
     from mimic.api import count_parameters, load
+    from mimic.atomic import atomic_write_text
     from mimic.commands.stage_inputs import load_stage_model, load_task
-    from mimic.data.schema import atomic_write_bytes, write_json
+    from mimic.data.schema import write_json
     from mimic.evaluation import agreement, peak_memory_mb, predict
     from mimic.logs import setup_logging
     from mimic.metrics import HEADLINE, score
@@ -57,7 +58,7 @@ def run(args) -> int:
         "skipped": json.loads(paths.task_meta(args.task).read_text()).get("skipped", {}),
     }
     out = paths.eval_dir(args.model, args.task, args.method)
-    atomic_write_bytes(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_json(out / "metrics.json", result)
     log.info("%s %s %s: %s = %.2f, %.1f ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,
              headline, result["score"], result["latency_ms_per_query"], result["icl_agreement"])

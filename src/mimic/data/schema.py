@@ -17,11 +17,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image
+
+from mimic.atomic import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "support", "eval")
 KINDS = ("vqa", "caption")
@@ -67,18 +68,6 @@ def validate_table(df: pd.DataFrame, name: str = "table") -> None:
         raise ValueError(f"{name}: duplicate id {dup!r}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def arrow_schema(df: pd.DataFrame):
     """Explicit types for the normalized columns (extra columns keep pandas' inference)."""
     import pyarrow as pa
@@ -118,4 +107,4 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
