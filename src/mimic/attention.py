@@ -58,15 +58,16 @@ def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None, causal_if_none: 
     mask = mask[..., :k_len]
     if mask.dtype == torch.bool:
         return torch.where(mask, scores, NEG)
-    return scores + mask.float()
+    return scores + mask.to(scores.dtype)
 
 
 def masked_scores(query, key, mask, scaling: float, causal_if_none: bool, softcap: float | None = None):
     """Scaled scores of every query head against its (shared, for GQA) key head, with the mask applied."""
     b, heads, q_len, d = query.shape
     kv_heads = key.shape[1]
-    q = (query.float() * scaling).reshape(b, kv_heads, heads // kv_heads, q_len, d)
-    scores = torch.matmul(q, key.float()[:, :, None].transpose(-1, -2)).reshape(b, heads, q_len, -1)
+    dtype = torch.promote_types(query.dtype, torch.float32)  # float32 under a bf16/fp16 model
+    q = (query.to(dtype) * scaling).reshape(b, kv_heads, heads // kv_heads, q_len, d)
+    scores = torch.matmul(q, key.to(dtype)[:, :, None].transpose(-1, -2)).reshape(b, heads, q_len, -1)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     return apply_mask(scores, mask, causal_if_none)

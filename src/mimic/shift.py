@@ -43,7 +43,7 @@ class MimicShift(nn.Module):
         if not self.config.query_dependent:
             return torch.sigmoid(b)[None, :, None]
         w = self.w[row].to(query.device)
-        q = query.float()
+        q = query.to(torch.promote_types(query.dtype, w.dtype))  # at least float32, also under a bf16 model
         if self.config.per_head:
             log_z1 = torch.matmul(q, w[:, :, None]).squeeze(-1)  # [b, H, q]: w[h] . q per head
             return torch.sigmoid(log_z1 + b[:, None] - log_z2)
@@ -51,6 +51,6 @@ class MimicShift(nn.Module):
         return torch.sigmoid(log_z1 - log_z2.mean(dim=1, keepdim=True))
 
     def forward(self, row: int, query: torch.Tensor, log_z2: torch.Tensor, call=None) -> torch.Tensor:
-        """The shift of every head at every query position: [batch, H, q_len, d] (float32)."""
+        """The shift of every head at every query position, broadcastable to [batch, H, q_len, d] (float32)."""
         mu = self.magnitude(row, query, log_z2)
         return mu[..., None] * self.v[row].to(query.device)[None, :, None, :]

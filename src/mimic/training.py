@@ -38,11 +38,45 @@ def alignment_loss(student: torch.Tensor, teachers: list[torch.Tensor]) -> torch
     """
     sq, count = 0.0, 0
     n_max = student.shape[2]
+    dtype = torch.promote_types(student.dtype, torch.float32)
     for i, t in enumerate(teachers):
-        s = student[:, i, n_max - t.shape[1] :].float()
-        sq = sq + (s - t.to(s.device, torch.float32)).pow(2).sum(dim=(1, 2))  # [L]
+        s = student[:, i, n_max - t.shape[1] :].to(dtype)
+        sq = sq + (s - t.to(s.device, dtype)).pow(2).sum(dim=(1, 2))  # [L]
         count += t.shape[1] * t.shape[2]
     return (sq / count).mean()
+
+
+def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled tokens (``labels != -100``).
+
+    ``logits`` are the model's outputs for the last ``n`` positions of the sequence (all of them,
+    or fewer through ``logits_to_keep``); position ``t`` predicts token ``t + 1``. Computed in at
+    least float32, as transformers' own loss does.
+    """
+    n = logits.shape[1]
+    target = labels[:, labels.shape[1] - n + 1 :]
+    keep = target != -100
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return torch.nn.functional.cross_entropy(logits[:, :-1][keep].to(dtype), target[keep])
+
+
+def objective(model, inputs: dict, labels: torch.Tensor, teachers: list[torch.Tensor], target: str,
+              align_weight: float, ce_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, align, ce)`` of one student batch: ``align_weight * align + ce_weight * ce``.
+
+    align: :func:`alignment_loss` of the student's ``target`` states at the query-and-answer
+    positions against ``teachers``; ce: :func:`answer_cross_entropy` on ``labels`` (the answer
+    tokens). Only the logits of the labelled span are computed (``logits_to_keep``): a full
+    [batch, sequence, vocabulary] tensor would be the largest activation of a real model.
+    """
+    labelled = (labels != -100).any(dim=0).nonzero()
+    keep = labels.shape[1] - int(labelled[0]) + 1 if len(labelled) else 1
+    with HiddenStateRecorder(model, target, keep_graph=True) as rec:
+        rec.select(max(t.shape[1] for t in teachers))
+        logits = model(**inputs, logits_to_keep=keep).logits
+        align = alignment_loss(rec.stacked(), teachers)
+    ce = answer_cross_entropy(logits, labels)
+    return align_weight * align + ce_weight * ce, align, ce
 
 
 def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict, target: str,
@@ -75,13 +109,10 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
                     teachers, _ = teacher_states(loaded, data, chunk, target)
             teacher_seconds += time.time() - t0
             inputs, labels, _ = student_batch(loaded, data, "train", chunk_ids)
-            with HiddenStateRecorder(loaded.model, target, keep_graph=True) as rec:
-                rec.select(max(t.shape[1] for t in teachers))
-                out = loaded.model(**inputs, labels=labels)
-                align = alignment_loss(rec.stacked(), teachers)
-            loss = hp["align_weight"] * align + hp["ce_weight"] * out.loss
+            loss, align, ce = objective(loaded.model, inputs, labels, teachers, target, hp["align_weight"],
+                                        hp["ce_weight"])
             (loss / hp["grad_accum"]).backward()
-            for key, value in (("loss", loss), ("align_loss", align), ("ce_loss", out.loss)):
+            for key, value in (("loss", loss), ("align_loss", align), ("ce_loss", ce)):
                 acc[key] += value.item() / hp["grad_accum"]
             last = b == batches_per_epoch - 1
             if (b + 1) % hp["grad_accum"] == 0 or last:
