@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from mimic.metrics.vqa import DEFAULT_VARIANT
+from mimic.metrics.vqa import DESCRIPTIONS as _VQA_DESCRIPTIONS
+from mimic.metrics.vqa import VARIANTS as VQA_VARIANTS
+
 HEADLINE = {"vqa": "vqa_accuracy", "caption": "CIDEr"}
-VQA_VARIANTS = ("official", "reference")  # = mimic.metrics.vqa.VARIANTS (a test keeps them equal)
-DEFAULT_VARIANT = "official"
 CAPTION_VARIANT = "pycocoevalcap"
+VARIANT_DESCRIPTIONS = {
+    **{variant: f"VQA accuracy of the {text}" for variant, text in _VQA_DESCRIPTIONS.items()},
+    CAPTION_VARIANT: "CIDEr-D (and BLEU-4, METEOR, ROUGE-L) of pycocoevalcap on PTB-tokenized captions",
+}
 
 
 def metric_variant(kind: str, variant: str = DEFAULT_VARIANT) -> str:

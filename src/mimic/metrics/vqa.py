@@ -45,7 +45,7 @@ from collections.abc import Sequence
 VARIANTS = ("official", "reference")
 DEFAULT_VARIANT = "official"
 DESCRIPTIONS = {
-    "official": "official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py, 2021 fix): answers and prediction "
+    "official": "current official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py, 2021 fix): answers and prediction "
     "normalized only when the human answers differ",
     "reference": "MimIC reference code (Kamichanw/MimIC vqa_accuracy.py): answers and prediction always normalized",
 }
