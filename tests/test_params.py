@@ -147,7 +147,7 @@ BAD = {
     "unknown task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "vqa2"]),
         "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-vqa, shapes-caption, shapes-vqa-transfer, "
-        "vqav2, okvqa, coco-karpathy",
+        "vqav2, okvqa, coco-karpathy, flickr30k",
     ),
     "unknown model in run.models": (
         _set("run.models", ["idefics3"]),
