@@ -125,7 +125,8 @@ def read_jsonl(path: Path, shown: Path | None = None) -> list[dict]:
 def score_predictions(
     kind: str, rows: list[dict], shown: Path | str = "predictions", variant: str = "official"
 ) -> tuple[str, float]:
-    """The headline metric name and its value over ``rows`` (``{"id", "prediction", "answers"}``)."""
+    """The headline metric name and its value over ``rows`` (``{"id", "prediction", "answers"}``),
+    VQA accuracy computed as ``variant`` (:data:`mimic.metrics.VQA_VARIANTS`) says."""
     from mimic.metrics import HEADLINE, score
 
     if kind not in HEADLINE:

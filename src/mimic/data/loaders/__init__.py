@@ -3,8 +3,9 @@
 ``spec`` is a task's entry in ``params.yaml`` (``tasks.<name>``). The loader is
 ``spec["loader"]``, or else the task name: ``vqav2``, ``okvqa``, ``coco-karpathy`` or
 ``flickr30k`` (aliases ``vqa-v2``, ``ok-vqa``, ``coco``, ``coco_karpathy``, ``flickr-30k``);
-other suites add theirs with :func:`register_loader`. The result is ``out_dir/{train,support,eval}.parquet`` and
-``out_dir/meta.json`` (``out_dir`` is the task's directory, ``data/<name>/``).
+other suites add theirs with :func:`register_loader`. The result is
+``out_dir/{train,support,eval}.parquet`` and ``out_dir/meta.json`` (``out_dir`` is the task's
+directory, ``data/<name>/``).
 
 Split roles follow the paper: ``train`` (training queries) and ``support`` (the demonstration
 pool) come from the dataset's training split and are disjoint; ``eval`` comes from its
