@@ -123,6 +123,10 @@ BAD = {
     "zero epochs": (_set("methods.mimic.train.epochs", 0), "params.yaml: methods.mimic.train.epochs = 0: must be >= 1"),
     "zero batch size": (_set("eval.batch_size", 0), "params.yaml: eval.batch_size = 0: must be >= 1"),
     "zero beams": (_set("eval.num_beams", 0), "params.yaml: eval.num_beams = 0: must be >= 1"),
+    "unknown metric variant": (
+        _set("eval.metric_variant", "vqaEval-2016"),
+        "params.yaml: eval.metric_variant = 'vqaEval-2016': must be one of official, reference",
+    ),
     "zero icl shots": (_set("methods.icl-2.shots", 0), "params.yaml: methods.icl-2.shots = 0: must be >= 1"),
     "zero icd shots": (_set("icd.shots", 0), "params.yaml: icd.shots = 0: must be >= 1"),
     "fractional shots": (_set("icd.shots", 2.5), "params.yaml: icd.shots = 2.5: must be an integer"),
@@ -143,7 +147,7 @@ BAD = {
     "unknown task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "vqa2"]),
         "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-vqa, shapes-caption, shapes-vqa-transfer, "
-        "vqav2, okvqa, coco-karpathy",
+        "vqav2, okvqa, coco-karpathy, flickr30k",
     ),
     "unknown model in run.models": (
         _set("run.models", ["idefics3"]),

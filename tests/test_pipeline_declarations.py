@@ -428,10 +428,14 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         {  # the teacher: its cache and what is trained from it
             "teacher.batch_size": 8,
         },
+        {  # the VQA metric variant: every evaluation (metrics.json names it) and the report, which rescores
+            "eval.metric_variant": "reference",
+        },
     ]
     expected = [
         selected(("train", "evaluate", "report"), "mimic") | selected(("evaluate",), "icl-2"),
         selected(("extract-teacher",)) | selected(("train", "evaluate", "report"), "mimic"),
+        selected(("evaluate", "report")),
     ]
     for edits, commands in zip(rounds, expected, strict=True):
         for key, value in edits.items():

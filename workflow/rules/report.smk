@@ -9,6 +9,8 @@ rule report:
         score_vs_shots="results/plots/score_vs_shots.png",
     params:
         run=config["run"],
+        # the report recomputes every score under this variant (and checks metrics.json names it)
+        metric_variant=config["eval"]["metric_variant"],
     log:
         "results/logs/report/report.log",
     benchmark:

@@ -19,7 +19,7 @@ def run(args) -> int:
     from mimic.data.schema import write_json
     from mimic.evaluation import agreement, peak_memory_mb, predict
     from mimic.logs import setup_logging
-    from mimic.metrics import HEADLINE, score
+    from mimic.metrics import HEADLINE, metric_variant, score
     from mimic.params import ICL_REFERENCE, is_trained, method_shots, method_type
 
     log = setup_logging(args.log, "mimic.evaluate")
@@ -45,11 +45,13 @@ def run(args) -> int:
         qids = qids[: ev["limit"]]
     rows = predict(loaded, data, qids, icd["eval"], shots if mtype == "icl" else 0, ev["batch_size"],
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}")
-    metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows])
+    variant = ev["metric_variant"]
+    metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
     headline = HEADLINE[kind]
     result = {
         "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,
         "shots": shots if mtype in ("icl", "mimic") else 0, "kind": kind, "metric": headline,
+        "metric_variant": metric_variant(kind, variant),
         "score": metrics[headline], "metrics": metrics, "n_eval": len(rows),
         "latency_ms_per_query": round(sum(r["latency_ms"] for r in rows) / max(1, len(rows)), 3),
         "peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
@@ -60,6 +62,7 @@ def run(args) -> int:
     out = paths.eval_dir(args.model, args.task, args.method)
     atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_json(out / "metrics.json", result)
-    log.info("%s %s %s: %s = %.2f, %.1f ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,
-             headline, result["score"], result["latency_ms_per_query"], result["icl_agreement"])
+    log.info("%s %s %s: %s (%s) = %.2f, %.1f ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,
+             headline, result["metric_variant"], result["score"], result["latency_ms_per_query"],
+             result["icl_agreement"])
     return 0
