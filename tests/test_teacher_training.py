@@ -1,5 +1,7 @@
 """Teacher cache and MimIC training on the miniature architecture (random weights, tiny task)."""
 
+import json
+
 import torch
 from safetensors.torch import load_file
 
@@ -54,20 +56,41 @@ def test_cache_holds_the_icl_forward_states_and_resumes(tmp_path):
         loaded.model(**t_in)
         direct = rec.stacked()[:, 0]
     assert torch.allclose(cache.get(qid, 1), direct, atol=1e-5)
-    # Resume: a deleted shard is recomputed, the others are kept as they are.
-    before = {p.name: p.read_bytes() for p in out.glob("shard-*.safetensors")}
-    (out / "shard-00001.safetensors").unlink()
+
+
+def test_resume_recomputes_only_the_missing_shard_and_reproduces_its_bytes(tmp_path, monkeypatch):
+    import mimic.teacher as teacher
+
+    loaded, data, icd = _setup(tmp_path)
+    out = tmp_path / "teacher"
     extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
-    assert {p.name for p in out.glob("shard-*.safetensors")} == set(before)
-    redone = load_file(out / "shard-00001.safetensors")
-    old = load_file_bytes(before["shard-00001.safetensors"])
-    assert all(torch.allclose(redone[k], old[k], atol=1e-6) for k in old)
+    files = sorted(out.iterdir())
+    before = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+    (out / "shard-00001.safetensors").unlink()
+    computed = []
+    real = teacher.teacher_states
 
+    def spy(loaded_, data_, chunk, target, split="train"):
+        computed.extend((q, d) for q, d, _ in chunk)
+        return real(loaded_, data_, chunk, target, split)
 
-def load_file_bytes(data: bytes):
-    from safetensors.torch import load
-
-    return load(data)
+    monkeypatch.setattr(teacher, "teacher_states", spy)
+    manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
+    # Only the 4 samples of shard 1 (samples 4..7 in query order, 2 draws each) were recomputed.
+    samples = [(q, d) for q in sorted(icd["train"]) for d in range(2)]
+    assert computed == samples[4:8]
+    after = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(out.iterdir())}
+    assert set(after) == set(before)
+    for name, (content, inode, mtime) in before.items():
+        if name == "manifest.json":  # the same, but for the extraction's wall time
+            old, new = (json.loads(c) for c in (content, after[name][0]))
+            assert old.pop("seconds") >= 0 and new.pop("seconds") >= 0 and old == new
+            continue
+        assert after[name][0] == content, name  # every shard and the index: the same bytes ...
+        if name.startswith("shard-") and name != "shard-00001.safetensors":
+            assert after[name][1:] == (inode, mtime), name  # ... and finished shards were not rewritten
+    assert manifest["n_samples"] == 12
+    assert load_file(out / "shard-00001.safetensors").keys() == {f"{q}/{d}" for q, d in samples[4:8]}
 
 
 def test_alignment_loss_by_hand():
@@ -94,3 +117,19 @@ def test_training_reduces_the_loss_and_cached_equals_online(tmp_path):
     assert online["teacher_mode"] == "online"
     for a, b in zip(cached_rows, online_rows, strict=True):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * max(1.0, abs(a["loss"]))
+
+
+def test_a_shard_holding_other_samples_is_recomputed(tmp_path):
+    """A cache left by an extraction over other samples (one draw instead of two) is never reused as is."""
+    loaded, data, icd = _setup(tmp_path)
+    out = tmp_path / "teacher"
+    one_draw = {**icd, "draws": 1, "train": {q: lists[:1] for q, lists in icd["train"].items()}}
+    extract(loaded, data, one_draw, out, SETTINGS, {"model": "mini", "task": "t"})
+    extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
+    cache = TeacherCache(out)
+    fresh = tmp_path / "fresh"
+    extract(loaded, data, icd, fresh, SETTINGS, {"model": "mini", "task": "t"})
+    reference = TeacherCache(fresh)
+    for q in icd["train"]:
+        for d in range(2):
+            assert torch.equal(cache.get(q, d), reference.get(q, d)), (q, d)
