@@ -78,3 +78,26 @@ def test_too_few_usable_demonstrations_fail_clearly():
 
     with pytest.raises(ValueError, match="fewer than 4 usable demonstrations for query 'r0'"):
         sample_icds("task", pool, pool, pool, shots=4, draws=1, seed=0)  # only 3 records show another image
+
+
+def test_the_reference_sampler_draws_training_queries_with_replacement():
+    train, support, eval_ = _table("t", 6, shared_image_with=None), _table("s", 12), _table("e", 3)
+    image_of = {r["id"]: r["image"]["path"] for _, r in train.iterrows()}
+    repeats = 0
+    for seed in range(50):
+        icd = sample_icds("task", train, support, eval_, shots=4, draws=3, seed=seed, sampler="reference")
+        assert icd["sampler"] == "reference"
+        for qid, lists in icd["train"].items():
+            assert len(lists) == 3
+            for ids in lists:
+                assert len(ids) == 4 and set(ids) <= set(image_of) - {qid}
+                repeats += len(set(ids)) < len(ids)
+        assert all(set(ids) <= set(support["id"]) and len(set(ids)) == 4 for ids in icd["eval"].values())
+    assert repeats > 0  # with replacement: some prompts repeat a demonstration
+
+
+def test_an_unknown_sampler_fails_clearly():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"icd.sampler = 'fresh'; valid: \['separate', 'reference'\]"):
+        sample_icds("task", _table("t", 3), _table("s", 5), _table("e", 2), 2, 1, 0, sampler="fresh")
