@@ -45,6 +45,16 @@ def alignment_loss(student: torch.Tensor, teachers: list[torch.Tensor]) -> torch
     return (sq / count).mean()
 
 
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the labelled (answer) positions, averaged over them.
+
+    Computed here rather than by ``model(labels=...)``: Idefics v1's own loss reshapes its
+    logits to ``vocab_size`` although they also cover the additional (image) tokens.
+    """
+    logits = logits[:, :-1].flatten(0, 1).float()
+    return torch.nn.functional.cross_entropy(logits, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+
+
 def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict, target: str,
           cache: TeacherCache | None) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train a MimIC shift; returns (shift, per-step log rows, summary)."""
@@ -77,11 +87,11 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
             inputs, labels, _ = student_batch(loaded, data, "train", chunk_ids)
             with HiddenStateRecorder(loaded.model, target, keep_graph=True) as rec:
                 rec.select(max(t.shape[1] for t in teachers))
-                out = loaded.model(**inputs, labels=labels)
+                ce = answer_loss(loaded.model(**inputs).logits, labels)
                 align = alignment_loss(rec.stacked(), teachers)
-            loss = hp["align_weight"] * align + hp["ce_weight"] * out.loss
+            loss = hp["align_weight"] * align + hp["ce_weight"] * ce
             (loss / hp["grad_accum"]).backward()
-            for key, value in (("loss", loss), ("align_loss", align), ("ce_loss", out.loss)):
+            for key, value in (("loss", loss), ("align_loss", align), ("ce_loss", ce)):
                 acc[key] += value.item() / hp["grad_accum"]
             last = b == batches_per_epoch - 1
             if (b + 1) % hp["grad_accum"] == 0 or last:
