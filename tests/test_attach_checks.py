@@ -100,7 +100,8 @@ def test_a_failing_patched_forward_is_reported_in_one_line(monkeypatch):
         raise IndexError("index 7 is out of bounds\nsecond line")
 
     monkeypatch.setattr(attention, "masked_scores", broken)
-    with pytest.raises(RuntimeError, match=r"^MimIC dry run failed: the patched forward raised IndexError: index 7") as e:
+    message = r"^MimIC dry run failed: the patched forward raised IndexError: index 7"
+    with pytest.raises(RuntimeError, match=message) as e:
         mimic.attach(model)
     assert "\n" not in str(e.value)
     _untouched(model, "sdpa")
