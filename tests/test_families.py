@@ -262,3 +262,27 @@ def test_answer_loss_is_the_models_own_loss(name):
     with torch.no_grad():
         out = lm.model(**inputs, labels=labels)
     assert torch.allclose(answer_loss(out.logits, labels), out.loss, atol=1e-6)
+
+
+VIDEO_FAMILIES = {"llava-onevision", "qwen2-vl", "qwen2.5-vl", "qwen3-vl"}  # AutoProcessor needs torchvision
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - VIDEO_FAMILIES))
+def test_a_saved_family_loads_as_a_user_loads_it(name, tmp_path):
+    """save_pretrained, then mimic.models.load_model (AutoConfig, the architecture class, AutoProcessor)."""
+    from mimic.models import load_model
+
+    lm = family(name)
+    lm.model.save_pretrained(tmp_path)
+    lm.processor.save_pretrained(tmp_path)
+    loaded = load_model(name, str(tmp_path), "float32", "cpu")
+    assert type(loaded.processor) is type(lm.processor) and loaded.adapter is lm.adapter
+    assert loaded.prompt_format == lm.prompt_format and loaded.stop_token_ids == lm.stop_token_ids
+    data, _ = task()
+    qids, demo_ids = batch()
+    queries = [data.query("train", q) for q in qids]
+    demos = [[data.demo(s) for s in ids] for ids in demo_ids]
+    ours, theirs = encode_prompts(lm, "vqa", queries, demos), encode_prompts(loaded, "vqa", queries, demos)
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    with torch.no_grad():
+        assert torch.equal(lm.model(**ours).logits, loaded.model(**theirs).logits)
