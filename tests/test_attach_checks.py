@@ -54,6 +54,18 @@ def test_attention_mimic_cannot_describe_is_refused_up_front(name):
     assert mimic.api.attachment(model) is None and model.config._attn_implementation == impl
 
 
+def test_only_the_decoder_layers_are_examined_when_the_adapter_is_known():
+    """A sink in the vision tower is none of MimIC's business; one in a decoder attention module is."""
+    model = tiny_idefics2()
+    vision_attn = model.model.vision_model.encoder.layers[0].self_attn
+    vision_attn.sinks = torch.nn.Parameter(torch.zeros(2))
+    assert mimic.attach(model) is not None
+    mimic.detach(model)
+    model.model.text_model.layers[1].self_attn.sinks = torch.nn.Parameter(torch.zeros(4))
+    with pytest.raises(ValueError, match=r"has attention sinks \(model\.text_model\.layers\.1\.self_attn\.sinks\)"):
+        mimic.attach(model)
+
+
 @pytest.fixture
 def falcon_adapter(monkeypatch):
     """What a user would register for Falcon (rotary, no ALiBi): its attention reads _attn_implementation itself."""

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mimic.adapters import ModelAdapter, adapter_for
+from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for
 from mimic.atomic import atomic_write, atomic_write_text
 from mimic.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
 from mimic.compat import dry_run, probe_ids, reference_forward, refusal_reason
@@ -86,7 +86,7 @@ def attach(
     """
     if attachment(model) is not None:
         raise RuntimeError("MimIC is already attached to this model; call mimic.detach(model) first")
-    reason = refusal_reason(model)
+    reason = refusal_reason(model, ADAPTERS.get(getattr(model.config, "model_type", None)))
     if reason is not None:
         raise ValueError(f"MimIC cannot attach to {model.config.model_type!r}: its attention {reason}")
     register()

@@ -17,6 +17,8 @@ that reads ``config._attn_implementation`` itself (Falcon) fails one or the othe
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -31,28 +33,39 @@ def _configs(model: nn.Module) -> list:
     return [config, *(c for c in subs if c is not None)]
 
 
-def refusal_reason(model: nn.Module) -> str | None:
-    """Why MimIC's split of softmax attention does not hold for this model's attention (None: it may)."""
-    for cfg in _configs(model):
+def refusal_reason(model: nn.Module, adapter=None) -> str | None:
+    """Why MimIC's split of softmax attention does not hold for this model's attention (None: it may).
+
+    With the model's ``adapter`` only its text config and decoder layers are examined (a
+    vision tower may do as it likes); without one, the whole model.
+    """
+    configs, scope = _configs(model), model
+    if adapter is not None:
+        # A misdescribed adapter (AttributeError, TypeError): examine everything; attach names the problem.
+        with contextlib.suppress(AttributeError, TypeError):
+            configs, scope = [adapter.text_config(model)], adapter.decoder_layers(model)
+    for cfg in configs:
         attn_config = getattr(cfg, "attn_config", None)
         attn_alibi = attn_config.get("alibi") if isinstance(attn_config, dict) else getattr(attn_config, "alibi", None)
         if getattr(cfg, "alibi", False) is True or attn_alibi is True:
             return "adds an ALiBi position bias to the attention scores (config 'alibi')"
         if getattr(cfg, "relative_attention_num_buckets", None):
             return "adds a relative position bias to the attention scores (config 'relative_attention_num_buckets')"
-    for name, module in model.named_modules():
-        where = name or type(module).__name__
+    prefix = "" if scope is model else f"{adapter.layers_path}."
+    for name, module in scope.named_modules():
+        where = prefix + name if name else type(module).__name__
         for attr in SINK_ATTRIBUTES:
             if isinstance(getattr(module, attr, None), torch.Tensor):
                 return f"has attention sinks ({where}.{attr}): an extra logit in every softmax that log Z2 would miss"
         if getattr(module, "use_alibi", False) is True:
             return f"adds an ALiBi position bias to the attention scores ({where}.use_alibi)"
-        for method in ALIBI_METHODS:
-            if hasattr(type(module), method):
-                return f"adds an ALiBi position bias to the attention scores ({type(module).__name__}.{method})"
         for attr in RELATIVE_BIAS_ATTRIBUTES:
             if getattr(module, attr, None) is not None:
                 return f"adds a relative position bias to the attention scores ({where}.{attr})"
+    for module in model.modules():  # the ALiBi tensor is built by the text model around the layers
+        for method in ALIBI_METHODS:
+            if hasattr(type(module), method):
+                return f"adds an ALiBi position bias to the attention scores ({type(module).__name__}.{method})"
     return None
 
 
