@@ -49,7 +49,7 @@ def test_cache_holds_the_icl_forward_states_and_resumes(tmp_path):
 
     t_in = teacher_batch(loaded, data, "train", [qid], [icd["train"][qid][1]])
     s_in, _, answer_lengths = student_batch(loaded, data, "train", [qid])
-    (n,) = aligned_lengths(t_in, s_in)
+    (n,) = aligned_lengths(t_in, s_in, loaded.tokenizer.bos_token_id)
     assert n == s_in["input_ids"].shape[1] - 1  # everything but the BOS
     with torch.no_grad(), HiddenStateRecorder(loaded.model, "mlp") as rec:
         rec.select(n)

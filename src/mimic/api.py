@@ -19,9 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mimic.adapters import ModelAdapter, adapter_for
+from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for
 from mimic.atomic import atomic_write, atomic_write_text
 from mimic.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
+from mimic.compat import dry_run, probe_ids, reference_forward, refusal_reason
 from mimic.config import MimicConfig
 from mimic.shift import MimicShift
 
@@ -64,15 +65,30 @@ def _complete(config: MimicConfig, model: nn.Module, adapter: ModelAdapter) -> M
 
 
 def attach(
-    model: nn.Module, config: MimicConfig | None = None, shift: nn.Module | None = None, freeze_base: bool = True
+    model: nn.Module,
+    config: MimicConfig | None = None,
+    shift: nn.Module | None = None,
+    freeze_base: bool = True,
+    verify: bool = True,
 ) -> nn.Module:
     """Patch ``model`` in place; return the shift module (the only trainable parameters).
 
     ``shift`` replaces the learned :class:`MimicShift` by any callable module with the
     same signature (the exactness oracle uses this).
+
+    Models whose attention MimIC's split does not describe (attention sinks, ALiBi, a
+    relative position bias) are refused before anything changes. With ``verify`` (the
+    default) ``attach`` then proves itself on a few token ids: one forward before and one
+    after patching, with a zero shift that counts its calls; if a targeted attention
+    module never calls it, or the outputs move, the model is detached again and a
+    one-line ``RuntimeError`` names the module and the reason. ``verify=False`` skips
+    the two tiny forwards for callers that already know the model works.
     """
     if attachment(model) is not None:
         raise RuntimeError("MimIC is already attached to this model; call mimic.detach(model) first")
+    reason = refusal_reason(model, ADAPTERS.get(getattr(model.config, "model_type", None)))
+    if reason is not None:
+        raise ValueError(f"MimIC cannot attach to {model.config.model_type!r}: its attention {reason}")
     register()
     adapter = adapter_for(model)
     config = _complete(config or MimicConfig(), model, adapter)
@@ -80,7 +96,12 @@ def attach(
         shift = MimicShift(config, len(config.layers), config.num_heads, config.head_dim)
         param = next(model.parameters())
         shift.to(param.device)
-    modules, previous, hooks = [], [], []
+    if verify:
+        probe = _probe_inputs(model, adapter)
+        training = [(m, m.training) for m in model.modules()]
+        model.eval()
+        reference = reference_forward(model, probe)
+    modules, previous, hooks, targets, names = [], [], [], [], []
     for row, layer in enumerate(config.layers):
         attn = adapter.attention(model, layer)
         cfg = attn.config
@@ -95,6 +116,8 @@ def attach(
         cfg._attn_implementation_internal = PREFIX + impl
         attn.__dict__["_mimic_target"] = target = ShiftTarget(shift, row, config.insert)
         modules.append(attn)
+        targets.append(target)
+        names.append(f"{adapter.layers_path}.{layer}.{adapter.attn_name}")
         if config.insert == "mlp":
             mlp = adapter.mlp(model, layer)
             mlp.__dict__["_mimic_target"] = target
@@ -106,7 +129,25 @@ def attach(
         for p in frozen:
             p.requires_grad_(False)
     model.__dict__["_mimic"] = Attachment(config, shift, adapter, modules, previous, hooks, frozen)
+    if verify:
+        try:
+            dry_run(model, probe, reference, targets, names)
+        except RuntimeError:
+            detach(model)
+            raise
+        finally:
+            for module, mode in training:
+                module.training = mode
     return shift
+
+
+def _probe_inputs(model: nn.Module, adapter: ModelAdapter) -> dict:
+    """A few ordinary token ids, no images: the input of ``attach``'s dry run."""
+    ids = probe_ids(model, adapter.text_config(model))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if adapter.text_only_inputs is not None:
+        inputs.update(adapter.text_only_inputs(model, ids))
+    return inputs
 
 
 def detach(model: nn.Module) -> nn.Module | None:
@@ -159,7 +200,7 @@ def read_config(path: str | os.PathLike) -> MimicConfig:
     return MimicConfig.from_json((path / CONFIG_FILE).read_text())
 
 
-def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True) -> MimicShift:
+def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> MimicShift:
     """Attach the checkpoint at ``path`` to ``model``; fails clearly if the shapes differ."""
     config = read_config(path)
     adapter = adapter_for(model)
@@ -170,7 +211,7 @@ def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True) ->
         detail = ", ".join(f"{k} {a} in the checkpoint vs {b} in the model" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was trained for {config.base_model or 'another model'} and does not fit: {detail}")
     tensors = load_file(str(Path(path) / WEIGHTS_FILE))
-    shift = attach(model, config, freeze_base=freeze_base)
+    shift = attach(model, config, freeze_base=freeze_base, verify=verify)
     expected = {k: tuple(v.shape) for k, v in shift.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:

@@ -72,18 +72,25 @@ def teacher_batch(loaded, data: TaskData, split: str, qids: list[str], demo_ids:
     return encode_prompts(loaded, data.kind, queries, demos=demos, answers=answers)
 
 
-def aligned_lengths(teacher_inputs: dict, student_inputs: dict) -> list[int]:
-    """Per row, how many trailing positions the teacher and the student share (query + answer)."""
+def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: int | None = None) -> list[int]:
+    """Per row, how many trailing positions the teacher and the student share (query + answer).
+
+    The shared tokens are the common suffix of the two unpadded rows. The student's first
+    token is left out when it is the BOS (``bos_token_id``): it begins the whole prompt,
+    not the query. Families without a BOS (Qwen2) align their whole zero-shot prompt.
+    Anything shorter means the query was tokenized differently after the demonstrations
+    (a merge across the boundary) and is an error, never a silent misalignment.
+    """
     out = []
     for i in range(teacher_inputs["input_ids"].shape[0]):
         t, s = _unpadded(teacher_inputs, i), _unpadded(student_inputs, i)
         n = common_suffix(t, s)
-        if n == len(s):  # the student's BOS matched too: never align it
-            n -= 1
-        if n < len(s) - 1:
+        starts_with_bos = bos_token_id is not None and bool(s) and s[0] == bos_token_id
+        query = len(s) - 1 if starts_with_bos else len(s)
+        if n < query:
             raise ValueError(
                 f"row {i}: the query tokens differ between the ICL and the zero-shot prompt (common suffix {n} of "
-                f"{len(s)}); the processor tokenizes the query differently after demonstrations"
+                f"{query} query tokens); the processor tokenizes the query differently after demonstrations"
             )
-        out.append(n)
+        out.append(query)
     return out

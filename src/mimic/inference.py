@@ -31,6 +31,8 @@ def postprocess(text: str) -> str:
 
 @torch.no_grad()
 def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1) -> list[str]:
+    """Greedy / beam decoding of ``inputs``; ``generate()`` counts the positions from the mask itself."""
+    inputs = {k: v for k, v in inputs.items() if k != "position_ids"}
     out = loaded.model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,

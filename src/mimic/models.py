@@ -9,7 +9,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 from mimic.adapters import ModelAdapter, adapter_for
-from mimic.prompts import PromptFormat, prompt_format
+from mimic.prompts import PromptFormat
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -37,6 +37,11 @@ class LoadedModel:
     stop_token_ids: list[int]
     pad_token_id: int
 
+    @property
+    def tokenizer(self):
+        """The processor's tokenizer (or the processor itself, for text-only models)."""
+        return getattr(self.processor, "tokenizer", self.processor)
+
 
 def pick_device(requested: str | None) -> torch.device:
     if requested in (None, "auto"):
@@ -60,11 +65,21 @@ def load_model(name: str, source: str, dtype: str = "float32", device: str | Non
     model.to(dev).eval()
     processor = AutoProcessor.from_pretrained(source)
     tokenizer = getattr(processor, "tokenizer", processor)
-    stops = model.generation_config.eos_token_id
-    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
-    newline = tokenizer.convert_tokens_to_ids("\n")
-    if newline is not None and newline != tokenizer.unk_token_id and newline not in stops:
-        stops.append(newline)
+    stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     adapter = adapter_for(model)
-    return LoadedModel(name, model, processor, adapter, prompt_format(adapter.name), dev, stops, pad)
+    return LoadedModel(name, model, processor, adapter, adapter.prompt_format, dev, stops, pad)
+
+
+NEWLINE_TOKENS = ("\n", "\n\n", "Ċ", "ĊĊ", "<0x0A>")  # plain, byte-level BPE, SentencePiece byte fallback
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The model's end-of-sequence ids plus its newline tokens: answers end at a line break."""
+    stops = model.generation_config.eos_token_id
+    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
+    for token in NEWLINE_TOKENS:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in stops:
+            stops.append(token_id)
+    return stops

@@ -3,7 +3,8 @@
 The formats follow the paper's code: VQA is ``<image>Question: {q} Short answer: {a}`` and
 captioning ``<image>Caption: {c}``, demonstrations interleaved in the same format. A
 prompt is a list of segments (strings and PIL images); the model adapter turns a batch
-of them into model inputs with the image tokens its processor expects.
+of them into model inputs with the image tokens its processor expects. Each adapter
+holds its family's ``PromptFormat`` (``ModelAdapter.prompt_format``).
 """
 
 from __future__ import annotations
@@ -17,15 +18,6 @@ class PromptFormat:
     caption: str = "Caption:"
     answer_prefix: str = " "
     separator: str = "\n"  # after each demonstration's answer
-
-
-PROMPT_FORMATS: dict[str, PromptFormat] = {
-    "default": PromptFormat(),
-}
-
-
-def prompt_format(family: str) -> PromptFormat:
-    return PROMPT_FORMATS.get(family, PROMPT_FORMATS["default"])
 
 
 def query_text(kind: str, question: str, fmt: PromptFormat) -> str:

@@ -42,7 +42,7 @@ def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "tra
     qids = [q for q, _, _ in chunk]
     t_inputs = teacher_batch(loaded, data, split, qids, [demos for _, _, demos in chunk])
     s_inputs, _, _ = student_batch(loaded, data, split, qids)
-    lengths = aligned_lengths(t_inputs, s_inputs)
+    lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id)
     with HiddenStateRecorder(loaded.model, target) as rec:
         rec.select(max(lengths))
         loaded.model(**t_inputs)
