@@ -226,3 +226,60 @@ def test_online_training_equals_cached_training_step_by_step(mini):
     for a, b in zip(cached, online, strict=True):
         assert a["align_loss"] == pytest.approx(b["align_loss"], rel=1e-4)
         assert a["ce_loss"] == pytest.approx(b["ce_loss"], rel=1e-4)
+
+
+# -- optimiser settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decay_bias", [False, True])
+def test_biases_get_no_weight_decay_unless_asked(decay_bias):
+    from mimic import MimicShift
+    from mimic.training import make_optimizer
+
+    shift = MimicShift(MimicConfig(), 2, 2, 3)
+    with torch.no_grad():
+        for p in shift.parameters():
+            p.fill_(1.0)
+    opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": decay_bias})
+    for p in shift.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # a zero gradient: only the decoupled weight decay moves a parameter, by lr * wd
+    assert torch.allclose(shift.v, torch.full_like(shift.v, 1 - 0.1 * 0.5))
+    assert torch.allclose(shift.w, torch.full_like(shift.w, 1 - 0.1 * 0.5))
+    assert torch.allclose(shift.b, torch.full_like(shift.b, 1 - 0.1 * 0.5 if decay_bias else 1.0))
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.05])
+def test_gradients_are_clipped_to_max_grad_norm_before_each_step(mini, monkeypatch, max_norm):
+    import mimic.training as training
+
+    loaded, data, icd, cache = mini
+    norms = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    training.train(loaded, data, icd, MimicConfig(), {**HP, "epochs": 2, "batch_size": 4, "max_grad_norm": max_norm},
+                   "mlp", cache)
+    mimic.detach(loaded.model)
+    assert len(norms) == 4
+    if max_norm is None:
+        assert max(norms) > 0.05  # unclipped, the gradients are larger than the bound tested below
+    else:
+        assert max(norms) <= max_norm * (1 + 1e-5)
+
+
+def test_prompt_ce_labels_every_real_token_after_the_first(mini):
+    loaded, data, icd, _ = mini
+    qids = sorted(icd["train"])[:3]
+    inputs, labels, _ = student_batch(loaded, data, "train", qids, ce_tokens="prompt")
+    for i in range(len(qids)):
+        real = inputs["attention_mask"][i].bool().nonzero().flatten()
+        assert (labels[i, real[1:]] == inputs["input_ids"][i, real[1:]]).all()
+        assert labels[i, real[0]] == -100 and (labels[i, : real[0]] == -100).all()
+    with pytest.raises(ValueError, match="ce_tokens = 'all'"):
+        student_batch(loaded, data, "train", qids, ce_tokens="all")

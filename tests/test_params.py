@@ -84,10 +84,15 @@ BAD = {
         _set("teacher.cache_dir", "x"),
         "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, mode, shard_size, target",
     ),
+    "reference sampler without a draw per epoch": (
+        lambda p: p["icd"].update(sampler="reference", draws=2),
+        "params.yaml: icd.draws = 2: the reference sampler draws fresh demonstrations every epoch, so it needs "
+        "draws >= methods.mimic.train.epochs = 10",
+    ),
     "unknown training key": (
         _set("methods.mimic.train.learning_rate", 1.0e-3),
-        "params.yaml: methods.mimic.train.learning_rate: unknown key; known: align_weight, batch_size, ce_weight, "
-        "epochs, grad_accum, lr, seed, warmup_ratio, weight_decay",
+        "params.yaml: methods.mimic.train.learning_rate: unknown key; known: align_weight, batch_size, ce_tokens, "
+        "ce_weight, decay_bias, epochs, grad_accum, lr, max_grad_norm, seed, warmup_ratio, weight_decay",
     ),
     "bad teacher mode": (
         _set("teacher.mode", "cache"),

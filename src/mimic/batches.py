@@ -52,8 +52,19 @@ def common_suffix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def student_batch(loaded, data: TaskData, split: str, qids: list[str]) -> tuple[dict, torch.Tensor, list[int]]:
-    """Zero-shot inputs with answers, CE labels on the answer tokens, and per-row answer lengths."""
+CE_TOKENS = ("answer", "prompt")
+
+
+def student_batch(loaded, data: TaskData, split: str, qids: list[str],
+                  ce_tokens: str = "answer") -> tuple[dict, torch.Tensor, list[int]]:
+    """Zero-shot inputs with answers, CE labels, and per-row answer lengths.
+
+    ``ce_tokens``: ``answer`` labels the answer tokens (and its stop token); ``prompt`` labels every
+    real token after the first (image tokens, question and answer), as the MimIC reference code
+    trains (it passes ``labels=input_ids``; unlike it, padding is never labelled here).
+    """
+    if ce_tokens not in CE_TOKENS:
+        raise ValueError(f"ce_tokens = {ce_tokens!r}; valid: {list(CE_TOKENS)}")
     queries = [data.query(split, q) for q in qids]
     answers = [data.target(split, q) for q in qids]
     with_answer = encode_prompts(loaded, data.kind, queries, answers=answers)
@@ -61,6 +72,8 @@ def student_batch(loaded, data: TaskData, split: str, qids: list[str]) -> tuple[
     answer_lengths = (with_answer["attention_mask"].sum(1) - without["attention_mask"].sum(1)).tolist()
     labels = torch.full_like(with_answer["input_ids"], -100)
     for i, n in enumerate(answer_lengths):
+        if ce_tokens == "prompt":
+            n = int(with_answer["attention_mask"][i].sum()) - 1
         labels[i, -n:] = with_answer["input_ids"][i, -n:]
     return with_answer, labels, answer_lengths
 

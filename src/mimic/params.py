@@ -236,6 +236,13 @@ def _check_references(params: dict, source: str) -> None:
                 article = "a" if trained is False else "an"
                 fail(f"{where}: {article} {other} method (type {kind}); list it under run.{other}")
 
+    if params["icd"].get("sampler") == "reference":
+        for name in run["trained"]:
+            epochs = methods[name].get("train", {}).get("epochs", 0)
+            if epochs > params["icd"]["draws"]:
+                fail(f"icd.draws = {params['icd']['draws']}: the reference sampler draws fresh demonstrations "
+                     f"every epoch, so it needs draws >= methods.{name}.train.epochs = {epochs}")
+
     for stage, sections in _JOINED_STAGES.items():
         lists = [run_methods(params) if s == "methods" else run[s] for s in sections]
         seen: dict[str, tuple] = {}

@@ -79,16 +79,43 @@ def objective(model, inputs: dict, labels: torch.Tensor, teachers: list[torch.Te
     return align_weight * align + ce_weight * ce, align, ce
 
 
+# Optional training settings and their defaults (the paper's / reference code's choices).
+TRAIN_DEFAULTS = {
+    "max_grad_norm": 1.0,  # clip the global gradient norm before each step (None: no clipping)
+    "decay_bias": False,  # weight decay on biases too (the reference code exempts them)
+    "ce_tokens": "answer",  # CE on the answer tokens; "prompt": every token after BOS (the reference code)
+}
+
+
+def is_bias(name: str) -> bool:
+    """Bias parameters (exempt from weight decay unless ``decay_bias``): ``*.bias`` and MimIC's ``b``."""
+    return name.rsplit(".", 1)[-1] in ("bias", "b")
+
+
+def make_optimizer(module: torch.nn.Module, hp: dict) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; biases without weight decay unless ``hp['decay_bias']``."""
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if hp["decay_bias"] or not is_bias(n)]
+    no_decay = [p for n, p in params if not (hp["decay_bias"] or not is_bias(n))]
+    groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=hp["lr"])
+
+
 def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict, target: str,
           cache: TeacherCache | None) -> tuple[torch.nn.Module, list[dict], dict]:
-    """Train a MimIC shift; returns (shift, per-step log rows, summary)."""
+    """Train a MimIC shift; returns (shift, per-step log rows, summary).
+
+    ``hp``: epochs, lr, warmup_ratio, weight_decay, batch_size, grad_accum, align_weight, ce_weight,
+    seed, and optionally the keys of :data:`TRAIN_DEFAULTS`.
+    """
+    hp = {**TRAIN_DEFAULTS, **hp}
     torch.manual_seed(hp["seed"])
     shift = attach(loaded.model, shift_config)
     shift.train()
     qids = sorted(icd["train"])
     batches_per_epoch = math.ceil(len(qids) / hp["batch_size"])
     total_steps = math.ceil(batches_per_epoch / hp["grad_accum"]) * hp["epochs"]
-    optimizer = torch.optim.AdamW(shift.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    optimizer = make_optimizer(shift, hp)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(hp["warmup_ratio"] * total_steps), total_steps)
     rows: list[dict] = []
     step, start = 0, time.time()
@@ -108,7 +135,7 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
                 with disabled(loaded.model):
                     teachers, _ = teacher_states(loaded, data, chunk, target)
             teacher_seconds += time.time() - t0
-            inputs, labels, _ = student_batch(loaded, data, "train", chunk_ids)
+            inputs, labels, _ = student_batch(loaded, data, "train", chunk_ids, hp["ce_tokens"])
             loss, align, ce = objective(loaded.model, inputs, labels, teachers, target, hp["align_weight"],
                                         hp["ce_weight"])
             (loss / hp["grad_accum"]).backward()
@@ -116,6 +143,8 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
                 acc[key] += value.item() / hp["grad_accum"]
             last = b == batches_per_epoch - 1
             if (b + 1) % hp["grad_accum"] == 0 or last:
+                if hp["max_grad_norm"] is not None:
+                    torch.nn.utils.clip_grad_norm_(shift.parameters(), hp["max_grad_norm"])
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
