@@ -36,7 +36,7 @@ def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[st
         queries = [data.query("eval", q) for q in chunk]
         demos = [[data.demo(s) for s in demo_ids[q][:shots]] for q in chunk] if shots else None
         inputs = encode_prompts(loaded, data.kind, queries, demos=demos)
-        return generate(loaded, inputs, max_new_tokens, num_beams)
+        return generate(loaded, inputs, max_new_tokens, num_beams, loaded.prompt_format.stops(data.kind))
 
     answer(qids[:batch_size])  # warm-up (allocator, kernels): not timed, so latency compares methods fairly
     for i in tqdm(range(0, len(qids), batch_size), desc=desc, dynamic_ncols=True):

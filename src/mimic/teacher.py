@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from mimic.atomic import atomic_write
-from mimic.batches import TaskData, aligned_lengths, student_batch, teacher_batch
+from mimic.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
 from mimic.data.schema import write_json
 from mimic.recording import HiddenStateRecorder
 
@@ -42,7 +42,7 @@ def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "tra
     qids = [q for q, _, _ in chunk]
     t_inputs = teacher_batch(loaded, data, split, qids, [demos for _, _, demos in chunk])
     s_inputs, _, _ = student_batch(loaded, data, split, qids)
-    lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id)
+    lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id, instruction_tokens(loaded, data.kind))
     with HiddenStateRecorder(loaded.model, target) as rec:
         rec.select(max(lengths))
         loaded.model(**t_inputs)
