@@ -220,6 +220,11 @@ def _check_references(params: dict, source: str) -> None:
     for i, name in enumerate(run["models"]):
         if name not in models:
             fail(f"run.models[{i}] = {_show(name)}: unknown model; known: {known(models)}")
+    for name in run["models"]:
+        shots = models[name].get("shots") if name in models else None
+        if shots and shots > params["icd"]["shots"]:
+            fail(f"models.{name}.shots = {shots}: must be <= icd.shots = {params['icd']['shots']} "
+                 "(the demonstrations sampled per query; sample as many as the run's largest teacher needs)")
     for i, name in enumerate(run["tasks"]):
         if name not in tasks:
             fail(f"run.tasks[{i}] = {_show(name)}: unknown task; known: {known(tasks)}")
@@ -281,14 +286,50 @@ def run_methods(params: dict) -> list[str]:
     return [*params["run"]["untrained"], ICL_REFERENCE, *params["run"]["trained"]]
 
 
-def method_shots(params: dict, method: str) -> int:
-    """Demonstrations a method sees (icl) or mimics (trained: the teacher's); 0 for zero-shot."""
+def method_shots(params: dict, method: str, model: str | None = None) -> int:
+    """Demonstrations a method sees (icl) or mimics (trained: the teacher's); 0 for zero-shot.
+
+    An icl method without ``shots`` (the ``icl`` reference) and every trained method use the
+    ICL teacher's shots: ``models.<model>.shots`` if set (the paper's per-model protocol), else
+    ``icd.shots``.
+    """
     kind = method_type(params, method)
     if kind == "zero-shot":
         return 0
-    if kind == "icl":
-        return int(params["methods"][method].get("shots", params["icd"]["shots"]))
-    return int(params["icd"]["shots"])
+    if kind == "icl" and "shots" in params["methods"][method]:
+        return int(params["methods"][method]["shots"])
+    return teacher_shots(params, model)
+
+
+# -- the per-model protocol (models.<name>: prompt, processor, shots, train, eval) --------------------
+
+
+def teacher_shots(params: dict, model: str | None = None) -> int:
+    """The ICL teacher's demonstrations for ``model``: ``models.<model>.shots``, else ``icd.shots``."""
+    entry = params["models"].get(model, {}) if model is not None else {}
+    return int(entry.get("shots") or params["icd"]["shots"])
+
+
+def prompt_preset(params: dict, model: str) -> str:
+    """The prompt preset of ``model`` (mimic.prompts.PRESETS): ``models.<model>.prompt``, default clean."""
+    return params["models"][model].get("prompt") or "clean"
+
+
+def processor_settings(params: dict, model: str) -> dict:
+    """Keyword arguments for the model's processor (``models.<model>.processor``)."""
+    return dict(params["models"][model].get("processor") or {})
+
+
+def train_settings(params: dict, model: str, method: str) -> dict:
+    """A trained method's ``train`` settings with the model's overrides (``models.<model>.train``) applied."""
+    return {**params["methods"][method]["train"], **(params["models"][model].get("train") or {})}
+
+
+def eval_settings(params: dict, model: str) -> dict:
+    """``eval`` with the model's overrides (``models.<model>.eval``) applied, max_new_tokens per kind merged."""
+    override = dict(params["models"][model].get("eval") or {})
+    tokens = {**params["eval"]["max_new_tokens"], **override.pop("max_new_tokens", {})}
+    return {**params["eval"], **override, "max_new_tokens": tokens}
 
 
 def model_source(params: dict, model: str) -> str:

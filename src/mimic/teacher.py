@@ -31,9 +31,9 @@ log = logging.getLogger("mimic.teacher")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def samples(icd: dict, qids: list[str]) -> list[tuple[str, int, list[str]]]:
-    """(query id, draw, demonstration ids) for every training query and stored draw."""
-    return [(q, d, icd["train"][q][d]) for q in qids for d in range(icd["draws"])]
+def samples(icd: dict, qids: list[str], shots: int | None = None) -> list[tuple[str, int, list[str]]]:
+    """(query id, draw, demonstration ids) for every training query and stored draw (the first ``shots``)."""
+    return [(q, d, icd["train"][q][d][:shots]) for q in qids for d in range(icd["draws"])]
 
 
 @torch.no_grad()
@@ -50,11 +50,14 @@ def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "tra
     return [states[:, i, states.shape[2] - n :] for i, n in enumerate(lengths)], lengths
 
 
-def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict) -> dict:
+def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict,
+            shots: int | None = None) -> dict:
+    """Cache the teacher's states of every (training query, draw) under ``out_dir``; ``shots``: the
+    teacher takes the first ``shots`` of each stored draw (default: all of them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = DTYPES[settings["dtype"]]
-    todo = samples(icd, sorted(icd["train"]))
+    todo = samples(icd, sorted(icd["train"]), shots)
     shard_size, batch_size = settings["shard_size"], settings["batch_size"]
     shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
     index: dict[str, str] = {}

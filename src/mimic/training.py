@@ -102,11 +102,12 @@ def make_optimizer(module: torch.nn.Module, hp: dict) -> torch.optim.AdamW:
 
 
 def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict, target: str,
-          cache: TeacherCache | None) -> tuple[torch.nn.Module, list[dict], dict]:
+          cache: TeacherCache | None, shots: int | None = None) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train a MimIC shift; returns (shift, per-step log rows, summary).
 
     ``hp``: epochs, lr, warmup_ratio, weight_decay, batch_size, grad_accum, align_weight, ce_weight,
-    seed, and optionally the keys of :data:`TRAIN_DEFAULTS`.
+    seed, and optionally the keys of :data:`TRAIN_DEFAULTS`. ``shots``: the online teacher takes
+    the first ``shots`` demonstrations of each stored draw (default: all; the cache has its own).
     """
     hp = {**TRAIN_DEFAULTS, **hp}
     torch.manual_seed(hp["seed"])
@@ -131,7 +132,7 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
             if cache is not None:
                 teachers = [cache.get(q, draw) for q in chunk_ids]
             else:
-                chunk = [(q, draw, icd["train"][q][draw]) for q in chunk_ids]
+                chunk = [(q, draw, icd["train"][q][draw][:shots]) for q in chunk_ids]
                 with disabled(loaded.model):
                     teachers, _ = teacher_states(loaded, data, chunk, target)
             teacher_seconds += time.time() - t0

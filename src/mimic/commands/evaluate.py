@@ -20,7 +20,7 @@ def run(args) -> int:
     from mimic.evaluation import agreement, peak_memory_mb, predict
     from mimic.logs import setup_logging
     from mimic.metrics import HEADLINE, metric_variant, score
-    from mimic.params import ICL_REFERENCE, is_trained, method_shots, method_type
+    from mimic.params import ICL_REFERENCE, eval_settings, is_trained, method_shots, method_type
 
     log = setup_logging(args.log, "mimic.evaluate")
     params = load_checked(args)
@@ -38,8 +38,8 @@ def run(args) -> int:
     if is_trained(params, args.method):
         shift = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
         trainable = count_parameters(shift.config)["total"]
-    shots = method_shots(params, args.method)
-    ev = params["eval"]
+    shots = method_shots(params, args.method, args.model)
+    ev = eval_settings(params, args.model)
     qids = list(data.tables["eval"]["id"])
     if ev.get("limit"):
         qids = qids[: ev["limit"]]

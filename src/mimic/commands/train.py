@@ -20,7 +20,7 @@ def run(args) -> int:
     from mimic.commands.stage_inputs import load_stage_model, load_task
     from mimic.config import MimicConfig
     from mimic.logs import setup_logging
-    from mimic.params import ParamsError, is_trained
+    from mimic.params import ParamsError, is_trained, teacher_shots, train_settings
     from mimic.teacher import TeacherCache
     from mimic.training import log_csv, train
 
@@ -40,12 +40,17 @@ def run(args) -> int:
     data, icd = load_task(args.task, params)
     loaded = load_stage_model(params, args.model)
     shift_config = MimicConfig(**{k: v for k, v in method.get("shift", {}).items()}, base_model=loaded.source)
-    shift, rows, summary = train(loaded, data, icd, shift_config, method["train"], teacher["target"], cache)
+    shots = teacher_shots(params, args.model)
+    if cache is not None and cache.manifest.get("shots", shots) != shots:
+        raise ValueError(f"the teacher cache holds {cache.manifest['shots']}-shot states but the teacher of "
+                         f"{args.model} takes {shots}; re-extract the teacher")
+    hp = train_settings(params, args.model, args.method)
+    shift, rows, summary = train(loaded, data, icd, shift_config, hp, teacher["target"], cache, shots=shots)
     out = paths.checkpoint_dir(args.model, args.task, args.method)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)
-    meta = {"model": args.model, "task": args.task, "method": args.method, "shots": icd["shots"],
+    meta = {"model": args.model, "task": args.task, "method": args.method, "shots": shots,
             "teacher_target": teacher["target"], **summary}
     save(shift, tmp, metadata=meta)
     (tmp / "train_log.csv").write_text(log_csv(rows))
