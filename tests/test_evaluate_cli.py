@@ -69,8 +69,18 @@ def test_eval_limit_keeps_the_first_n_queries(workdir):
             score("vqa", [r["prediction"] for r in rows], [r["answers"] for r in rows])["vqa_accuracy"])
 
 
-def test_mimic_with_three_beams_equals_direct_beam_search(workdir):
-    params = _params(num_beams=3)
+def test_mimic_with_three_beams_equals_direct_beam_search(workdir, monkeypatch):
+    from transformers import Idefics2ForConditionalGeneration
+
+    params = _params(num_beams=3, length_penalty=-3.0)
+    seen = []
+    real = Idefics2ForConditionalGeneration.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["num_beams"], kwargs["length_penalty"]))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Idefics2ForConditionalGeneration, "generate", spy)
     for argv in (("prepare", "--task", TASK), ("sample-icd", "--task", TASK),
                  ("extract-teacher", "--model", MODEL, "--task", TASK),
                  ("train", "--model", MODEL, "--task", TASK, "--method", "mimic"),
@@ -84,10 +94,11 @@ def test_mimic_with_three_beams_equals_direct_beam_search(workdir):
     assert shift.v.abs().max() > 1e-2  # trained: the shift is not negligible
     qids = [r["id"] for r in rows]
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids])
-    beams = generate(loaded, inputs, 10, num_beams=3)
+    beams = generate(loaded, inputs, 10, num_beams=3, length_penalty=-3.0)
     assert [r["prediction"] for r in rows] == beams
+    assert set(seen) == {(3, -3.0)}  # every evaluation batch decoded with the eval settings
     with mimic.disabled(loaded.model), torch.no_grad():
-        plain = generate(loaded, inputs, 10, num_beams=3)
+        plain = generate(loaded, inputs, 10, num_beams=3, length_penalty=-3.0)
     assert plain != beams  # the shift changes the beams: the comparison above is not vacuous
 
 

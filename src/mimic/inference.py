@@ -22,9 +22,11 @@ def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequenc
 
 @torch.no_grad()
 def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
-             stop_words=DEFAULT_STOP_WORDS) -> list[str]:
+             stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0) -> list[str]:
     """Greedy / beam decoding of ``inputs``, each answer cut at ``stop_words`` (:func:`mimic.prompts.postprocess`).
 
+    ``length_penalty``: the beam score is the summed log-probability divided by length ** this
+    (transformers' default 1.0; the MimIC reference code evaluates with 0.0, the plain sum).
     ``generate()`` counts the positions from the mask itself.
     """
     inputs = {k: v for k, v in inputs.items() if k != "position_ids"}
@@ -32,6 +34,7 @@ def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
         **inputs,
         max_new_tokens=max_new_tokens,
         num_beams=num_beams,
+        length_penalty=length_penalty,
         do_sample=False,
         eos_token_id=loaded.stop_token_ids,
         pad_token_id=loaded.pad_token_id,

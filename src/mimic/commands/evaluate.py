@@ -44,7 +44,8 @@ def run(args) -> int:
     if ev.get("limit"):
         qids = qids[: ev["limit"]]
     rows = predict(loaded, data, qids, icd["eval"], shots if mtype == "icl" else 0, ev["batch_size"],
-                   ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}")
+                   ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
+                   length_penalty=ev.get("length_penalty", 1.0))
     variant = ev["metric_variant"]
     metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
     headline = HEADLINE[kind]
