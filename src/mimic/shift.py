@@ -38,19 +38,34 @@ class MimicShift(nn.Module):
         self.b = nn.Parameter(torch.zeros(num_layers, groups))
 
     def magnitude(self, row: int, query: torch.Tensor, log_z2: torch.Tensor) -> torch.Tensor:
-        """``mu_hat`` of shape [batch, H or 1, q_len] for layer ``row``; query: [batch, H, q_len, d]."""
-        b = self.b[row].to(query.device)
-        if not self.config.query_dependent:
+        """``mu_hat`` of shape [batch, H or 1, q_len] for layer ``row``; query: [batch, H, q_len, d].
+
+        The parameters are used where they are (``attach`` puts them on the model's device).
+        """
+        b = self.b[row]
+        if self.w is None:  # constant magnitude
             return torch.sigmoid(b)[None, :, None]
-        w = self.w[row].to(query.device)
-        q = query.to(torch.promote_types(query.dtype, w.dtype))  # at least float32, also under a bf16 model
+        w = self.w[row]
+        if query.dtype != w.dtype:
+            query = query.to(torch.promote_types(query.dtype, w.dtype))  # at least float32 under a bf16 model
         if self.config.per_head:
-            log_z1 = torch.matmul(q, w[:, :, None]).squeeze(-1)  # [b, H, q]: w[h] . q per head
-            return torch.sigmoid(log_z1 + b[:, None] - log_z2)
-        log_z1 = torch.einsum("bhqd,hd->bq", q, w)[:, None, :] + b[None, :, None]
+            log_z1 = torch.matmul(query, w.unsqueeze(-1)).squeeze(-1)  # [b, H, q]: every head in one batched matmul
+            return torch.sigmoid(log_z1 + (b.unsqueeze(-1) - log_z2))
+        log_z1 = torch.einsum("bhqd,hd->bq", query, w).unsqueeze(1) + b
         return torch.sigmoid(log_z1 - log_z2.mean(dim=1, keepdim=True))
 
     def forward(self, row: int, query: torch.Tensor, log_z2: torch.Tensor, call=None) -> torch.Tensor:
         """The shift of every head at every query position, broadcastable to [batch, H, q_len, d] (float32)."""
-        mu = self.magnitude(row, query, log_z2)
-        return mu[..., None] * self.v[row].to(query.device)[None, :, None, :]
+        return self.magnitude(row, query, log_z2).unsqueeze(-1) * self.v[row].unsqueeze(1)
+
+    def add_to(self, row: int, out: torch.Tensor, query: torch.Tensor, log_z2: torch.Tensor) -> torch.Tensor:
+        """``out`` [batch, q_len, H, d] (the heads' outputs, before ``o_proj``) plus the shift, in one kernel.
+
+        The sum is computed in the shift's precision and rounded to ``out``'s dtype once; without
+        autograd (generation) it is written into ``out`` in place.
+        """
+        mu = self.magnitude(row, query, log_z2).transpose(1, 2).unsqueeze(-1)  # [b, q, H or 1, 1]
+        v = self.v[row]
+        if torch.is_grad_enabled() and (out.requires_grad or mu.requires_grad or v.requires_grad):
+            return torch.addcmul(out, mu, v).to(out.dtype)
+        return out.addcmul_(mu, v)
