@@ -167,7 +167,7 @@ def _float_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor |
     """A boolean mask as sdpa converts it before calling a kernel (0 where allowed, -inf elsewhere)."""
     if mask is None or mask.dtype != torch.bool:
         return mask
-    return torch.where(mask.logical_not(), float("-inf"), torch.zeros((), dtype=dtype, device=mask.device))
+    return torch.where(mask, torch.zeros((), dtype=dtype, device=mask.device), float("-inf"))  # no negated copy
 
 
 def _fully_masked(mask: torch.Tensor) -> torch.Tensor:
