@@ -5,7 +5,10 @@ same model with MimIC attached generate exactly ``--new-tokens`` tokens (min = m
 the comparison is the cost of the shift, not of answer length) on the same batch, in one
 process: one untimed warm-up of each, then ``--pairs`` interleaved pairs (zero-shot,
 MimIC, zero-shot, MimIC, ...). The figure is the median of the per-pair ratios; the
-spread (min..max over pairs) says how noisy the machine was.
+spread (min..max over pairs) says how noisy the machine was. On CPU the ratio is given for
+wall time and for the process's CPU time (with one thread, CPU time leaves out the time
+the process waited for a core that other jobs held, so it is the steadier figure on a
+shared machine).
 
     .venv/bin/python benchmarks/shift_overhead.py [--model models/mini-idefics2] [--batches 1 8 32]
 """
@@ -25,26 +28,26 @@ from mimic.inference import encode_prompts
 from mimic.models import load_model
 
 
-def timed_generate(loaded, inputs, new_tokens: int, beams: int) -> float:
-    """Seconds for one ``generate`` of exactly ``new_tokens`` tokens."""
+def timed_generate(loaded, inputs, new_tokens: int, beams: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one ``generate`` of exactly ``new_tokens`` tokens."""
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         out = loaded.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams,
                                     do_sample=False, eos_token_id=loaded.stop_token_ids,
                                     pad_token_id=loaded.pad_token_id)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert out.shape[1] == inputs["input_ids"].shape[1] + new_tokens, "generated length differs"
-    return seconds
+    return seconds, cpu
 
 
 def side_by_side(loaded, shift, inputs, new_tokens: int, beams: int, pairs: int) -> dict:
     """Interleaved zero-shot / MimIC timings of the same batch: medians and the per-pair ratios."""
 
-    def run(with_mimic: bool) -> float:
+    def run(with_mimic: bool) -> tuple[float, float]:
         if with_mimic:
             mimic.attach(loaded.model, shift.config, shift=shift, verify=False)
         try:
@@ -58,9 +61,11 @@ def side_by_side(loaded, shift, inputs, new_tokens: int, beams: int, pairs: int)
     for _ in range(pairs):
         zero.append(run(False))
         shifted.append(run(True))
-    ratios = [m / z for z, m in zip(zero, shifted, strict=True)]
-    return {"zero": statistics.median(zero), "mimic": statistics.median(shifted),
-            "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+    ratios = [m[0] / z[0] for z, m in zip(zero, shifted, strict=True)]
+    cpu_ratios = [m[1] / z[1] for z, m in zip(zero, shifted, strict=True)]
+    return {"zero": statistics.median(z for z, _ in zero), "mimic": statistics.median(m for m, _ in shifted),
+            "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
+            "cpu_ratio": statistics.median(cpu_ratios)}
 
 
 def main() -> None:
@@ -69,7 +74,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--new-tokens", type=int, default=10)
-    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--pairs", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,7 +85,8 @@ def main() -> None:
     print(f"{args.model}: {args.new_tokens} new tokens (min = max), device {loaded.device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; {args.pairs} interleaved pairs after a "
           "warm-up, median of per-pair ratios")
-    print(f"{'batch':>5} {'decoding':>9} {'zero-shot ms':>13} {'MimIC ms':>9} {'MimIC/zero':>10} {'pair range':>13}")
+    print(f"{'batch':>5} {'decoding':>9} {'zero-shot ms':>13} {'MimIC ms':>9} {'MimIC/zero':>10} {'pair range':>13} "
+          f"{'CPU-time ratio':>14}")
     for batch in args.batches:
         queries = [(syn.render(syn.sample_scene(rng)), "What do you see?") for _ in range(batch)]
         inputs = encode_prompts(loaded, "vqa", queries)
@@ -88,7 +94,7 @@ def main() -> None:
             r = side_by_side(loaded, shift, inputs, args.new_tokens, beams, args.pairs)
             mode = "greedy" if beams == 1 else f"{beams} beams"
             print(f"{batch:>5} {mode:>9} {r['zero'] * 1000:>13.1f} {r['mimic'] * 1000:>9.1f} {r['ratio']:>9.3f}x "
-                  f"{r['low']:>6.3f}..{r['high']:.3f}", flush=True)
+                  f"{r['low']:>6.3f}..{r['high']:.3f} {r['cpu_ratio']:>13.3f}x", flush=True)
 
 
 if __name__ == "__main__":

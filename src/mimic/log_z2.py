@@ -237,14 +237,14 @@ def fused_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False
         return out, None
     additive, fully = mask_forms(attn_mask, query.dtype) if attn_mask is not None else (None, None)
     if device == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        out, lse = torch._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, dropout_p, is_causal, attn_mask=additive, scale=scale)
     elif backend == FLASH:  # sdpa's CUDA flash path takes no mask
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False,
+        out, lse = torch._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False,
                                                                       scale=scale)[:2]
     else:
         bias = None if additive is None else _efficient_bias(additive, query, key)
-        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, True, dropout_p,
+        out, lse = torch._scaled_dot_product_efficient_attention(query, key, value, bias, True, dropout_p,
                                                                           is_causal, scale=scale)[:2]
         lse = lse[..., : query.shape[2]]  # padded to a multiple of 32 queries
     if fully is not None:
