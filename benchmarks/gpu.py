@@ -21,6 +21,7 @@ re-raises instead).
 
     .venv/bin/python benchmarks/gpu.py                     # all shapes, CUDA, bf16 (about 4 min on an H100)
     .venv/bin/python benchmarks/gpu.py --shapes idefics2-8b-base --batches 8
+    .venv/bin/python benchmarks/gpu.py --static-cache      # adds static-cache (compiled, CUDA graphs) decoding
     .venv/bin/python benchmarks/gpu.py --tiny              # the same code on tiny configs, CPU, float32
 """
 
@@ -229,6 +230,9 @@ def task(n_queries: int, shots: int, px: int, seed: int = 0) -> tuple[TaskData, 
 # Measuring.
 
 
+W = 46  # label column of the printed table
+
+
 class Bench:
     def __init__(self, device: str, strict: bool):
         self.device, self.strict = device, strict
@@ -259,12 +263,12 @@ class Bench:
         except torch.cuda.OutOfMemoryError:
             if self.strict:
                 raise
-            print(f"  {label:<40} out of GPU memory (section skipped)")
+            print(f"  {label:<{W}} out of GPU memory (section skipped)")
         except Exception as err:  # noqa: BLE001 - report and go on with the next section
             if self.strict:
                 raise
             first = (str(err).strip().splitlines() or [""])[0][:150]
-            print(f"  {label:<40} failed: {type(err).__name__}: {first}")
+            print(f"  {label:<{W}} failed: {type(err).__name__}: {first}")
             traceback.print_exc(limit=2)
         finally:
             gc.collect()
@@ -298,12 +302,13 @@ class Methods:
                 mimic.detach(self.loaded.model)
 
 
-def interleaved(bench: Bench, methods: Methods, runs: dict, repeats: int) -> dict:
-    """``runs``: method -> callable. One warm-up each, then ``repeats`` rounds in order; seconds per method."""
+def interleaved(bench: Bench, runs: dict, repeats: int, switch=lambda method: contextlib.nullcontext()) -> dict:
+    """``runs``: method -> callable, run under ``switch(method)``. One warm-up each, then ``repeats`` rounds in
+    order (a, b, c, a, b, c, ...); seconds per method."""
     times = {m: [] for m in runs}
     for rnd in range(repeats + 1):
         for method, fn in runs.items():
-            with methods.using(method):
+            with switch(method):
                 t = bench.seconds(fn)
             if rnd:
                 times[method].append(t)
@@ -317,7 +322,7 @@ def ratio(times: dict, a: str, b: str) -> float | None:
 
 
 def line(label: str, text: str) -> None:
-    print(f"  {label:<40}{text}")
+    print(f"  {label:<{W}}{text}")
 
 
 def row(label: str, times: dict, scale: float = 1000.0, unit: str = "ms") -> None:
@@ -327,7 +332,7 @@ def row(label: str, times: dict, scale: float = 1000.0, unit: str = "ms") -> Non
         return f"{med[m]:>10.1f}" if med.get(m) is not None else f"{'-':>10}"
 
     r1, r2 = ratio(times, "mimic", "zero"), ratio(times, "icl", "mimic")
-    print(f"  {label + ' ' + unit:<40}{cell('zero')}{cell('mimic')}{cell('icl')}"
+    print(f"  {label + ' ' + unit:<{W}}{cell('zero')}{cell('mimic')}{cell('icl')}"
           f"{(f'{r1:.3f}x' if r1 else '-'):>12}{(f'{r2:.2f}x' if r2 else '-'):>12}")
 
 
@@ -359,7 +364,7 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
     methods = Methods(loaded, shift)
     data, icd = task(max(args.batches + [batch]), k, px)
     qids = sorted(icd["train"])
-    header = f"  {'':<40}{'zero-shot':>10}{'MimIC':>10}{f'{k}-shot':>10}{'MimIC/zero':>12}{'ICL/MimIC':>12}"
+    header = f"  {'':<{W}}{'zero-shot':>10}{'MimIC':>10}{f'{k}-shot':>10}{'MimIC/zero':>12}{'ICL/MimIC':>12}"
 
     def prompts(n: int, shots: bool) -> dict:
         chosen = qids[:n]
@@ -383,7 +388,7 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
     with bench.section("prefill"), torch.no_grad():
         runs = {m: (lambda m=m: model(**inputs["icl" if m == "icl" else "zero"], use_cache=True, logits_to_keep=1))
                 for m in ("zero", "mimic", "icl")}
-        row(f"prefill (batch {batch})", interleaved(bench, methods, runs, args.repeats))
+        row(f"prefill (batch {batch})", interleaved(bench, runs, args.repeats, methods.using))
     for b in args.batches:
         zs = inputs["zero"] if b == batch else None
         with bench.section(f"generate (batch {b})"), torch.no_grad():
@@ -395,7 +400,23 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
                 if b == batch:
                     runs["icl"] = lambda kw=kw: model.generate(**inputs["icl"], **kw)
                 mode = "greedy" if beams == 1 else "3 beams"
-                row(f"generate {mode} (batch {b})", interleaved(bench, methods, runs, args.repeats))
+                row(f"generate {mode} (batch {b})", interleaved(bench, runs, args.repeats, methods.using))
+    if args.static_cache:
+        with bench.section("static cache"), torch.no_grad():
+            # generate compiles the decoding step for a static cache on CUDA (CUDA graphs). MimIC stays attached
+            # and the zero-shot rounds disable it: attaching anew each round would recompile each round.
+            kw = {**_generate_kwargs(loaded, args.new_tokens, 1), "cache_implementation": "static"}
+            mimic.attach(model, shift.config, shift=shift, verify=False)
+            try:
+                def off():
+                    with mimic.disabled(model):
+                        model.generate(**inputs["zero"], **kw)
+
+                times = interleaved(bench, {"zero": off, "mimic": lambda: model.generate(**inputs["zero"], **kw)},
+                                    args.repeats)
+            finally:
+                mimic.detach(model)
+            row(f"generate greedy, static cache (batch {batch})", times)
     if bench.device == "cuda":
         with bench.section("peak memory"), torch.no_grad():
             kw = _generate_kwargs(loaded, args.new_tokens, 3)
@@ -407,7 +428,7 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
                     peaks[m] = [bench.peak_gib()]
             weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
             med = {m: v[0] for m, v in peaks.items()}
-            print(f"  {f'peak memory, 3 beams (batch {batch}) GiB':<40}{med['zero']:>10.2f}{med['mimic']:>10.2f}"
+            print(f"  {f'peak memory, 3 beams (batch {batch}) GiB':<{W}}{med['zero']:>10.2f}{med['mimic']:>10.2f}"
                   f"{med['icl']:>10.2f}{med['mimic'] / med['zero']:>11.3f}x{'':>12}   (weights {weights:.2f})")
     chunk = [(q, 0, icd["train"][q][0]) for q in qids[:batch]]
     cached = None
@@ -446,7 +467,7 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
         line(f"training step, batch {batch}", f"cached teacher {c:.2f} s, online teacher {o:.2f} s ({o / c:.1f}x)")
     with bench.section("MimIC + 3 beams (mimic.inference.generate)"), methods.using("mimic"):
         seconds = bench.seconds(lambda: generate(loaded, inputs["zero"], args.new_tokens, num_beams=3))
-        line("MimIC + 3 beams, mimic.inference.generate", f"{seconds:.2f} s for batch {batch} (with decoding)")
+        line("MimIC + 3 beams via inference.generate", f"{seconds:.2f} s for batch {batch} (with decoding)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -456,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="batches of zero-shot vs MimIC")
     parser.add_argument("--new-tokens", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds after the warm-up")
+    parser.add_argument("--static-cache", action="store_true",
+                        help="also greedy generation with a static cache (compiled by generate on CUDA)")
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU in float32 (tests this script)")
     parser.add_argument("--strict", action="store_true", help="raise instead of reporting a failed section")
     args = parser.parse_args(argv)

@@ -122,3 +122,36 @@ def test_static_cache_generation_under_mimic_equals_the_dynamic_cache():
     for a, b in zip(static.scores, dynamic.scores, strict=True):
         assert torch.allclose(a, b, atol=1e-4)
     assert not all(torch.allclose(a, b, atol=1e-3) for a, b in zip(static.scores, unshifted.scores, strict=True))
+
+
+def test_compiled_static_cache_decoding_under_mimic_equals_eager_decoding():
+    """generate compiles the decoding step of a static cache (on CUDA, with CUDA graphs). Traced by dynamo
+    (aot_eager here: no C++ toolchain needed), the hook takes its compile-safe route; same tokens, no graph break."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    from mimic.tiny import tiny_idefics2
+
+    model = tiny_idefics2(layers=2)
+    _, zs, _ = random_icl_batch(model, pad=True, seed=9)
+    shift = mimic.attach(model)
+    with torch.no_grad():
+        shift.v.normal_(0, 1.0)
+        shift.w.normal_(0, 0.5)
+    config = CompileConfig(backend="aot_eager", mode=None)
+    config._compile_all_devices = True  # generate compiles only on accelerators unless told
+    kwargs = dict(max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True,
+                  cache_implementation="static", suppress_tokens=[model.config.image_token_id])
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad():
+        eager = model.generate(**zs, disable_compile=True, **kwargs)
+        compiled = model.generate(**zs, compile_config=config, **kwargs)
+    mimic.detach(model)
+    torch._dynamo.reset()
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
+    assert torch.equal(compiled.sequences, eager.sequences)
+    for a, b in zip(compiled.scores, eager.scores, strict=True):
+        finite = torch.isfinite(b)
+        assert torch.equal(finite, torch.isfinite(a)) and (a - b)[finite].abs().max() < 1e-5

@@ -68,7 +68,8 @@ def test_full_size_shapes_match_the_checkpoints(name):
 
 
 def test_the_benchmark_runs_every_section_on_tiny_configs(capsys):
-    _module().main(["--tiny", "--strict", "--batch", "2", "--batches", "1", "2", "--repeats", "1", "--new-tokens", "3"])
+    _module().main(["--tiny", "--strict", "--static-cache", "--batch", "2", "--batches", "1", "2", "--repeats", "1",
+                    "--new-tokens", "3"])
     out = capsys.readouterr().out
     blocks = out.split("\n== ")[1:]
     assert [b.split(" ", 1)[0] for b in blocks] == ["idefics2-8b-base", "idefics-9b", "llava-interleave-qwen-7b"]
@@ -81,7 +82,8 @@ def test_the_benchmark_runs_every_section_on_tiny_configs(capsys):
                 line = re.search(rf"generate {mode} \(batch {b}\) ms" + number * 2, block)
                 assert line and all(float(x) > 0 for x in line.groups()), (mode, b)
         assert re.search(r"generate 3 beams \(batch 2\) ms" + number * 3 + r"\s+[\d.]+x\s+[\d.]+x", block)
+        assert re.search(r"generate greedy, static cache \(batch 2\) ms" + number * 2 + r"\s+-\s+[\d.]+x", block)
         assert re.search(r"teacher extraction, batch 2, \d+-shot\s+[\d.]+ s; cache [\d.]+ KiB per query", block)
         assert re.search(r"training step, batch 2\s+cached teacher [\d.]+ s, online teacher [\d.]+ s", block)
-        assert "MimIC + 3 beams, mimic.inference.generate" in block
+        assert "MimIC + 3 beams via inference.generate" in block
         assert "failed" not in block and "out of GPU memory" not in block

@@ -50,7 +50,7 @@ class MimicShift(nn.Module):
         The cached views share the parameters' storage, so in-place updates show through;
         they are remade when a parameter gets new storage (``.to()``, ``.double()``).
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # autograd / a compiled graph: plain views
             return self._views(row)
         key = tuple(p.data_ptr() for p in (self.v, self.w, self.b) if p is not None)
         cache = self.__dict__.get("_cached_views")
