@@ -465,9 +465,36 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
         mimic.detach(model)
         c, o = statistics.median(times["cached"]), statistics.median(times["online"])
         line(f"training step, batch {batch}", f"cached teacher {c:.2f} s, online teacher {o:.2f} s ({o / c:.1f}x)")
-    with bench.section("MimIC + 3 beams (mimic.inference.generate)"), methods.using("mimic"):
+    with bench.section("MimIC + 3 beams (mimic.inference.generate)"), methods.using("mimic"), kernels() as seen:
         seconds = bench.seconds(lambda: generate(loaded, inputs["zero"], args.new_tokens, num_beams=3))
         line("MimIC + 3 beams via inference.generate", f"{seconds:.2f} s for batch {batch} (with decoding)")
+        routes = "; ".join(f"{step}: {', '.join(sorted(names))}" for step, names in seen.items())
+        line("attention kernels under MimIC", routes)
+
+
+@contextlib.contextmanager
+def kernels():
+    """Which kernel sdpa picked in MimIC's attention calls, and whether log Z2 came from it (prefill / decoding)."""
+    from torch.nn.attention import SDPBackend
+
+    import mimic.log_z2 as lz
+
+    real, seen = lz.fused_sdpa, {"prefill": set(), "decoding": set()}
+    names = {int(b): name for name, b in SDPBackend.__members__.items()}
+
+    def spy(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        choice = torch._fused_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                                         enable_gqa=enable_gqa)
+        out, lse = real(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+        step = "prefill" if query.shape[2] > 1 and key.shape[2] == query.shape[2] else "decoding"
+        seen[step].add(f"{names.get(choice, choice)} (log Z2 {'from the kernel' if lse is not None else 'chunked'})")
+        return out, lse
+
+    lz.fused_sdpa = spy
+    try:
+        yield seen
+    finally:
+        lz.fused_sdpa = real
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,4 +86,7 @@ def test_the_benchmark_runs_every_section_on_tiny_configs(capsys):
         assert re.search(r"teacher extraction, batch 2, \d+-shot\s+[\d.]+ s; cache [\d.]+ KiB per query", block)
         assert re.search(r"training step, batch 2\s+cached teacher [\d.]+ s, online teacher [\d.]+ s", block)
         assert "MimIC + 3 beams via inference.generate" in block
+        # on the CPU sdpa picks flash attention, and log Z2 is that kernel's log-sum-exp in prefill and decoding
+        assert re.search(r"prefill: FLASH_ATTENTION \(log Z2 from the kernel\); decoding: FLASH_ATTENTION "
+                         r"\(log Z2 from the kernel\)", block)
         assert "failed" not in block and "out of GPU memory" not in block

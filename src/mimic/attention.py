@@ -73,7 +73,8 @@ def _sdpa_and_log_z2(module, query, key, value, attention_mask, scaling, dropout
     The same grouped-key handling (``enable_gqa``, ``pack_gqa`` while decoding, ``repeat_kv``),
     the same ``is_causal`` decision and key cropping, then :func:`sdpa_with_log_z2`: the very
     kernel sdpa picks, on the very arguments it would get. ``attach``'s dry run (v = 0 leaves
-    the logits unchanged) and the tests (bit-equal generation at v = 0) hold it to that.
+    the logits unchanged) and the tests (its output bit-equal to transformers' sdpa forward in
+    every call of a generation) hold it to that.
     """
     b, heads, q_len, _ = query.shape
     groups = getattr(module, "num_key_value_groups", 1)
