@@ -18,12 +18,12 @@ import random
 import time
 
 import torch
-from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from mimic.api import attach, disabled
 from mimic.batches import TaskData, student_batch
 from mimic.config import MimicConfig
+from mimic.logs import progress
 from mimic.recording import HiddenStateRecorder
 from mimic.teacher import TeacherCache, teacher_states
 
@@ -121,7 +121,7 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
     rows: list[dict] = []
     step, start = 0, time.time()
     teacher_seconds = 0.0
-    bar = tqdm(total=total_steps, desc="train mimic", dynamic_ncols=True)
+    bar = progress(total=total_steps, desc="train mimic", logger=log)
     for epoch in range(hp["epochs"]):
         order = random.Random(hp["seed"] * 1000 + epoch).sample(qids, len(qids))
         draw = epoch % icd["draws"]
