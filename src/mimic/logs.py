@@ -24,3 +24,13 @@ def setup_logging(log_path: str | None, name: str = "mimic") -> logging.Logger:
         root.addHandler(file)
     root.propagate = False
     return logging.getLogger(name)
+
+
+def log_to_files(message: str, level: int = logging.ERROR) -> None:
+    """Write ``message`` to the stage's log files only (the console gets its own line from the CLI)."""
+    logger = logging.getLogger("mimic")
+    record = logger.makeRecord("mimic", level, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+            handler.flush()

@@ -1,13 +1,20 @@
-"""What the rules need to know about params.yaml; all of it comes from mimic.params."""
+"""What the rules need to know about params.yaml; all of it comes from mimic.params and mimic.stages."""
 
 import re
 
-from mimic.params import ICL_REFERENCE, is_trained, load_params, run_methods, trained_methods
+from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, trained_methods
+from mimic.stages import settings_file, write_settings
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
-# (--config / --configfile overrides), and fail early with mimic.params' one-line errors.
-if config != load_params("params.yaml"):
+# (--config / --configfile overrides).
+if config != PARAMS:
     raise WorkflowError("the mimic commands read params.yaml: edit it instead of overriding it with --config/--configfile")
+
+# Each job's settings file (its rerun trigger, shared with DVC), rewritten where its content changed.
+try:
+    write_settings(config)
+except ParamsError as err:
+    sys.exit(str(err))
 
 
 def one_of(names):
@@ -25,6 +32,11 @@ wildcard_constraints:
 TRAINED_METHODS = one_of(trained_methods(config))
 
 
+def settings(stage):
+    """The job's settings file (mimic.stages): the params.yaml values its results depend on."""
+    return lambda w: str(settings_file(stage, **{k: v for k, v in w.items() if k in ("model", "task", "method")}))
+
+
 def task_files(w):
     """data/<task>/{train,support,eval}.parquet and meta.json, as made by `mimic prepare`."""
     return {
@@ -35,25 +47,20 @@ def task_files(w):
     }
 
 
-def model_files(w):
-    """The model directory when the model has a local path (hub models have no file input)."""
-    path = config["models"][w.model].get("path")
-    return {"model": path} if path else {}
-
-
-def teacher_inputs(w):
-    return {**task_files(w), "icd": f"data/{w.task}/icd.json", **model_files(w)}
+def model_inputs(w):
+    """The prepared task and its demonstrations (a local model enters through its settings file's digest)."""
+    return {**task_files(w), "icd": f"data/{w.task}/icd.json"}
 
 
 def train_inputs(w):
-    inputs = teacher_inputs(w)
+    inputs = model_inputs(w)
     if config["teacher"]["mode"] == "cached":
         inputs["teacher"] = f"results/teacher/{w.model}/{w.task}"
     return inputs
 
 
 def evaluate_inputs(w):
-    inputs = teacher_inputs(w)
+    inputs = model_inputs(w)
     if is_trained(config, w.method):
         inputs["weights"] = f"results/checkpoints/{w.model}/{w.task}/{w.method}/mimic.safetensors"
         inputs["shift_config"] = f"results/checkpoints/{w.model}/{w.task}/{w.method}/mimic_config.json"

@@ -1,16 +1,14 @@
+# Not update(): a new cache replaces the old one, which can be large; the extraction resumes from
+# the shards it finished (results/partial/, kept under a fingerprint of their settings) when it is
+# interrupted, and DVC's cache holds every recorded version (`dvc checkout`).
 rule extract_teacher:
     input:
-        unpack(teacher_inputs),
+        unpack(model_inputs),
+        settings=settings("extract-teacher"),
     output:
         teacher=directory("results/teacher/{model}/{task}"),
-    params:
-        model=lambda w: config["models"][w.model],
-        icd=config["icd"],
-        teacher=config["teacher"],
     log:
         "results/logs/extract-teacher/{model}-{task}.log",
-    benchmark:
-        "results/benchmarks/extract-teacher/{model}-{task}.tsv"
     # A model job takes every core: model jobs never share the machine, so latencies are clean.
     threads: workflow.cores
     resources:
