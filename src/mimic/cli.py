@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         message = one_line(exc)
+        _close_progress_bars()
         from mimic.logs import log_to_files
 
         log_to_files(f"error: {message}")
@@ -88,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mimic {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """End open tqdm bars, so that the error starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        bar.close()
 
 
 def _log_usage(name: str, start: float) -> None:

@@ -41,6 +41,11 @@ def teacher_dir(model: str, task: str) -> Path:
     return RESULTS / "teacher" / model / task
 
 
+def teacher_partial_dir(model: str, task: str) -> Path:
+    """Where an extraction keeps its finished shards until the cache is complete (resume)."""
+    return RESULTS / "partial" / "teacher" / model / task
+
+
 def teacher_manifest(model: str, task: str) -> Path:
     return teacher_dir(model, task) / "manifest.json"
 

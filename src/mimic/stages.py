@@ -165,6 +165,18 @@ def _write_cache(path: Path | None, cache: dict | None) -> None:
         atomic_write_text(path, json.dumps(cache, sort_keys=True))
 
 
+def differences(recorded: dict, expected: dict, prefix: str = "") -> list[str]:
+    """``key: recorded -> expected`` for every setting that differs (nested keys dotted)."""
+    out = []
+    for key in sorted(set(recorded) | set(expected)):
+        a, b = recorded.get(key), expected.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
 def render(instance: StageInstance, settings: dict) -> str:
     doc = {"stage": instance.stage, **dict(instance.names), "settings": settings}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"

@@ -55,7 +55,7 @@ def model_inputs(w):
 def train_inputs(w):
     inputs = model_inputs(w)
     if config["teacher"]["mode"] == "cached":
-        inputs["teacher"] = f"results/teacher/{w.model}/{w.task}"
+        inputs["teacher"] = f"results/teacher/{w.model}/{w.task}/manifest.json"  # the cache (see teacher.smk)
     return inputs
 
 

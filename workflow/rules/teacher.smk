@@ -1,12 +1,14 @@
-# Not update(): a new cache replaces the old one, which can be large; the extraction resumes from
-# the shards it finished (results/partial/, kept under a fingerprint of their settings) when it is
-# interrupted, and DVC's cache holds every recorded version (`dvc checkout`).
+# The declared output is the cache's manifest, not its directory: Snakemake never deletes (nor
+# copies, as update() would) a cache that can be large. `mimic extract-teacher` builds the new
+# cache in results/partial/ (resuming from the shards an interrupted run finished, kept under a
+# fingerprint of their settings) and swaps it in only when complete, so a failing or killed job
+# leaves the previous cache as it was. dvc.yaml declares the directory.
 rule extract_teacher:
     input:
         unpack(model_inputs),
         settings=settings("extract-teacher"),
     output:
-        teacher=directory("results/teacher/{model}/{task}"),
+        manifest=update("results/teacher/{model}/{task}/manifest.json"),
     log:
         "results/logs/extract-teacher/{model}-{task}.log",
     # A model job takes every core: model jobs never share the machine, so latencies are clean.
