@@ -180,7 +180,9 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
                 for (q, d, _), st in zip(chunk, states, strict=True):
                     tensors[f"{q}/{d}"] = st.to("cpu", dtype).contiguous()
                 bar.update(len(chunk))
-            atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp, metadata={"format": "pt", "fingerprint": fp}))
+            # one metadata key: safetensors writes a metadata map in no fixed order, and the same
+            # states must give the same bytes (DVC compares hashes)
+            atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp, metadata={"fingerprint": fp}))
             done[name] = _sha256(path)
             write_json(work / PROGRESS_FILE, {"fingerprint": fp, "settings": made_by, "shards": done})
             log.info("wrote %s (%d samples)", name, len(shard))
