@@ -177,10 +177,11 @@ def read_config(path: str | os.PathLike) -> MimicConfig:
         return MimicConfig.from_json((path / CONFIG_FILE).read_text())
     except (ValueError, TypeError) as exc:
         raise IntegrityError(f"{path / CONFIG_FILE}: not a MimIC config ({' '.join(str(exc).split())}); "
-                             f"{_CHECKPOINT_FIX}") from None
+                             f"{_fix(path / CONFIG_FILE)}") from None
 
 
-_CHECKPOINT_FIX = "restore the checkpoint (`dvc checkout <dir>`) or train it again (`mimic train ...`)"
+def _fix(file: Path) -> str:
+    return f"restore it (`dvc checkout {file}`) or train the checkpoint again (`mimic train ...`)"
 
 
 def _read_weights(path: Path, config: MimicConfig) -> dict[str, torch.Tensor]:
@@ -189,14 +190,14 @@ def _read_weights(path: Path, config: MimicConfig) -> dict[str, torch.Tensor]:
     expected = config.extra.get("weights_sha256")
     if expected is not None and _sha256(weights) != expected:
         raise IntegrityError(f"{weights}: sha256 differs from the one {CONFIG_FILE} records (the file was changed "
-                             f"or damaged); {_CHECKPOINT_FIX}")
+                             f"or damaged); {_fix(weights)}")
     try:
         tensors = load_file(str(weights))
     except Exception as exc:  # noqa: BLE001 - safetensors' errors do not name the file
-        raise IntegrityError(f"{weights}: not a readable safetensors file ({exc}); {_CHECKPOINT_FIX}") from None
+        raise IntegrityError(f"{weights}: not a readable safetensors file ({exc}); {_fix(weights)}") from None
     broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if broken:
-        raise IntegrityError(f"{weights}: tensors {broken} hold nan or inf; {_CHECKPOINT_FIX}")
+        raise IntegrityError(f"{weights}: tensors {broken} hold nan or inf; {_fix(weights)}")
     return tensors
 
 
