@@ -532,6 +532,16 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     assert work.run("snakemake") == mimic_jobs
     assert work.run("dvc") == set()
 
+    # An edit that ran nowhere, edited back: nothing to do (Snakemake's checksum of the settings file),
+    # though its settings file was rewritten twice.
+    work.edit("methods.mimic.train.lr", 4.0e-3)
+    assert work.dvc("status").strip() != "Data and pipelines are up to date."
+    subprocess.run(work.command("snakemake")[:-1] + ["--dry-run", "all"], cwd=work.dir, env=work.env, check=True,
+                   capture_output=True)  # (writes the edited settings)
+    work.edit("methods.mimic.train.lr", 1.0e-2)
+    assert work.run("snakemake") == set()
+    assert work.run("dvc") == set()
+
     work.edit("icd.seed", 1)  # and the other way round: Snakemake runs, DVC has nothing left to do
     assert len(work.run("snakemake")) == 8  # sample-icd and everything after it
     assert work.run("dvc") == set()

@@ -1,4 +1,9 @@
-"""Snakemake runs, DVC versions: record Snakemake's up-to-date outputs in dvc.lock and DVC's cache.
+"""Snakemake runs, DVC versions: the glue that keeps one state between the two tools.
+
+:func:`record` writes Snakemake's up-to-date outputs into dvc.lock and DVC's cache;
+:func:`forget_replaced_outputs` drops Snakemake's records of outputs that something else
+(``dvc repro``, ``dvc checkout``) has replaced since Snakemake made them.
+
 
 ``record(root)`` is what ``mimic record`` (run by the Snakefile's ``onsuccess``) does: for every
 stage of dvc.yaml, upstream first, it decides whether the outputs on disk are the stage's
@@ -12,8 +17,10 @@ out, so ``dvc status`` still names it: dvc.lock never claims a result it does no
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from base64 import urlsafe_b64decode
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,3 +111,34 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
             repo.commit(stage.addressing, force=True, relink=False)
             result.committed.append(stage.addressing)
     return result
+
+
+def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
+    """Drop Snakemake's metadata records of outputs replaced since Snakemake made them.
+
+    Snakemake reruns a job when an input is newer than its outputs *unless* the input's checksum
+    equals the one it recorded when it made those outputs (so editing a value and editing it back
+    reruns nothing). That exception is only sound while the outputs on disk are the ones it made:
+    after `dvc repro` replaced them (edit lr, `dvc repro`, edit lr back), the recorded checksum
+    describes outputs that are gone. A record whose output's mtime is not the recorded end time
+    is dropped (as `snakemake --cleanup-metadata` would), and the job is judged by mtimes alone.
+    The Snakefile calls this before Snakemake plans the jobs. Snakemake's default file-based
+    metadata only (``.snakemake/metadata``; not ``--persistence-backend db``).
+    """
+    root = Path(root)
+    metadata = root / ".snakemake" / "metadata"
+    dropped = []
+    for record in sorted(metadata.rglob("*")) if metadata.is_dir() else []:
+        if not record.is_file():
+            continue
+        # the output's path, urlsafe-base64 encoded; long names are split into "@"-prefixed folders
+        encoded = "".join(part.removeprefix("@") for part in record.relative_to(metadata).parts)
+        try:
+            output = root / urlsafe_b64decode(encoded).decode()
+            endtime = json.loads(record.read_text()).get("endtime")
+        except (ValueError, OSError):
+            continue
+        if endtime is not None and output.exists() and output.stat().st_mtime != endtime:
+            record.unlink()
+            dropped.append(str(output.relative_to(root)))
+    return dropped

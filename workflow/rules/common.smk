@@ -3,6 +3,7 @@
 import re
 
 from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, trained_methods
+from mimic.record import forget_replaced_outputs
 from mimic.stages import settings_file, write_settings
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
@@ -15,6 +16,9 @@ try:
     write_settings(config)
 except ParamsError as err:
     sys.exit(str(err))
+# Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
+# alone, not by the input checksums Snakemake recorded for the ones it made (mimic.record).
+forget_replaced_outputs()
 
 
 def one_of(names):
