@@ -181,7 +181,7 @@ def read_config(path: str | os.PathLike) -> MimicConfig:
 
 
 def _fix(file: Path) -> str:
-    return f"restore it (`dvc checkout {file}`) or train the checkpoint again (`mimic train ...`)"
+    return f"restore it (`dvc checkout --force {file}`) or train the checkpoint again (`mimic train ...`)"
 
 
 def _read_weights(path: Path, config: MimicConfig) -> dict[str, torch.Tensor]:

@@ -113,21 +113,12 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
     return result
 
 
-def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
-    """Drop Snakemake's metadata records of outputs replaced since Snakemake made them.
+_TOLERANCE_S = 1e-3  # a recorded end time is a float of the mtime: compare with some slack
 
-    Snakemake reruns a job when an input is newer than its outputs *unless* the input's checksum
-    equals the one it recorded when it made those outputs (so editing a value and editing it back
-    reruns nothing). That exception is only sound while the outputs on disk are the ones it made:
-    after `dvc repro` replaced them (edit lr, `dvc repro`, edit lr back), the recorded checksum
-    describes outputs that are gone. A record whose output's mtime is not the recorded end time
-    is dropped (as `snakemake --cleanup-metadata` would), and the job is judged by mtimes alone.
-    The Snakefile calls this before Snakemake plans the jobs. Snakemake's default file-based
-    metadata only (``.snakemake/metadata``; not ``--persistence-backend db``).
-    """
-    root = Path(root)
+
+def _snakemake_records(root: Path):
+    """(output path, end time, record file) of Snakemake's file-based metadata (``.snakemake/metadata``)."""
     metadata = root / ".snakemake" / "metadata"
-    dropped = []
     for record in sorted(metadata.rglob("*")) if metadata.is_dir() else []:
         if not record.is_file():
             continue
@@ -138,7 +129,26 @@ def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
             endtime = json.loads(record.read_text()).get("endtime")
         except (ValueError, OSError):
             continue
-        if endtime is not None and output.exists() and output.stat().st_mtime != endtime:
+        if endtime is not None and output.is_file():
+            yield output, float(endtime), record
+
+
+def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
+    """Drop Snakemake's metadata records of outputs replaced since Snakemake made them.
+
+    Snakemake reruns a job when an input is newer than its outputs *unless* the input's checksum
+    equals the one it recorded when it made those outputs (so editing a value and editing it back
+    reruns nothing). That exception is only sound while the outputs on disk are the ones it made:
+    after `dvc repro` replaced them (edit lr, `dvc repro`, edit lr back), the recorded checksum
+    describes outputs that are gone. A record whose output's mtime is not the recorded end time
+    is dropped (as `snakemake --cleanup-metadata` would), and the job is judged by mtimes alone.
+    The Snakefile calls this before Snakemake plans the jobs. Snakemake's default file-based
+    metadata only (not ``--persistence-backend db``).
+    """
+    root = Path(root)
+    dropped = []
+    for output, endtime, record in _snakemake_records(root):
+        if abs(output.stat().st_mtime - endtime) > _TOLERANCE_S:
             record.unlink()
             dropped.append(str(output.relative_to(root)))
     return dropped

@@ -127,7 +127,7 @@ def model_digest(model: str, directory: Path, cache_path: Path | None = None) ->
         raise ParamsError(f"params.yaml: {where}: no config.json in it; it is not a transformers model directory")
     if not any(n.endswith((".safetensors", ".bin")) for n in names):
         raise ParamsError(f"params.yaml: {where}: no weights (*.safetensors or *.bin) in it; restore them "
-                          "(e.g. `git checkout -- <dir>` or `dvc checkout`) or download the model again")
+                          f"(`git checkout -- {directory}` where git has them) or download the model again")
     cache = _read_cache(cache_path)
     total = hashlib.sha256()
     for path in files:

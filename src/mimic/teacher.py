@@ -245,7 +245,7 @@ class TeacherCache:
     def fix(self) -> str:
         manifest = getattr(self, "manifest", {})
         model, task = manifest.get("model", "<model>"), manifest.get("task", "<task>")
-        return (f"restore it (`dvc checkout {self.dir}`) or re-extract it "
+        return (f"restore it (`dvc checkout --force {self.dir}`) or re-extract it "
                 f"(`mimic extract-teacher --model {model} --task {task}`)")
 
     def check(self, expected: dict) -> None:

@@ -105,8 +105,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors do not name the file
         from mimic.errors import IntegrityError
 
-        raise IntegrityError(f"{path}: not a readable parquet table ({' '.join(str(exc).split())}); prepare it "
-                             "again (`mimic prepare --task <task>`) or restore it (`dvc checkout`)") from None
+        raise IntegrityError(f"{path}: not a readable parquet table ({' '.join(str(exc).split())}); restore it "
+                             f"(`dvc checkout --force {path}`) or prepare it again (`mimic prepare`)") from None
     validate_table(df, str(path))
     df["answers"] = df["answers"].map(list)
     return df
