@@ -370,7 +370,8 @@ def test_a_truncated_icd_file_under_snakemake_keeps_the_teacher_cache(ws):
     with ws.damaged(rel, truncated):
         run = ws.run("snakemake", "all")
         check_failure(ws, "icd.json truncated", "snakemake", run, rel, before, changed=(rel,))
-    assert ws.converge() <= {"extract_teacher", "evaluate"}  # the job that failed; the teacher's states unchanged
+    # the job that failed runs again; the same cache, byte for byte: nothing after it reruns
+    assert ws.converge() == {"extract_teacher"}
 
 
 # -- training that diverges -------------------------------------------------------------------------
@@ -389,7 +390,7 @@ def test_diverging_training_names_the_step_and_keeps_the_checkpoint(ws, tool):
         assert ws.run("dvc", "repro").returncode == 0
         ws.up_to_date()
     else:
-        assert ws.converge() <= {"train"}  # the same checkpoint again: its evaluation is not rerun
+        assert ws.converge() == {"train"}  # the same checkpoint again, byte for byte: nothing after it reruns
 
 
 # -- kill -9 ----------------------------------------------------------------------------------------
@@ -440,8 +441,7 @@ def test_kill_during_extraction_keeps_everything_and_the_next_run_resumes(ws):
     assert re.search(rf"resumed: {len(done)} of 8 shard\(s\) reused", log), log
     for name, data in kept.items():
         assert (ws.root / TEACHER / name).read_bytes() == data  # reused, not recomputed
-    manifest = json.loads((ws.root / TEACHER / "manifest.json").read_text())
-    assert manifest["target"] == "layer" and manifest["reused_shards"] == len(done)
+    assert json.loads((ws.root / TEACHER / "manifest.json").read_text())["target"] == "layer"
     assert not (ws.root / PARTIAL).exists()
     ws.up_to_date()
 
@@ -458,8 +458,8 @@ def test_a_partial_extraction_of_other_settings_is_discarded(ws):
     ws.write_params(params)
     ws.all()
     log = (ws.root / EXTRACT_LOG).read_text()
-    assert "made under other settings (target: attn -> mlp)" in log
-    assert json.loads((ws.root / TEACHER / "manifest.json").read_text())["reused_shards"] == 0
+    assert "made under other settings (target: attn -> mlp)" in log and "reused" not in log
+    assert json.loads((ws.root / TEACHER / "manifest.json").read_text())["target"] == "mlp"
     ws.up_to_date()
 
 

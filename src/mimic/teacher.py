@@ -151,7 +151,10 @@ def _replace_dir(work: Path, out_dir: Path) -> None:
 
 def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict,
             provenance: dict | None = None, work_dir: Path | None = None) -> dict:
-    """Extract the teacher cache into ``out_dir`` (resuming in ``work_dir``); returns the manifest."""
+    """Extract the teacher cache into ``out_dir`` (resuming in ``work_dir``).
+
+    Returns the manifest, with this run's ``seconds`` and ``reused_shards`` (not written to it).
+    """
     out_dir = Path(out_dir)
     work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     made_by = cache_settings(icd, settings, meta, provenance)
@@ -210,17 +213,17 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
         "shape": "[layers, query-and-answer positions, hidden] per sample",
         "total_bytes": total_bytes,
         "bytes_per_sample": round(total_bytes / max(1, len(todo)), 1),
-        "seconds": round(time.time() - start, 1),
-        "reused_shards": reused,
         "format": CACHE_FORMAT,
         "settings": made_by,
         "fingerprint": fp,
         "sha256": checksums,
     }
+    # Nothing of this run in the manifest (no times): the same states give the same bytes, so a
+    # re-extraction that changes nothing reruns nothing downstream, under Snakemake or DVC.
     write_json(work / "manifest.json", manifest)
     (work / PROGRESS_FILE).unlink()
     _replace_dir(work, out_dir)
-    return manifest
+    return {**manifest, "seconds": round(time.time() - start, 1), "reused_shards": reused}
 
 
 class TeacherCache:

@@ -56,7 +56,10 @@ def run(args) -> int:
         tmp.chmod(0o755)
         meta = {"model": args.model, "task": args.task, "method": args.method, "shots": icd["shots"],
                 "teacher_target": teacher["target"], **summary}
-        save(shift, tmp, metadata={**meta, "settings": settings})
+        # the checkpoint holds nothing of this run (no times): the same training gives the same bytes,
+        # so retraining that changes nothing reruns nothing downstream; the times go to train_summary.json
+        timing = ("seconds", "teacher_seconds")
+        save(shift, tmp, metadata={**{k: v for k, v in meta.items() if k not in timing}, "settings": settings})
         (tmp / "train_log.csv").write_text(log_csv(rows))
         (tmp / "train_summary.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         detach(loaded.model)
