@@ -89,3 +89,23 @@ def report_inputs(w):
             model=run["models"], task=run["tasks"], method=run["trained"],
         ),
     }
+
+
+def all_outputs(w):
+    """Every output of the run, not only the report: Snakemake remakes a missing intermediate output
+    (a deleted checkpoint, a teacher cache) only when a target asks for it, even if everything
+    downstream of it is there."""
+    run = config["run"]
+    data = expand("data/{task}/{name}", task=run["tasks"],
+                  name=["train.parquet", "support.parquet", "eval.parquet", "meta.json", "icd.json"])
+    teacher = expand("results/teacher/{model}/{task}/manifest.json", model=run["models"], task=run["tasks"])
+    checkpoints = expand(
+        "results/checkpoints/{model}/{task}/{method}/{name}", model=run["models"], task=run["tasks"],
+        method=run["trained"], name=["mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json"],
+    )
+    return {
+        "data": data,
+        "teacher": teacher if config["teacher"]["mode"] == "cached" else [],
+        "checkpoints": checkpoints,
+        **report_inputs(w),
+    }
