@@ -551,3 +551,12 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     work.dvc("checkout")  # DVC's cache brings back the checkpoint Snakemake made first
     assert {p: p.read_bytes() for p in first} == first
     assert work.run("dvc") == set()
+
+    # and `dvc push` / `dvc pull` share it: a clone with the lock but neither cache nor outputs
+    work.dvc("remote", "add", "-d", "store", str(tmp_path / "remote"))
+    work.dvc("push")
+    shutil.rmtree(work.dir / ".dvc" / "cache")
+    shutil.rmtree(work.dir / "results" / "checkpoints")
+    work.dvc("pull")
+    assert {p: p.read_bytes() for p in first} == first
+    assert work.dvc("status").strip() == "Data and pipelines are up to date."
