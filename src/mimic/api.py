@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from mimic.atomic import atomic_write, atomic_write_text
 from mimic.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
 from mimic.compat import dry_run, probe_ids, reference_forward, refusal_reason
 from mimic.config import MimicConfig
+from mimic.errors import IntegrityError
 from mimic.shift import MimicShift
 
 WEIGHTS_FILE = "mimic.safetensors"
@@ -180,14 +182,29 @@ def disabled(model: nn.Module):
             t.enabled = True
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save(shift: MimicShift, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically)."""
+    """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically).
+
+    Refuses non-finite weights. The config records the weights' sha256 (``extra.weights_sha256``),
+    which :func:`load` verifies, and ``metadata`` (e.g. the settings that made the checkpoint).
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in shift.state_dict().items()}
+    broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise IntegrityError(f"{path / WEIGHTS_FILE}: not written, tensors {broken} hold nan or inf")
+    path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     doc = json.loads(shift.config.to_json())
-    doc["extra"] = {**doc.get("extra", {}), **(metadata or {})}
+    doc["extra"] = {**doc.get("extra", {}), **(metadata or {}), "weights_sha256": _sha256(path / WEIGHTS_FILE)}
     atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
     return path
 
@@ -197,12 +214,38 @@ def read_config(path: str | os.PathLike) -> MimicConfig:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} is missing: not a MimIC checkpoint directory written by mimic.save")
-    return MimicConfig.from_json((path / CONFIG_FILE).read_text())
+    try:
+        return MimicConfig.from_json((path / CONFIG_FILE).read_text())
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"{path / CONFIG_FILE}: not a MimIC config ({' '.join(str(exc).split())}); "
+                             f"{_fix(path / CONFIG_FILE)}") from None
+
+
+def _fix(file: Path) -> str:
+    return f"restore it (`dvc checkout --force {file}`) or train the checkpoint again (`mimic train ...`)"
+
+
+def _read_weights(path: Path, config: MimicConfig) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, after checking the recorded sha256, the format and finiteness."""
+    weights = path / WEIGHTS_FILE
+    expected = config.extra.get("weights_sha256")
+    if expected is not None and _sha256(weights) != expected:
+        raise IntegrityError(f"{weights}: sha256 differs from the one {CONFIG_FILE} records (the file was changed "
+                             f"or damaged); {_fix(weights)}")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors' errors do not name the file
+        raise IntegrityError(f"{weights}: not a readable safetensors file ({exc}); {_fix(weights)}") from None
+    broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise IntegrityError(f"{weights}: tensors {broken} hold nan or inf; {_fix(weights)}")
+    return tensors
 
 
 def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> MimicShift:
     """Attach the checkpoint at ``path`` to ``model``; fails clearly if the shapes differ."""
     config = read_config(path)
+    tensors = _read_weights(Path(path), config)
     adapter = adapter_for(model)
     have = adapter.shapes(model)
     want = {k: getattr(config, k) for k in ("num_layers", "num_heads", "head_dim")}
@@ -210,7 +253,6 @@ def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, ve
     if mismatch:
         detail = ", ".join(f"{k} {a} in the checkpoint vs {b} in the model" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was trained for {config.base_model or 'another model'} and does not fit: {detail}")
-    tensors = load_file(str(Path(path) / WEIGHTS_FILE))
     shift = attach(model, config, freeze_base=freeze_base, verify=verify)
     expected = {k: tuple(v.shape) for k, v in shift.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}

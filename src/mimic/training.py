@@ -23,6 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 from mimic.api import attach, disabled
 from mimic.batches import TaskData, student_batch
 from mimic.config import MimicConfig
+from mimic.errors import TrainingDiverged
 from mimic.logs import progress
 from mimic.recording import HiddenStateRecorder
 from mimic.teacher import TeacherCache, teacher_states
@@ -101,6 +102,21 @@ def make_optimizer(module: torch.nn.Module, hp: dict) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=hp["lr"])
 
 
+def check_finite(step: int, epoch: int, loss: torch.Tensor, shift: torch.nn.Module, lr: float,
+                 updated: bool = False) -> None:
+    """Stop at the first non-finite loss, gradient (``updated``: weight), naming the optimizer step."""
+    if not torch.isfinite(loss):
+        what = f"the loss is {loss.item()}"
+    else:
+        tensors = {n: p if updated else p.grad for n, p in shift.named_parameters()}
+        bad = [n for n, t in tensors.items() if t is not None and not torch.isfinite(t).all()]
+        if not bad:
+            return
+        what = f"the {'weights' if updated else 'gradient'} of {', '.join(bad[:3])} hold nan or inf"
+    raise TrainingDiverged(f"training diverged at step {step} (epoch {epoch}): {what}; nothing was saved. "
+                           f"Lower the learning rate (lr = {lr:g}) or check the teacher cache")
+
+
 def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict, target: str,
           cache: TeacherCache | None, shots: int | None = None) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train a MimIC shift; returns (shift, per-step log rows, summary).
@@ -140,6 +156,7 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
             loss, align, ce = objective(loaded.model, inputs, labels, teachers, target, hp["align_weight"],
                                         hp["ce_weight"])
             (loss / hp["grad_accum"]).backward()
+            check_finite(step, epoch, loss, shift, hp["lr"])
             for key, value in (("loss", loss), ("align_loss", align), ("ce_loss", ce)):
                 acc[key] += value.item() / hp["grad_accum"]
             last = b == batches_per_epoch - 1
@@ -147,6 +164,7 @@ def train(loaded, data: TaskData, icd: dict, shift_config: MimicConfig, hp: dict
                 if hp["max_grad_norm"] is not None:
                     torch.nn.utils.clip_grad_norm_(shift.parameters(), hp["max_grad_norm"])
                 optimizer.step()
+                check_finite(step, epoch, loss, shift, hp["lr"], updated=True)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 rows.append({"step": step, "epoch": epoch, **{k: round(v, 6) for k, v in acc.items()},
