@@ -37,3 +37,67 @@ def test_a_querys_demonstrations_do_not_depend_on_the_other_queries():
     large = sample_icds("task", _table("t", 9), support, _table("e", 6), shots=5, draws=2, seed=0)
     assert all(large["train"][q] == small["train"][q] for q in small["train"])
     assert all(large["eval"][q] == small["eval"][q] for q in small["eval"])
+
+
+def test_the_query_and_its_image_are_never_drawn_when_ids_and_images_collide():
+    """The support pool holds the training queries themselves and shares images between records."""
+    rows = []
+    for i in range(10):
+        rows.append({"id": f"r{i}", "image": image_record(path=f"img/{i % 4}.jpg"), "question": "q", "answers": ["a"]})
+    pool = pd.DataFrame(rows)  # r0, r4, r8 show image 0; r1, r5, r9 image 1; ...
+    image_of = {r["id"]: r["image"]["path"] for r in rows}
+    drawn = set()
+    for seed in range(200):
+        icd = sample_icds("task", pool, pool, pool, shots=3, draws=2, seed=seed)
+        for split in ("train", "eval"):
+            for qid, lists in icd[split].items():
+                for ids in lists if split == "train" else [lists]:
+                    assert len(ids) == len(set(ids)) == 3
+                    assert qid not in ids
+                    assert all(image_of[s] != image_of[qid] for s in ids), (seed, qid, ids)
+                    drawn.update((qid, s) for s in ids)
+    # every allowed (query, demonstration) pair does occur: the sampler excludes nothing else
+    allowed = {(q, s) for q in image_of for s in image_of if image_of[q] != image_of[s]}
+    assert drawn == allowed
+    # Same ids, other images (a query id can collide with a support id without sharing its image).
+    queries = pd.DataFrame([{**r, "image": image_record(path=f"query/{r['id']}.jpg")} for r in rows])
+    drawn = set()
+    for seed in range(100):
+        icd = sample_icds("task", queries, pool, queries, shots=3, draws=2, seed=seed)
+        for qid, lists in icd["train"].items():
+            for ids in lists:
+                assert qid not in ids and len(set(ids)) == 3
+                drawn.update((qid, s) for s in ids)
+    assert drawn == {(q, s) for q in image_of for s in image_of if q != s}
+
+
+def test_too_few_usable_demonstrations_fail_clearly():
+    pool = pd.DataFrame([{"id": f"r{i}", "image": image_record(path=f"img/{i % 2}.jpg"), "question": "q",
+                          "answers": ["a"]} for i in range(6)])
+    import pytest
+
+    with pytest.raises(ValueError, match="fewer than 4 usable demonstrations for query 'r0'"):
+        sample_icds("task", pool, pool, pool, shots=4, draws=1, seed=0)  # only 3 records show another image
+
+
+def test_the_reference_sampler_draws_training_queries_with_replacement():
+    train, support, eval_ = _table("t", 6, shared_image_with=None), _table("s", 12), _table("e", 3)
+    image_of = {r["id"]: r["image"]["path"] for _, r in train.iterrows()}
+    repeats = 0
+    for seed in range(50):
+        icd = sample_icds("task", train, support, eval_, shots=4, draws=3, seed=seed, sampler="reference")
+        assert icd["sampler"] == "reference"
+        for qid, lists in icd["train"].items():
+            assert len(lists) == 3
+            for ids in lists:
+                assert len(ids) == 4 and set(ids) <= set(image_of) - {qid}
+                repeats += len(set(ids)) < len(ids)
+        assert all(set(ids) <= set(support["id"]) and len(set(ids)) == 4 for ids in icd["eval"].values())
+    assert repeats > 0  # with replacement: some prompts repeat a demonstration
+
+
+def test_an_unknown_sampler_fails_clearly():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"icd.sampler = 'fresh'; valid: \['separate', 'reference'\]"):
+        sample_icds("task", _table("t", 3), _table("s", 5), _table("e", 2), 2, 1, 0, sampler="fresh")

@@ -4,6 +4,7 @@ The hub code path runs ``datasets.load_dataset`` on local directories in the hub
 (``data/<split>-00000-of-00001.parquet``, written by ``datasets`` itself), not on mocks.
 """
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -598,3 +599,178 @@ def test_registered_loaders_and_plugins(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="already registered"):
         register_loader("toy")(other)
+
+
+# ----------------------------------------------------------------------------- question_ids (VQA evaluation sets)
+
+EVAL_QIDS = [q for _, q in question_ids(EVAL_IMAGES, 2)]  # 1010, 1011, 1020, 1021, 1030, 1031
+
+
+def test_question_ids_file_fixes_the_eval_questions_and_their_order(tmp_path, vqav2_files):
+    listed = [1031, 1010, 1021, 1030]
+    ids_file = tmp_path / "eval_ids.txt"
+    ids_file.write_text("\n".join(str(q) for q in listed) + "\n\n")  # a trailing blank line is ignored
+    spec = base_spec(tmp_path, source="files", files=vqav2_files, question_ids=str(ids_file), n_eval=None)
+    meta = prepare_task(spec, tmp_path / "out", seed=0)
+    t = tables(tmp_path / "out")
+    assert list(t["eval"]["id"]) == [str(q) for q in listed]  # exactly these, in the file's order
+    assert [a for a in t["eval"]["answers"]] == [answers_of(q) for q in listed]
+    assert meta["sizes"]["eval"] == 4 and meta["skipped"]["eval"] == {}
+    digest = hashlib.sha256("".join(f"{q}\n" for q in listed).encode()).hexdigest()
+    assert meta["eval_question_ids"] == {"source": str(ids_file), "count": 4, "sha256": digest}
+    # The training side is drawn as without question_ids.
+    plain = prepare_task(base_spec(tmp_path, source="files", files=vqav2_files), tmp_path / "plain", seed=0)
+    assert ids(tables(tmp_path / "plain")["train"]) == ids(t["train"]) and "eval_question_ids" not in plain
+
+    # n_eval: the first n usable ids of the list; a list in params.yaml works the same.
+    meta = prepare_task({**spec, "question_ids": listed, "n_eval": 2}, tmp_path / "two", seed=5)
+    assert list(tables(tmp_path / "two")["eval"]["id"]) == ["1031", "1010"]
+    assert meta["eval_question_ids"]["source"] == "a list in params.yaml"
+
+
+def test_question_ids_on_hub_rows(tmp_path, vqav2_hub):
+    listed = ["1021", "01010", 1031]  # strings, a leading zero and an int all name hub question ids (int64)
+    meta = prepare_task(base_spec(tmp_path, hub_id=str(vqav2_hub), question_ids=listed, n_eval=None), tmp_path / "o", 0)
+    assert list(tables(tmp_path / "o")["eval"]["id"]) == ["1021", "1010", "1031"]
+    assert meta["eval_question_ids"]["count"] == 3
+
+
+def test_question_ids_missing_from_the_source(tmp_path, vqav2_files):
+    listed = [1010, 9999, 1020, 8888, 7777]
+    spec = base_spec(tmp_path, source="files", files=vqav2_files, question_ids=listed, n_eval=None)
+    with pytest.raises(DataError) as info:
+        prepare_task(spec, tmp_path / "out", seed=0)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "VQAv2: 3 of the 5 question ids of tasks.vqav2.question_ids (a list in params.yaml) are not in the VQAv2 "
+        "eval split, e.g. 9999; "
+    )
+    assert "tasks.vqav2.on_bad_sample: skip" in message and not (tmp_path / "out" / "meta.json").exists()
+
+    meta = prepare_task({**spec, "on_bad_sample": "skip"}, tmp_path / "skip", seed=0)
+    assert list(tables(tmp_path / "skip")["eval"]["id"]) == ["1010", "1020"]
+    assert meta["skipped"]["eval"] == {"not in source": 3} and meta["skipped_total"] == 3
+    # Asking for more than the listed ids can give names the list in the message.
+    with pytest.raises(DataError, match=r"n_eval asks for 3 records but the VQAv2 eval split restricted to "
+                       r"tasks\.vqav2\.question_ids has only 2 usable ones"):  # fmt: skip
+        prepare_task({**spec, "on_bad_sample": "skip", "n_eval": 3}, tmp_path / "three", seed=0)
+
+
+def test_question_ids_bad_records_are_skipped_like_others(tmp_path, broken_vqav2_files):
+    # Image 103 is corrupt: its questions 1030, 1031 are bad records of the listed set.
+    spec = base_spec(tmp_path, source="files", files=broken_vqav2_files, on_bad_sample="skip", n_support=None)
+    meta = prepare_task({**spec, "question_ids": [1031, 1011, 1030, 1020], "n_eval": None}, tmp_path / "out", 0)
+    assert list(tables(tmp_path / "out")["eval"]["id"]) == ["1011", "1020"]
+    assert meta["skipped"]["eval"] == {"unreadable image": 2}
+
+
+def test_shipped_vqav2_val_10k_set():
+    from mimic.data.loaders.question_ids import resolve_question_ids
+    from mimic.data.resources import QUESTION_SETS, question_set
+
+    entry, text = question_set("vqav2-val-10k")
+    assert hashlib.sha256(text.encode()).hexdigest() == entry.sha256 == QUESTION_SETS["vqav2-val-10k"].sha256
+    listed = resolve_question_ids("vqav2-val-10k", "VQAv2", "tasks.vqav2.question_ids")
+    assert listed.source == "vqav2-val-10k" and len(listed.ids) == len(set(listed.ids)) == 10_000
+    assert listed.ids[:3] == ("393226000", "262162015", "262162017") and listed.ids[-1] == "524282004"
+    assert all(q.isdigit() for q in listed.ids)
+    assert len({int(q) // 1000 for q in listed.ids}) == 8_489  # VQAv2 question id = image id * 1000 + k
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("vqav2-val-5k", r"tasks\.vqav2\.question_ids = 'vqav2-val-5k' is neither a shipped question set "
+                         r"\(vqav2-val-10k\) nor an existing file"),
+        ([1010, 1011, 1010], r"tasks\.vqav2\.question_ids \(a list in params\.yaml\) lists question id 1010 more "
+                             r"than once"),
+        (["1010", "01010"], r"lists question id 1010 more than once"),
+        ([], r"tasks\.vqav2\.question_ids \(a list in params\.yaml\) lists no question ids"),
+        ([1010, True], r"tasks\.vqav2\.question_ids holds True; question ids are integers or non-empty strings"),
+        ({"eval": "x"}, r"tasks\.vqav2\.question_ids must be a shipped question set .* got dict"),
+    ],
+)
+def test_question_ids_errors_name_the_key(tmp_path, vqav2_files, value, message):
+    spec = base_spec(tmp_path, source="files", files=vqav2_files, question_ids=value)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        prepare_task(spec, tmp_path / "out", seed=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_question_ids_belong_to_vqa_tasks(tmp_path):
+    spec = {"name": "coco", "source": "files", "n_train": 1, "n_support": 1, "question_ids": [1]}
+    with pytest.raises(ValueError, match=r"unknown key tasks\.coco\.question_ids"):
+        prepare_task(spec, tmp_path / "out", seed=0)
+
+
+# ----------------------------------------------------------------------------- Flickr30k (Karpathy split)
+
+FLICKR = {  # Flickr photo id -> Karpathy split (dataset_flickr30k.json has train, val and test)
+    1000092795: "train", 10002456: "train", 1000268201: "train", 1000344755: "train", 1000366164: "train",
+    1000523639: "val", 1000919630: "val", 10010052: "test", 1001465944: "test", 1001545525: "test",
+}  # fmt: skip
+
+
+def flickr_captions(photo: int) -> list[str]:
+    return [f"A person in photo {photo} does thing {k} ." for k in range(5)]
+
+
+def write_flickr30k(root: Path, splits: dict[int, str] = FLICKR) -> tuple[Path, Path]:
+    """Karpathy's dataset_flickr30k.json (its real layout: no filepath, no cocoid) and flickr30k-images/."""
+    images = root / "flickr30k-images"
+    images.mkdir(parents=True, exist_ok=True)
+    entries, sentid = [], 0
+    for imgid, (photo, split) in enumerate(splits.items()):
+        (images / f"{photo}.jpg").write_bytes(jpeg(photo % 97))
+        sentences = []
+        for raw in flickr_captions(photo):
+            tokens = raw.lower().rstrip(" .").split()
+            sentences.append({"tokens": tokens, "raw": raw, "imgid": imgid, "sentid": sentid})
+            sentid += 1
+        entries.append({"sentids": [s["sentid"] for s in sentences], "imgid": imgid, "sentences": sentences,
+                        "split": split, "filename": f"{photo}.jpg"})  # fmt: skip
+    path = root / "dataset_flickr30k.json"
+    path.write_text(json.dumps({"images": entries, "dataset": "flickr30k"}))
+    return path, images
+
+
+def test_flickr30k_karpathy_json(tmp_path):
+    karpathy, images = write_flickr30k(tmp_path / "flickr30k")
+    spec = {
+        "name": "flickr30k", "kind": "caption", "source": "files", "n_train": 2, "n_support": None, "n_eval": None,
+        "files": {"karpathy_json": str(karpathy), "images_dir": str(images)},
+    }  # fmt: skip
+    meta = prepare_task(spec, tmp_path / "out", seed=0)
+    t = tables(tmp_path / "out")
+    assert meta["loader"] == "flickr30k" and meta["kind"] == "caption"
+    assert meta["sizes"] == {"train": 2, "support": 3, "eval": 3}
+    assert meta["source"]["train"]["karpathy_splits"] == ["train"] and meta["source"]["eval"]["karpathy_splits"] == [
+        "test"
+    ]
+    train_photos = {str(p) for p, s in FLICKR.items() if s == "train"}
+    assert ids(t["train"]) | ids(t["support"]) == train_photos and not ids(t["train"]) & ids(t["support"])
+    assert list(t["eval"]["id"]) == ["10010052", "1001465944", "1001545525"]  # Karpathy test, in file order
+    row = t["eval"].iloc[0]
+    assert row["question"] == "" and row["answers"] == flickr_captions(10010052)
+    assert row["image_id"] == 10010052 and row["file_name"] == "10010052.jpg"
+    assert Path(row["image"]["path"]) == (images / "10010052.jpg").resolve()
+    assert open_image(row["image"]).size == (8, 6)
+
+    meta = prepare_task({**spec, "karpathy_splits": {"eval": ["val"]}}, tmp_path / "val", seed=0)
+    assert ids(tables(tmp_path / "val")["eval"]) == {"1000523639", "1000919630"}
+
+
+def test_flickr30k_reads_files_only_and_checks_its_splits(tmp_path):
+    karpathy, images = write_flickr30k(tmp_path / "flickr30k")
+    spec = {"name": "flickr30k", "n_train": 1, "n_support": 1,
+            "files": {"karpathy_json": str(karpathy), "images_dir": str(images)}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"Flickr30k: tasks\.flickr30k\.source must be files"):
+        prepare_task({**spec, "source": {"train": "files", "eval": "hub"}, "hub_id": "x/y"}, tmp_path / "o", 0)
+    with pytest.raises(ValueError, match=r"karpathy_splits\.train must list Karpathy splits from "
+                       r"\['train', 'val', 'test'\], got \['restval'\]"):  # fmt: skip
+        prepare_task({**spec, "source": "files", "karpathy_splits": {"train": "restval"}}, tmp_path / "o", 0)
+    (images / "1000092795.jpg").unlink()
+    with pytest.raises(DataError, match=r"Flickr30k: bad record .* missing image: image file .*1000092795\.jpg"):
+        prepare_task({**spec, "source": "files", "n_train": None, "n_support": 5}, tmp_path / "o", 0)
+    assert not (tmp_path / "o").exists()

@@ -84,10 +84,15 @@ BAD = {
         _set("teacher.cache_dir", "x"),
         "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, mode, shard_size, target",
     ),
+    "reference sampler without a draw per epoch": (
+        lambda p: p["icd"].update(sampler="reference", draws=2),
+        "params.yaml: icd.draws = 2: the reference sampler draws fresh demonstrations every epoch, so it needs "
+        "draws >= methods.mimic.train.epochs = 10",
+    ),
     "unknown training key": (
         _set("methods.mimic.train.learning_rate", 1.0e-3),
-        "params.yaml: methods.mimic.train.learning_rate: unknown key; known: align_weight, batch_size, ce_weight, "
-        "epochs, grad_accum, lr, seed, warmup_ratio, weight_decay",
+        "params.yaml: methods.mimic.train.learning_rate: unknown key; known: align_weight, batch_size, ce_tokens, "
+        "ce_weight, decay_bias, epochs, grad_accum, lr, max_grad_norm, seed, warmup_ratio, weight_decay",
     ),
     "bad teacher mode": (
         _set("teacher.mode", "cache"),
@@ -123,6 +128,10 @@ BAD = {
     "zero epochs": (_set("methods.mimic.train.epochs", 0), "params.yaml: methods.mimic.train.epochs = 0: must be >= 1"),
     "zero batch size": (_set("eval.batch_size", 0), "params.yaml: eval.batch_size = 0: must be >= 1"),
     "zero beams": (_set("eval.num_beams", 0), "params.yaml: eval.num_beams = 0: must be >= 1"),
+    "unknown metric variant": (
+        _set("eval.metric_variant", "vqaEval-2016"),
+        "params.yaml: eval.metric_variant = 'vqaEval-2016': must be one of official, reference",
+    ),
     "zero icl shots": (_set("methods.icl-2.shots", 0), "params.yaml: methods.icl-2.shots = 0: must be >= 1"),
     "zero icd shots": (_set("icd.shots", 0), "params.yaml: icd.shots = 0: must be >= 1"),
     "fractional shots": (_set("icd.shots", 2.5), "params.yaml: icd.shots = 2.5: must be an integer"),
@@ -143,7 +152,7 @@ BAD = {
     "unknown task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "vqa2"]),
         "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-vqa, shapes-caption, shapes-vqa-transfer, "
-        "vqav2, okvqa, coco-karpathy",
+        "vqav2, okvqa, coco-karpathy, flickr30k",
     ),
     "unknown model in run.models": (
         _set("run.models", ["idefics3"]),
@@ -178,6 +187,36 @@ BAD = {
     "reference of another type": (
         _set("methods.icl", {"type": "zero-shot"}),
         "params.yaml: methods.icl.type = 'zero-shot': must be icl (the reference)",
+    ),
+    "infinite learning rate": (
+        _set("methods.mimic.train.lr", float("inf")),
+        "params.yaml: methods.mimic.train.lr = .inf: must be a finite number",
+    ),
+    "nan learning rate": (
+        _set("methods.mimic.train.lr", float("nan")),
+        "params.yaml: methods.mimic.train.lr = .nan: must be a finite number",
+    ),
+    "negative infinite weight": (
+        _set("methods.mimic.train.ce_weight", float("-inf")),
+        "params.yaml: methods.mimic.train.ce_weight = -.inf: must be a finite number",
+    ),
+    "shots above the demonstration pool": (
+        _set("icd.shots", 600),
+        "params.yaml: icd.shots = 600: more than tasks.shapes-vqa.n_support = 512, the demonstration pool each "
+        "query draws its 600 demonstrations from; lower icd.shots or raise n_support",
+    ),
+    "unknown key in a method's training": (
+        _set("methods.mimic.train.momentum", 0.9),
+        "params.yaml: methods.mimic.train.momentum: unknown key; known: align_weight, batch_size, ce_tokens, "
+        "ce_weight, decay_bias, epochs, grad_accum, lr, max_grad_norm, seed, warmup_ratio, weight_decay",
+    ),
+    "a word for a number": (_set("methods.mimic.train.lr", "fast"),
+                            "params.yaml: methods.mimic.train.lr = 'fast': must be a number"),
+    "negative epochs": (_set("methods.mimic.train.epochs", -1),
+                        "params.yaml: methods.mimic.train.epochs = -1: must be >= 1"),
+    "no evaluation queries": (
+        _set("tasks.shapes-vqa.n_eval", 0),
+        "params.yaml: tasks.shapes-vqa.n_eval = 0: must be >= 1",
     ),
     "icl shots above icd.shots": (
         _set("methods.icl-4.shots", 16),
@@ -216,12 +255,24 @@ def test_bad_params_fail_with_one_line_naming_the_key(params, case):
     assert "\n" not in str(info.value)
 
 
+def test_yaml_infinities_are_read_and_refused(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("      lr: 1.0e-2 ", "      lr: .inf ")
+    assert "lr: .inf" in text
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=r"methods.mimic.train.lr = .inf: must be a finite number$"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_load_params_reports_yaml_problems_with_the_file_name(tmp_path):
     text = (REPO / "params.yaml").read_text()
     duplicated = tmp_path / "dup.yaml"
     duplicated.write_text(text + "\nseed: 1\n")
     with pytest.raises(ParamsError, match=rf"^{duplicated}: line \d+: duplicate key 'seed'$"):
         load_params(duplicated)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text.replace("seed: 0 ", "seed: [0 ", 1))
+    with pytest.raises(ParamsError, match=rf"^{broken}: line \d+: expected ',' or '\]', but got '<scalar>'$"):
+        load_params(broken)
     with pytest.raises(ParamsError, match=r"nope.yaml: no such file"):
         load_params(tmp_path / "nope.yaml")
     empty = tmp_path / "empty.yaml"
@@ -244,3 +295,33 @@ def test_a_run_without_trained_methods_is_valid(params):
     only_icl["run"].update(untrained=[], trained=[])
     check_params(only_icl)
     assert run_methods(only_icl) == [ICL_REFERENCE]
+
+
+def test_the_per_model_protocol_overrides_the_shared_settings():
+    from mimic.params import eval_settings, processor_settings, prompt_preset, teacher_shots, train_settings
+
+    params = load_params(REPO / "params.yaml")
+    params["icd"]["shots"] = 32
+    assert teacher_shots(params, "idefics-9b") == 32 and teacher_shots(params, "idefics2-8b-base") == 8
+    assert teacher_shots(params, "mini-idefics2") == 32  # no override: icd.shots
+    assert method_shots(params, "icl", "idefics2-8b-base") == 8 and method_shots(params, "icl-2", "idefics-9b") == 2
+    assert method_shots(params, "mimic", "idefics-9b") == 32
+    hp = train_settings(params, "idefics2-8b-base", "mimic")
+    assert (hp["epochs"], hp["lr"]) == (5, 5.0e-3)
+    assert hp["ce_weight"] == params["methods"]["mimic"]["train"]["ce_weight"]
+    assert train_settings(params, "mini-idefics2", "mimic") == params["methods"]["mimic"]["train"]
+    ev = eval_settings(params, "idefics-9b")
+    assert ev["num_beams"] == 3 and ev["max_new_tokens"] == {"vqa": 10, "caption": 20}
+    assert ev["batch_size"] == params["eval"]["batch_size"]
+    assert eval_settings(params, "mini-idefics2") == params["eval"]
+    assert prompt_preset(params, "idefics-9b") == "reference" and prompt_preset(params, "mini-idefics2") == "clean"
+    assert processor_settings(params, "idefics2-8b-base") == {"do_image_splitting": False}
+
+
+def test_a_run_models_teacher_shots_must_fit_the_sampled_demonstrations():
+    params = load_params(REPO / "params.yaml")
+    params["run"]["models"] = ["idefics-9b"]
+    with pytest.raises(ParamsError, match=r"models.idefics-9b.shots = 32: must be <= icd.shots = 8"):
+        check_params(params)
+    params["icd"]["shots"] = 32
+    check_params(params)

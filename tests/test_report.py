@@ -41,15 +41,18 @@ SHOTS = {"zero-shot": 0, "icl-1": 1, "icl": 8, "mimic": 8}
 LATENCY = {"zero-shot": 10.0, "icl-1": 18.0, "icl": 40.0, "mimic": 11.0}
 
 
-def write_params(root: Path) -> Path:
+def write_params(root: Path, metric_variant: str = "official") -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["run"] = {"models": [MODEL], "tasks": list(TASKS), "untrained": ["zero-shot", "icl-1"], "trained": ["mimic"]}
+    params["eval"]["metric_variant"] = metric_variant
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
 
-def write_eval(root: Path, task: str, method: str, predictions: list[str], score: float) -> Path:
+def write_eval(
+    root: Path, task: str, method: str, predictions: list[str], score: float, metric_variant: str = "official"
+) -> Path:
     out = root / "results" / "eval" / MODEL / task / method
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w") as fh:
@@ -64,6 +67,7 @@ def write_eval(root: Path, task: str, method: str, predictions: list[str], score
         "shots": SHOTS[method],
         "kind": "vqa",
         "metric": "vqa_accuracy",
+        "metric_variant": metric_variant,
         "score": score,
         "n_eval": len(predictions),
         "latency_ms_per_query": LATENCY[method],
@@ -112,14 +116,16 @@ def test_summary_numbers_are_recomputed_from_predictions(run_dir):
         assert row["model"] == MODEL
         assert float(row["score"]) == pytest.approx(PREDICTIONS[row["method"]][1], abs=1e-9)
         assert int(row["shots"]) == SHOTS[row["method"]]
-        assert row["metric"] == "vqa_accuracy"
+        assert row["metric"] == "vqa_accuracy" and row["metric_variant"] == "official"
         assert int(row["n_eval"]) == 4
         assert float(row["latency_ms_per_query"]) == LATENCY[row["method"]]
     assert {r["method"]: r["icl_agreement"] for r in rows}["icl"] == ""  # null stays empty
 
     md = (root / "results" / "summary.md").read_text()
     for task in TASKS:
-        assert f"## {task} (vqa, vqa_accuracy)" in md
+        assert f"## {task} (vqa, vqa_accuracy, official)" in md
+    assert "- `official`: VQA accuracy of the current official VQA evaluation (GT-Vision-Lab/VQA" in md
+    assert "`reference`" not in md
     assert md.count("skipped = ") == 2  # icl-1's count, once per task
     assert '- shapes-vqa: skipped = {"eval": 1, "support": 0, "train": 0}' in md
     # gap recovery (65 - 0) / (75 - 0) = 0.87, latency ratio 11 / 10 = 1.10x
@@ -160,7 +166,7 @@ def test_fails_loudly_when_metrics_disagree_with_predictions(run_dir, monkeypatc
 
     monkeypatch.chdir(root)
     log = root / "report.log"
-    assert main(["report", "--params", "params.yaml", "--log", str(log)]) == 1
+    assert main(["report", "--params", "params.yaml", "--log", str(log)]) == 2  # an expected failure: one line
     assert "disagrees" in log.read_text()
     assert not (root / "results" / "summary.csv").exists()
 
@@ -197,4 +203,48 @@ def test_metrics_of_another_method_are_refused(run_dir):
     metrics = json.loads(path.read_text())
     path.write_text(json.dumps({**metrics, "method": "icl-2"}))
     with pytest.raises(ReportError, match=r"icl-1/metrics.json: method = 'icl-2', expected 'icl-1'"):
+        build_report(load_params(params_path), root=root)
+
+
+def test_scores_follow_the_metric_variant_of_params(run_dir):
+    """A prediction "Red." for ten answers "red": 0 under the official code (identical answers are
+    compared as they are), 1 under the reference code (always normalised)."""
+    root, params_path = run_dir
+    icl = ["Red.", "blue", "green", "white"]
+    write_eval(root, "shapes-vqa", "icl", icl, (0 + 100 + 100 + 0) / 4)
+    report = build_report(load_params(params_path), root=root)
+    assert report.result(MODEL, "shapes-vqa", "icl").score == 50.0
+
+    (root / "reference").mkdir()
+    reference_params = write_params(root / "reference", metric_variant="reference")
+    with pytest.raises(ReportError) as info:  # every metrics.json still says official
+        build_report(load_params(reference_params), root=root, params_path="reference/params.yaml")
+    assert str(info.value) == (
+        f"results/eval/{MODEL}/shapes-vqa/zero-shot/metrics.json: metric_variant = 'official', but "
+        "eval.metric_variant in reference/params.yaml makes it 'reference'; rerun `mimic evaluate --params "
+        f"reference/params.yaml --model {MODEL} --task shapes-vqa --method zero-shot`"
+    )
+    for task in TASKS:
+        for method, (predictions, score) in PREDICTIONS.items():
+            if (task, method) == ("shapes-vqa", "icl"):
+                predictions, score = icl, (100 + 100 + 100 + 0) / 4
+            write_eval(root, task, method, predictions, score, metric_variant="reference")
+    report = build_report(load_params(reference_params), root=root)
+    assert report.result(MODEL, "shapes-vqa", "icl").score == 75.0
+    write_report(report, root=root)
+    rows = list(csv.DictReader((root / "results" / "summary.csv").open()))
+    assert {r["metric_variant"] for r in rows} == {"reference"}
+    md = (root / "results" / "summary.md").read_text()
+    assert "## shapes-vqa (vqa, vqa_accuracy, reference)" in md
+    assert "- `reference`: VQA accuracy of the MimIC reference code" in md and "`official`" not in md
+
+
+def test_metrics_without_a_variant_are_refused(run_dir):
+    root, params_path = run_dir
+    path = root / "results/eval" / MODEL / "shapes-vqa/icl/metrics.json"
+    metrics = json.loads(path.read_text())
+    del metrics["metric_variant"]  # written before the variants existed
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(ReportError, match=r"icl/metrics.json: no metric_variant, but eval.metric_variant in "
+                       r"params.yaml makes it 'official'; rerun `mimic evaluate"):  # fmt: skip
         build_report(load_params(params_path), root=root)

@@ -1,7 +1,8 @@
 """Teacher cache and MimIC training on the miniature architecture (random weights, tiny task)."""
 
+
+import pytest
 import torch
-from safetensors.torch import load_file
 
 import mimic
 from mimic.adapters import adapter_for
@@ -47,27 +48,50 @@ def test_cache_holds_the_icl_forward_states_and_resumes(tmp_path):
 
     t_in = teacher_batch(loaded, data, "train", [qid], [icd["train"][qid][1]])
     s_in, _, answer_lengths = student_batch(loaded, data, "train", [qid])
-    (n,) = aligned_lengths(t_in, s_in)
+    (n,) = aligned_lengths(t_in, s_in, loaded.tokenizer.bos_token_id)
     assert n == s_in["input_ids"].shape[1] - 1  # everything but the BOS
     with torch.no_grad(), HiddenStateRecorder(loaded.model, "mlp") as rec:
         rec.select(n)
         loaded.model(**t_in)
         direct = rec.stacked()[:, 0]
     assert torch.allclose(cache.get(qid, 1), direct, atol=1e-5)
-    # Resume: a deleted shard is recomputed, the others are kept as they are.
-    before = {p.name: p.read_bytes() for p in out.glob("shard-*.safetensors")}
-    (out / "shard-00001.safetensors").unlink()
-    extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
-    assert {p.name for p in out.glob("shard-*.safetensors")} == set(before)
-    redone = load_file(out / "shard-00001.safetensors")
-    old = load_file_bytes(before["shard-00001.safetensors"])
-    assert all(torch.allclose(redone[k], old[k], atol=1e-6) for k in old)
 
 
-def load_file_bytes(data: bytes):
-    from safetensors.torch import load
+def test_resume_computes_only_the_unfinished_samples_and_reproduces_every_byte(tmp_path, monkeypatch):
+    """An extraction killed after its first shard resumes: only the other shards' samples are computed,
+    the finished shard is kept as it was, and every file equals an uninterrupted extraction's."""
+    import mimic.teacher as teacher
 
-    return load(data)
+    loaded, data, icd = _setup(tmp_path)
+    out, work = tmp_path / "teacher", tmp_path / "partial"
+    real = teacher.teacher_states
+    computed = []
+
+    def spy(loaded_, data_, chunk, target, split="train"):
+        if len(computed) >= 6:  # shard 0 (4 samples: batches of 3 + 1) done, then killed in shard 1
+            raise KeyboardInterrupt("killed")
+        computed.extend((q, d) for q, d, _ in chunk)
+        return real(loaded_, data_, chunk, target, split)
+
+    monkeypatch.setattr(teacher, "teacher_states", spy)
+    with pytest.raises(KeyboardInterrupt):
+        extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"}, work_dir=work)
+    first = work / "shard-00000.safetensors"
+    kept = (first.read_bytes(), first.stat().st_ino, first.stat().st_mtime_ns)
+    computed.clear()
+    monkeypatch.setattr(teacher, "teacher_states", lambda *a, **k: computed.extend((q, d) for q, d, _ in a[2])
+                        or real(*a, **k))
+    manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"}, work_dir=work)
+    samples = [(q, d) for q in sorted(icd["train"]) for d in range(2)]
+    assert computed == samples[4:]  # shards 1 and 2 only, each sample once
+    assert manifest["n_samples"] == 12 and manifest["reused_shards"] == 1
+    shard = out / "shard-00000.safetensors"
+    assert (shard.read_bytes(), shard.stat().st_ino) == kept[:2]  # the very file, not rewritten
+    monkeypatch.setattr(teacher, "teacher_states", real)
+    extract(loaded, data, icd, tmp_path / "fresh", SETTINGS, {"model": "mini", "task": "t"},
+            work_dir=tmp_path / "fresh-work")
+    for path in sorted(out.iterdir()):
+        assert path.read_bytes() == (tmp_path / "fresh" / path.name).read_bytes(), path.name
 
 
 def test_alignment_loss_by_hand():
@@ -94,3 +118,19 @@ def test_training_reduces_the_loss_and_cached_equals_online(tmp_path):
     assert online["teacher_mode"] == "online"
     for a, b in zip(cached_rows, online_rows, strict=True):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * max(1.0, abs(a["loss"]))
+
+
+def test_a_shard_holding_other_samples_is_recomputed(tmp_path):
+    """A cache left by an extraction over other samples (one draw instead of two) is never reused as is."""
+    loaded, data, icd = _setup(tmp_path)
+    out = tmp_path / "teacher"
+    one_draw = {**icd, "draws": 1, "train": {q: lists[:1] for q, lists in icd["train"].items()}}
+    extract(loaded, data, one_draw, out, SETTINGS, {"model": "mini", "task": "t"})
+    extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
+    cache = TeacherCache(out)
+    fresh = tmp_path / "fresh"
+    extract(loaded, data, icd, fresh, SETTINGS, {"model": "mini", "task": "t"})
+    reference = TeacherCache(fresh)
+    for q in icd["train"]:
+        for d in range(2):
+            assert torch.equal(cache.get(q, d), reference.get(q, d)), (q, d)

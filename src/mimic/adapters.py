@@ -4,15 +4,21 @@ MimIC enters every model through transformers' attention interface, so an adapte
 has to say which modules are the decoder self-attention layers that MimIC targets (the
 vision tower, the perceiver/resampler and Idefics' gated cross-attention are not), where
 each layer's MLP is, and how a prompt of interleaved text and images becomes model
-inputs. Adding an architecture is one ``register_adapter(ModelAdapter(...))`` call.
+inputs: how an image is written in the text for that family's processor, and whether
+the processor takes the images per prompt or one by one. Adding an architecture is one
+``register_adapter(ModelAdapter(...))`` call; ``tests/test_families.py`` runs every
+registered family through its real processor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+import torch
 from torch import nn
+
+from mimic.prompts import PromptFormat
 
 Segment = object  # a ``str`` or a ``PIL.Image.Image``
 
@@ -26,14 +32,40 @@ def _get_path(root: object, path: str) -> object:
 
 @dataclass(frozen=True)
 class ModelAdapter:
+    """How MimIC finds its way around one architecture family.
+
+    name: the family's name (reports, errors, ``README`` table).
+    model_types: the ``config.model_type`` values it serves.
+    layers_path: dotted path from the top model to the decoder layers' ``ModuleList``.
+    text_config_path: dotted path from the top config to the text config (``""``: the top one).
+    attn_name, mlp_name: each decoder layer's self-attention and MLP attribute.
+    image_placeholder: how one image is written in the prompt text for the family's
+        processor, which expands it into the image tokens (``None``: a text-only model).
+    interleaved_processor: the processor takes each prompt as a list of strings and
+        images (Idefics v1) instead of a text with placeholders plus the images.
+    images_one_by_one: hand the processor a flat list of images, so it treats each as a
+        single image (LLaVA-OneVision: encoded the same with or without demonstrations).
+    prompt_format: how demonstrations and queries are written for this family.
+    position_ids: ``encode`` adds position ids counted from each row's first real token,
+        as ``generate()`` counts them under left padding. MimIC's magnitude reads the
+        query after RoPE, so the training forward must see the positions decoding will
+        see. ``False`` where the model derives its own from the mask (Qwen-VL's m-RoPE).
+    text_only_inputs: extra inputs the model needs for a text-only forward (``attach``'s
+        dry run), as a function of the model and ``input_ids``.
+    """
+
     name: str
     model_types: tuple[str, ...]
-    layers_path: str  # dotted path from the top model to the decoder layers' ModuleList
-    text_config_path: str = ""  # dotted path from the top config to the text config ("" = top)
+    layers_path: str
+    text_config_path: str = ""
     attn_name: str = "self_attn"
     mlp_name: str = "mlp"
-    image_placeholder: str | None = "<image>"  # how an image is written in the prompt text
-    interleaved_processor: bool = False  # the processor takes lists of text and images (Idefics v1)
+    image_placeholder: str | None = "<image>"
+    interleaved_processor: bool = False
+    images_one_by_one: bool = False
+    prompt_format: PromptFormat = field(default_factory=PromptFormat)
+    position_ids: bool = True
+    text_only_inputs: Callable[[nn.Module, torch.Tensor], dict] | None = None
 
     def text_config(self, model: nn.Module):
         return _get_path(model.config, self.text_config_path)
@@ -67,12 +99,26 @@ class ModelAdapter:
 
         Padding goes on the left so that the query-and-answer tokens of every row end at
         the same position, which is what batched generation and teacher extraction need.
+        Every input the processor returns (``pixel_values``, ``image_grid_thw``,
+        ``image_sizes``, ``pixel_attention_mask``, ``mm_token_type_ids`` ...) is kept, so
+        that ``model(**inputs)`` gets all of them, plus ``position_ids`` (see the class).
         """
-        processor.tokenizer.padding_side = "left"
+        inputs = self._encode(processor, prompts, **kwargs)
+        if self.position_ids:
+            inputs["position_ids"] = positions_from_mask(inputs["attention_mask"])
+        return inputs
+
+    def _encode(self, processor, prompts, **kwargs):
+        tokenizer = getattr(processor, "tokenizer", processor)
+        tokenizer.padding_side = "left"
         kwargs.setdefault("padding", True)
         kwargs.setdefault("return_tensors", "pt")
+        has_image = any(not isinstance(seg, str) for prompt in prompts for seg in prompt)
+        if has_image and self.image_placeholder is None:
+            raise ValueError(f"model family {self.name!r} takes no images, but a prompt holds one; "
+                             "use a text-only task or a multimodal model")
         if self.interleaved_processor:
-            return processor(prompts=[list(p) for p in prompts], **kwargs)
+            return processor(text=[list(p) for p in prompts], **kwargs)
         texts, images = [], []
         for prompt in prompts:
             parts, row_images = [], []
@@ -84,9 +130,17 @@ class ModelAdapter:
                     row_images.append(seg)
             texts.append("".join(parts))
             images.append(row_images)
-        if any(images):
-            return processor(text=texts, images=images, **kwargs)
-        return processor(text=texts, **kwargs)
+        if not has_image:
+            return processor(text=texts, **kwargs) if processor is not tokenizer else tokenizer(texts, **kwargs)
+        if self.images_one_by_one:
+            images = [img for row in images for img in row]
+        return processor(text=texts, images=images, **kwargs)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as ``generate()`` makes them: 0 at each row's first real token, 0 on the padding."""
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 ADAPTERS: dict[str, ModelAdapter] = {}
@@ -98,12 +152,26 @@ def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
     return adapter
 
 
+def _idefics_text_only(model: nn.Module, input_ids: torch.Tensor) -> dict:
+    """Idefics v1 always cross-attends to images: give it one blank perceiver output, attended by no token."""
+    cfg = model.config
+    b, n = input_ids.shape
+    latents = cfg.perceiver_config.resampler_n_latents
+    param = next(model.parameters())
+    blank = torch.zeros(b, latents, cfg.vision_config.embed_dim, dtype=param.dtype, device=param.device)
+    return {
+        "perceiver_embeddings" if cfg.use_resampler else "image_encoder_embeddings": blank,
+        "image_attention_mask": torch.zeros(b, n, 1, dtype=torch.long, device=input_ids.device),
+    }
+
+
 register_adapter(
     ModelAdapter(
         name="idefics",
         model_types=("idefics",),
         layers_path="model.layers",
         interleaved_processor=True,
+        text_only_inputs=_idefics_text_only,
     )
 )
 register_adapter(
@@ -124,8 +192,51 @@ register_adapter(
 )
 register_adapter(
     ModelAdapter(
+        name="llava",  # LLaVA-1.5, LLaVA-NeXT, llava-interleave (a Qwen2 decoder): <image> expands per image
+        model_types=("llava", "llava_next"),
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="llava-onevision",
+        model_types=("llava_onevision",),
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+        # The processor encodes the images of a multi-image prompt at base resolution and a lone image
+        # in tiles, so the query image would differ with and without demonstrations; one by one, every
+        # image is tiled the same way in every prompt.
+        images_one_by_one=True,
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="qwen-vl",  # Qwen2-VL, Qwen2.5-VL, Qwen3-VL: <|image_pad|> expands per image (m-RoPE positions)
+        model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+        image_placeholder="<|vision_start|><|image_pad|><|vision_end|>",
+        position_ids=False,  # m-RoPE: the model computes 3-D positions from the mask and the image grids
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="gemma3",
+        model_types=("gemma3",),
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+        image_placeholder="<start_of_image>",
+        # The processor writes "\n\n" before and after every image: a "\n" after each demonstration
+        # would merge with it into one "\n\n\n" token, and the query would tokenize differently
+        # after demonstrations than alone.
+        prompt_format=PromptFormat(separator=""),
+    )
+)
+register_adapter(
+    ModelAdapter(
         name="causal-lm",
-        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"),
+        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"),
         layers_path="model.layers",
         image_placeholder=None,
     )

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -19,10 +20,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mimic.adapters import ModelAdapter, adapter_for
+from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for
 from mimic.atomic import atomic_write, atomic_write_text
 from mimic.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
+from mimic.compat import dry_run, probe_ids, reference_forward, refusal_reason
 from mimic.config import MimicConfig
+from mimic.errors import IntegrityError
 from mimic.shift import MimicShift
 
 WEIGHTS_FILE = "mimic.safetensors"
@@ -64,15 +67,30 @@ def _complete(config: MimicConfig, model: nn.Module, adapter: ModelAdapter) -> M
 
 
 def attach(
-    model: nn.Module, config: MimicConfig | None = None, shift: nn.Module | None = None, freeze_base: bool = True
+    model: nn.Module,
+    config: MimicConfig | None = None,
+    shift: nn.Module | None = None,
+    freeze_base: bool = True,
+    verify: bool = True,
 ) -> nn.Module:
     """Patch ``model`` in place; return the shift module (the only trainable parameters).
 
     ``shift`` replaces the learned :class:`MimicShift` by any callable module with the
     same signature (the exactness oracle uses this).
+
+    Models whose attention MimIC's split does not describe (attention sinks, ALiBi, a
+    relative position bias) are refused before anything changes. With ``verify`` (the
+    default) ``attach`` then proves itself on a few token ids: one forward before and one
+    after patching, with a zero shift that counts its calls; if a targeted attention
+    module never calls it, or the outputs move, the model is detached again and a
+    one-line ``RuntimeError`` names the module and the reason. ``verify=False`` skips
+    the two tiny forwards for callers that already know the model works.
     """
     if attachment(model) is not None:
         raise RuntimeError("MimIC is already attached to this model; call mimic.detach(model) first")
+    reason = refusal_reason(model, ADAPTERS.get(getattr(model.config, "model_type", None)))
+    if reason is not None:
+        raise ValueError(f"MimIC cannot attach to {model.config.model_type!r}: its attention {reason}")
     register()
     adapter = adapter_for(model)
     config = _complete(config or MimicConfig(), model, adapter)
@@ -80,7 +98,12 @@ def attach(
         shift = MimicShift(config, len(config.layers), config.num_heads, config.head_dim)
         param = next(model.parameters())
         shift.to(param.device)
-    modules, previous, hooks = [], [], []
+    if verify:
+        probe = _probe_inputs(model, adapter)
+        training = [(m, m.training) for m in model.modules()]
+        model.eval()
+        reference = reference_forward(model, probe)
+    modules, previous, hooks, targets, names = [], [], [], [], []
     for row, layer in enumerate(config.layers):
         attn = adapter.attention(model, layer)
         cfg = attn.config
@@ -95,6 +118,8 @@ def attach(
         cfg._attn_implementation_internal = PREFIX + impl
         attn.__dict__["_mimic_target"] = target = ShiftTarget(shift, row, config.insert)
         modules.append(attn)
+        targets.append(target)
+        names.append(f"{adapter.layers_path}.{layer}.{adapter.attn_name}")
         if config.insert == "mlp":
             mlp = adapter.mlp(model, layer)
             mlp.__dict__["_mimic_target"] = target
@@ -106,7 +131,25 @@ def attach(
         for p in frozen:
             p.requires_grad_(False)
     model.__dict__["_mimic"] = Attachment(config, shift, adapter, modules, previous, hooks, frozen)
+    if verify:
+        try:
+            dry_run(model, probe, reference, targets, names)
+        except RuntimeError:
+            detach(model)
+            raise
+        finally:
+            for module, mode in training:
+                module.training = mode
     return shift
+
+
+def _probe_inputs(model: nn.Module, adapter: ModelAdapter) -> dict:
+    """A few ordinary token ids, no images: the input of ``attach``'s dry run."""
+    ids = probe_ids(model, adapter.text_config(model))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if adapter.text_only_inputs is not None:
+        inputs.update(adapter.text_only_inputs(model, ids))
+    return inputs
 
 
 def detach(model: nn.Module) -> nn.Module | None:
@@ -139,14 +182,29 @@ def disabled(model: nn.Module):
             t.enabled = True
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save(shift: MimicShift, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically)."""
+    """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically).
+
+    Refuses non-finite weights. The config records the weights' sha256 (``extra.weights_sha256``),
+    which :func:`load` verifies, and ``metadata`` (e.g. the settings that made the checkpoint).
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in shift.state_dict().items()}
+    broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise IntegrityError(f"{path / WEIGHTS_FILE}: not written, tensors {broken} hold nan or inf")
+    path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     doc = json.loads(shift.config.to_json())
-    doc["extra"] = {**doc.get("extra", {}), **(metadata or {})}
+    doc["extra"] = {**doc.get("extra", {}), **(metadata or {}), "weights_sha256": _sha256(path / WEIGHTS_FILE)}
     atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
     return path
 
@@ -156,12 +214,38 @@ def read_config(path: str | os.PathLike) -> MimicConfig:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} is missing: not a MimIC checkpoint directory written by mimic.save")
-    return MimicConfig.from_json((path / CONFIG_FILE).read_text())
+    try:
+        return MimicConfig.from_json((path / CONFIG_FILE).read_text())
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"{path / CONFIG_FILE}: not a MimIC config ({' '.join(str(exc).split())}); "
+                             f"{_fix(path / CONFIG_FILE)}") from None
 
 
-def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True) -> MimicShift:
+def _fix(file: Path) -> str:
+    return f"restore it (`dvc checkout --force {file}`) or train the checkpoint again (`mimic train ...`)"
+
+
+def _read_weights(path: Path, config: MimicConfig) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, after checking the recorded sha256, the format and finiteness."""
+    weights = path / WEIGHTS_FILE
+    expected = config.extra.get("weights_sha256")
+    if expected is not None and _sha256(weights) != expected:
+        raise IntegrityError(f"{weights}: sha256 differs from the one {CONFIG_FILE} records (the file was changed "
+                             f"or damaged); {_fix(weights)}")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors' errors do not name the file
+        raise IntegrityError(f"{weights}: not a readable safetensors file ({exc}); {_fix(weights)}") from None
+    broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise IntegrityError(f"{weights}: tensors {broken} hold nan or inf; {_fix(weights)}")
+    return tensors
+
+
+def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> MimicShift:
     """Attach the checkpoint at ``path`` to ``model``; fails clearly if the shapes differ."""
     config = read_config(path)
+    tensors = _read_weights(Path(path), config)
     adapter = adapter_for(model)
     have = adapter.shapes(model)
     want = {k: getattr(config, k) for k in ("num_layers", "num_heads", "head_dim")}
@@ -169,8 +253,7 @@ def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True) ->
     if mismatch:
         detail = ", ".join(f"{k} {a} in the checkpoint vs {b} in the model" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was trained for {config.base_model or 'another model'} and does not fit: {detail}")
-    tensors = load_file(str(Path(path) / WEIGHTS_FILE))
-    shift = attach(model, config, freeze_base=freeze_base)
+    shift = attach(model, config, freeze_base=freeze_base, verify=verify)
     expected = {k: tuple(v.shape) for k, v in shift.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:

@@ -9,7 +9,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 from mimic.adapters import ModelAdapter, adapter_for
-from mimic.prompts import PromptFormat, prompt_format
+from mimic.prompts import PromptFormat, preset_format
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -37,6 +37,11 @@ class LoadedModel:
     stop_token_ids: list[int]
     pad_token_id: int
 
+    @property
+    def tokenizer(self):
+        """The processor's tokenizer (or the processor itself, for text-only models)."""
+        return getattr(self.processor, "tokenizer", self.processor)
+
 
 def pick_device(requested: str | None) -> torch.device:
     if requested in (None, "auto"):
@@ -44,8 +49,13 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device(requested)
 
 
-def load_model(name: str, source: str, dtype: str = "float32", device: str | None = "auto") -> LoadedModel:
-    """Load a model and its processor from ``source`` (a local directory or a hub id)."""
+def load_model(name: str, source: str, dtype: str = "float32", device: str | None = "auto", prompt: str = "clean",
+               processor_kwargs: dict | None = None) -> LoadedModel:
+    """Load a model and its processor from ``source`` (a local directory or a hub id).
+
+    prompt: the prompt preset (:data:`mimic.prompts.PRESETS`); processor_kwargs: passed to
+    ``AutoProcessor.from_pretrained`` (e.g. ``do_image_splitting: false`` for Idefics2, as the paper).
+    """
     if dtype not in DTYPES:
         raise ValueError(f"models.{name}.dtype = {dtype!r}; valid: {sorted(DTYPES)}")
     try:
@@ -58,13 +68,24 @@ def load_model(name: str, source: str, dtype: str = "float32", device: str | Non
     dev = pick_device(device)
     model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype], attn_implementation="sdpa")
     model.to(dev).eval()
-    processor = AutoProcessor.from_pretrained(source)
+    processor = AutoProcessor.from_pretrained(source, **(processor_kwargs or {}))
     tokenizer = getattr(processor, "tokenizer", processor)
-    stops = model.generation_config.eos_token_id
-    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
-    newline = tokenizer.convert_tokens_to_ids("\n")
-    if newline is not None and newline != tokenizer.unk_token_id and newline not in stops:
-        stops.append(newline)
+    stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     adapter = adapter_for(model)
-    return LoadedModel(name, model, processor, adapter, prompt_format(adapter.name), dev, stops, pad)
+    fmt = preset_format(prompt, adapter.name, adapter.prompt_format)
+    return LoadedModel(name, model, processor, adapter, fmt, dev, stops, pad)
+
+
+NEWLINE_TOKENS = ("\n", "\n\n", "Ċ", "ĊĊ", "<0x0A>")  # plain, byte-level BPE, SentencePiece byte fallback
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The model's end-of-sequence ids plus its newline tokens: answers end at a line break."""
+    stops = model.generation_config.eos_token_id
+    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
+    for token in NEWLINE_TOKENS:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in stops:
+            stops.append(token_id)
+    return stops

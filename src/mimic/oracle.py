@@ -10,6 +10,8 @@ query positions. This module builds that oracle through the same hook code path.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -19,6 +21,8 @@ from mimic.config import MimicConfig
 
 class _Capture(nn.Module):
     """Shift that records exact prefix terms during the ICL forward and adds nothing."""
+
+    needs_scores = True  # the hook hands it the full masked scores and the values (AttentionCall)
 
     def __init__(self, query_lengths: list[int]):
         super().__init__()
@@ -103,3 +107,45 @@ def exactness_errors(model: nn.Module, icl_inputs: dict, zero_shot_inputs: dict,
         return max((x[:, i, -q:] - reference[:, i, -q:]).abs().max().item() for i, q in enumerate(query_lengths))
 
     return err(shifted), err(zero_shot)
+
+
+def oracle_inputs(loaded, kind: str, queries, demos) -> tuple[dict, dict, list[int]]:
+    """ICL and zero-shot inputs for the oracle through the family's processor, and the query lengths.
+
+    Each ICL prompt is the demonstrations followed by the zero-shot prompt verbatim, so the
+    zero-shot row is exactly the ICL row's suffix. With a BOS token that means ``... EOS BOS
+    query``, the way pretraining packs documents: under RoPE a query token's score against
+    the BOS depends on their distance, so the split is exact only if the BOS sits right
+    before the query in both prompts (the EOS also keeps Idefics v1's BOS from attending
+    the previous image). The teacher of training uses the natural prompt (one BOS).
+    """
+    from mimic.batches import common_suffix
+    from mimic.prompts import build_prompt
+
+    tok = loaded.tokenizer
+    boundary = tok.eos_token + tok.bos_token if tok.bos_token_id is not None else ""
+    fmt = replace(loaded.prompt_format, instructions={})  # the zero-shot prompt must be the ICL prompt's suffix
+    icl_prompts, zs_prompts = [], []
+    for query, query_demos in zip(queries, demos, strict=True):
+        zero_shot = build_prompt(kind, [], query, fmt)
+        prefix = build_prompt(kind, query_demos, query, fmt)[: -len(zero_shot)]
+        prefix[-1] += boundary
+        icl_prompts.append(prefix + zero_shot)
+        zs_prompts.append(zero_shot)
+
+    def encode(prompts):
+        inputs = loaded.adapter.encode(loaded.processor, prompts)
+        return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+    icl, zero_shot = encode(icl_prompts), encode(zs_prompts)
+    lengths = zero_shot["attention_mask"].sum(1).tolist()
+    for i, n in enumerate(lengths):
+        shared = common_suffix(_tokens(icl, i), _tokens(zero_shot, i))
+        if shared < n:
+            raise ValueError(f"row {i}: the zero-shot prompt ({n} tokens) is not the suffix of the ICL prompt "
+                             f"({shared} shared): the query tokenizes differently after the demonstrations")
+    return icl, zero_shot, lengths
+
+
+def _tokens(inputs: dict, i: int) -> list[int]:
+    return inputs["input_ids"][i][inputs["attention_mask"][i].bool()].tolist()

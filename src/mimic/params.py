@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mimic.errors import MimicError
 
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
 UNTRAINED_TYPES = ("zero-shot", "icl")
@@ -36,7 +39,7 @@ ICL_REFERENCE = "icl"  # the method every other method is compared to (the ICL t
 _JOINED_STAGES = {"extract-teacher": ("models", "tasks"), "evaluate": ("models", "tasks", "methods")}
 
 
-class ParamsError(ValueError):
+class ParamsError(MimicError, ValueError):
     """A problem in params.yaml; the message is one line that names the key."""
 
 
@@ -75,10 +78,24 @@ def load_params(path: str | Path = "params.yaml") -> dict:
 
 
 def check_params(params: Any, source: str = "params.yaml", schema_file: str | Path | None = None) -> dict:
-    """Validate an already parsed params dict (schema, then cross-references); returns it."""
+    """Validate an already parsed params dict (finite numbers, schema, cross-references); returns it."""
+    _check_finite(params, source)
     _check_schema(params, source, Path(schema_file) if schema_file else schema_path())
     _check_references(params, source)
     return params
+
+
+def _check_finite(node: Any, source: str, where: tuple = ()) -> None:
+    """No .inf / .nan anywhere: JSON schema bounds let them through (nan > 0 is False, so is nan <= 0)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, source, (*where, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, source, (*where, i))
+    elif isinstance(node, float) and not math.isfinite(node):
+        spelled = ".nan" if math.isnan(node) else (".inf" if node > 0 else "-.inf")
+        raise ParamsError(f"{source}: {_key_path(where)} = {spelled}: must be a finite number")
 
 
 # -- the schema ----------------------------------------------------------------------------
@@ -206,6 +223,15 @@ def _check_references(params: dict, source: str) -> None:
         if train is not None and train["align_weight"] == 0 and train["ce_weight"] == 0:
             fail(f"methods.{name}.train: align_weight and ce_weight are both 0, so there is nothing to train")
 
+    shots = params["icd"]["shots"]
+    for task in run["tasks"]:
+        pool = tasks.get(task, {}).get("n_support")
+        if isinstance(pool, int) and shots > pool:
+            fail(
+                f"icd.shots = {shots}: more than tasks.{task}.n_support = {pool}, the demonstration pool each "
+                f"query draws its {shots} demonstrations from; lower icd.shots or raise n_support"
+            )
+
     if ICL_REFERENCE not in methods:
         fail(
             f"methods.{ICL_REFERENCE}: missing; define the reference method `{ICL_REFERENCE}: {{type: icl}}`, "
@@ -220,6 +246,11 @@ def _check_references(params: dict, source: str) -> None:
     for i, name in enumerate(run["models"]):
         if name not in models:
             fail(f"run.models[{i}] = {_show(name)}: unknown model; known: {known(models)}")
+    for name in run["models"]:
+        shots = models[name].get("shots") if name in models else None
+        if shots and shots > params["icd"]["shots"]:
+            fail(f"models.{name}.shots = {shots}: must be <= icd.shots = {params['icd']['shots']} "
+                 "(the demonstrations sampled per query; sample as many as the run's largest teacher needs)")
     for i, name in enumerate(run["tasks"]):
         if name not in tasks:
             fail(f"run.tasks[{i}] = {_show(name)}: unknown task; known: {known(tasks)}")
@@ -235,6 +266,13 @@ def _check_references(params: dict, source: str) -> None:
                 other = "trained" if kind in TRAINED_TYPES else "untrained"
                 article = "a" if trained is False else "an"
                 fail(f"{where}: {article} {other} method (type {kind}); list it under run.{other}")
+
+    if params["icd"].get("sampler") == "reference":
+        for name in run["trained"]:
+            epochs = methods[name].get("train", {}).get("epochs", 0)
+            if epochs > params["icd"]["draws"]:
+                fail(f"icd.draws = {params['icd']['draws']}: the reference sampler draws fresh demonstrations "
+                     f"every epoch, so it needs draws >= methods.{name}.train.epochs = {epochs}")
 
     for stage, sections in _JOINED_STAGES.items():
         lists = [run_methods(params) if s == "methods" else run[s] for s in sections]
@@ -274,14 +312,50 @@ def run_methods(params: dict) -> list[str]:
     return [*params["run"]["untrained"], ICL_REFERENCE, *params["run"]["trained"]]
 
 
-def method_shots(params: dict, method: str) -> int:
-    """Demonstrations a method sees (icl) or mimics (trained: the teacher's); 0 for zero-shot."""
+def method_shots(params: dict, method: str, model: str | None = None) -> int:
+    """Demonstrations a method sees (icl) or mimics (trained: the teacher's); 0 for zero-shot.
+
+    An icl method without ``shots`` (the ``icl`` reference) and every trained method use the
+    ICL teacher's shots: ``models.<model>.shots`` if set (the paper's per-model protocol), else
+    ``icd.shots``.
+    """
     kind = method_type(params, method)
     if kind == "zero-shot":
         return 0
-    if kind == "icl":
-        return int(params["methods"][method].get("shots", params["icd"]["shots"]))
-    return int(params["icd"]["shots"])
+    if kind == "icl" and "shots" in params["methods"][method]:
+        return int(params["methods"][method]["shots"])
+    return teacher_shots(params, model)
+
+
+# -- the per-model protocol (models.<name>: prompt, processor, shots, train, eval) --------------------
+
+
+def teacher_shots(params: dict, model: str | None = None) -> int:
+    """The ICL teacher's demonstrations for ``model``: ``models.<model>.shots``, else ``icd.shots``."""
+    entry = params["models"].get(model, {}) if model is not None else {}
+    return int(entry.get("shots") or params["icd"]["shots"])
+
+
+def prompt_preset(params: dict, model: str) -> str:
+    """The prompt preset of ``model`` (mimic.prompts.PRESETS): ``models.<model>.prompt``, default clean."""
+    return params["models"][model].get("prompt") or "clean"
+
+
+def processor_settings(params: dict, model: str) -> dict:
+    """Keyword arguments for the model's processor (``models.<model>.processor``)."""
+    return dict(params["models"][model].get("processor") or {})
+
+
+def train_settings(params: dict, model: str, method: str) -> dict:
+    """A trained method's ``train`` settings with the model's overrides (``models.<model>.train``) applied."""
+    return {**params["methods"][method]["train"], **(params["models"][model].get("train") or {})}
+
+
+def eval_settings(params: dict, model: str) -> dict:
+    """``eval`` with the model's overrides (``models.<model>.eval``) applied, max_new_tokens per kind merged."""
+    override = dict(params["models"][model].get("eval") or {})
+    tokens = {**params["eval"]["max_new_tokens"], **override.pop("max_new_tokens", {})}
+    return {**params["eval"], **override, "max_new_tokens": tokens}
 
 
 def model_source(params: dict, model: str) -> str:

@@ -3,9 +3,11 @@
 :func:`build_report` reads, for every (model, task, method) of the run, the
 ``metrics.json`` and ``predictions.jsonl`` written by ``mimic evaluate`` and, for trained
 methods, the ``train_log.csv`` written by ``mimic train``. The headline score (VQA accuracy,
-CIDEr) is **recomputed from the predictions file** with :func:`mimic.metrics.score`, and the
-report fails when it disagrees with ``metrics.json`` by more than :data:`TOLERANCE`: every
-number of the table comes from the predictions that produced it.
+CIDEr) is **recomputed from the predictions file** with :func:`mimic.metrics.score` under the
+metric variant of ``eval.metric_variant`` (the one ``mimic evaluate`` used; the report fails when
+``metrics.json`` names another), and the report fails when it disagrees with ``metrics.json`` by
+more than :data:`TOLERANCE`: every number of the table comes from the predictions that produced
+it. ``summary.csv`` and ``summary.md`` name the variant of every score.
 
 :func:`write_report` writes, each file atomically (a temporary file, then ``os.replace``)::
 
@@ -36,6 +38,7 @@ SUMMARY_COLUMNS = (
     "method",
     "shots",
     "metric",
+    "metric_variant",
     "score",
     "n_eval",
     "latency_ms_per_query",
@@ -67,6 +70,7 @@ class Result:
     shots: int
     kind: str
     metric: str
+    metric_variant: str
     score: float
     n_eval: int
     latency_ms_per_query: float | None
@@ -118,8 +122,11 @@ def read_jsonl(path: Path, shown: Path | None = None) -> list[dict]:
     return rows
 
 
-def score_predictions(kind: str, rows: list[dict], shown: Path | str = "predictions") -> tuple[str, float]:
-    """The headline metric name and its value over ``rows`` (``{"id", "prediction", "answers"}``)."""
+def score_predictions(
+    kind: str, rows: list[dict], shown: Path | str = "predictions", variant: str = "official"
+) -> tuple[str, float]:
+    """The headline metric name and its value over ``rows`` (``{"id", "prediction", "answers"}``),
+    VQA accuracy computed as ``variant`` (:data:`mimic.metrics.VQA_VARIANTS`) says."""
     from mimic.metrics import HEADLINE, score
 
     if kind not in HEADLINE:
@@ -134,7 +141,7 @@ def score_predictions(kind: str, rows: list[dict], shown: Path | str = "predicti
     predictions = [row["prediction"] for row in rows]
     references = [row["answers"] for row in rows]
     metric = HEADLINE[kind]
-    return metric, float(score(kind, predictions, references)[metric])
+    return metric, float(score(kind, predictions, references, variant)[metric])
 
 
 def load_result(params: dict, model: str, task: str, method: str, root: Path, params_path: str) -> Result:
@@ -153,11 +160,19 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
     missing = [key for key in ("kind", "score", "shots") if key not in metrics]
     if missing:
         raise ReportError(f"{metrics_rel}: no {', '.join(missing)}")
+    variant = _expected_variant(params, metrics["kind"], metrics_rel, params_path)
+    if metrics.get("metric_variant") != variant:
+        found = "no metric_variant"
+        if "metric_variant" in metrics:
+            found = f"metric_variant = {metrics['metric_variant']!r}"
+        raise ReportError(
+            f"{metrics_rel}: {found}, but eval.metric_variant in {params_path} makes it {variant!r}; rerun `{command}`"
+        )
 
     rows = read_jsonl(root / predictions_rel, predictions_rel)
     if not rows:
         raise ReportError(f"{predictions_rel}: no predictions")
-    metric, recomputed = score_predictions(metrics["kind"], rows, predictions_rel)
+    metric, recomputed = score_predictions(metrics["kind"], rows, predictions_rel, params["eval"]["metric_variant"])
     if metrics.get("metric", metric) != metric:
         raise ReportError(
             f"{metrics_rel}: metric = {metrics['metric']!r}, expected {metric!r} for a {metrics['kind']} task"
@@ -179,6 +194,7 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
         shots=int(metrics["shots"]),
         kind=metrics["kind"],
         metric=metric,
+        metric_variant=variant,
         score=recomputed,
         n_eval=len(rows),
         latency_ms_per_query=metrics.get("latency_ms_per_query"),
@@ -186,6 +202,15 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
         icl_agreement=metrics.get("icl_agreement"),
         skipped=metrics.get("skipped"),
     )
+
+
+def _expected_variant(params: dict, kind: str, shown: Path, params_path: str) -> str:
+    from mimic.metrics import metric_variant
+
+    try:
+        return metric_variant(kind, params["eval"]["metric_variant"])
+    except ValueError as exc:
+        raise ReportError(f"{shown}: {exc} (eval.metric_variant in {params_path})") from None
 
 
 def load_train_log(model: str, task: str, method: str, root: Path, params_path: str) -> list[dict[str, float]]:
@@ -293,17 +318,23 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def summary_markdown(report: Report) -> str:
+    from mimic.metrics import VARIANT_DESCRIPTIONS
+
     lines = [
         "# MimIC results",
         "",
-        "Scores (x100) are recomputed from each `predictions.jsonl`; latency is per query.",
+        "Scores (x100) are recomputed from each `predictions.jsonl`; latency is per query. Metric variants:",
         "",
     ]
+    variants = dict.fromkeys(r.metric_variant for r in report.results)
+    lines += [f"- `{variant}`: {VARIANT_DESCRIPTIONS[variant]}" for variant in variants]
+    lines.append("")
     for task in report.tasks:
         results = [r for r in report.results if r.task == task]
         kind, metric = results[0].kind, results[0].metric
+        task_variants = ", ".join(dict.fromkeys(r.metric_variant for r in results))
         lines += [
-            f"## {task} ({kind}, {metric})",
+            f"## {task} ({kind}, {metric}, {task_variants})",
             "",
             f"| model | method | shots | {metric} | n_eval | latency ms/query | trainable params | ICL agreement % |",
             "|---|---|---:|---:|---:|---:|---:|---:|",

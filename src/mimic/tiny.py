@@ -21,11 +21,14 @@ IMAGE_SIZE = 16
 PATCH = 8
 
 
-def tiny_idefics(seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32):
-    """Idefics (v1): LLaMA decoder with gated cross-attention to a perceiver over CLIP features."""
+def tiny_idefics(seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32, vocab_size: int = VOCAB):
+    """Idefics (v1): LLaMA decoder with gated cross-attention to a perceiver over CLIP features.
+
+    Token ids ``vocab_size`` and ``vocab_size + 1`` are the two additional (image) tokens.
+    """
     torch.manual_seed(seed)
     config = IdeficsConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
         additional_vocab_size=2,
         hidden_size=hidden,
         intermediate_size=2 * hidden,

@@ -20,7 +20,7 @@ def run(args) -> int:
     icd = params["icd"]
     tables = {s: read_table(paths.split_table(args.task, s)) for s in ("train", "support", "eval")}
     result = sample_icds(args.task, tables["train"], tables["support"], tables["eval"],
-                         icd["shots"], icd["draws"], icd["seed"])
+                         icd["shots"], icd["draws"], icd["seed"], icd.get("sampler", "separate"))
     write_json(paths.icd_file(args.task), result)
     log.info("%s: %d shots x %d draws for %d training queries, %d shots for %d evaluation queries",
              args.task, icd["shots"], icd["draws"], len(result["train"]), icd["shots"], len(result["eval"]))

@@ -1,23 +1,53 @@
-"""Task metrics: VQA accuracy (official VQA evaluation) and COCO caption scores (pycocoevalcap).
+"""Task metrics: VQA accuracy (official VQA evaluation, or the MimIC reference code's variant)
+and COCO caption scores (pycocoevalcap).
 
-``score(kind, predictions, references)`` is what evaluation calls; ``HEADLINE[kind]`` names
-the number a results table reports for that kind of task.
+``score(kind, predictions, references, variant)`` is what evaluation and the report call;
+``HEADLINE[kind]`` names the number a results table reports for that kind of task, and
+``metric_variant(kind, variant)`` the label recorded next to it (``metrics.json``, the report).
+``variant`` (``eval.metric_variant`` in params.yaml) chooses how VQA accuracy processes answers
+(:data:`mimic.metrics.vqa.VARIANTS`); caption scores have one definition and ignore it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from mimic.metrics.vqa import DEFAULT_VARIANT
+from mimic.metrics.vqa import DESCRIPTIONS as _VQA_DESCRIPTIONS
+from mimic.metrics.vqa import VARIANTS as VQA_VARIANTS
+
 HEADLINE = {"vqa": "vqa_accuracy", "caption": "CIDEr"}
+CAPTION_VARIANT = "pycocoevalcap"
+VARIANT_DESCRIPTIONS = {
+    **{variant: f"VQA accuracy of the {text}" for variant, text in _VQA_DESCRIPTIONS.items()},
+    CAPTION_VARIANT: "CIDEr-D (and BLEU-4, METEOR, ROUGE-L) of pycocoevalcap on PTB-tokenized captions",
+}
 
 
-def score(kind: str, predictions: Sequence[str] | Mapping[str, str], references) -> dict[str, float]:
+def metric_variant(kind: str, variant: str = DEFAULT_VARIANT) -> str:
+    """What computed a ``kind`` score under ``eval.metric_variant = variant``: the VQA variant, or pycocoevalcap."""
+    if variant not in VQA_VARIANTS:
+        raise ValueError(f"unknown metric variant {variant!r}; choose one of {list(VQA_VARIANTS)}")
+    if kind == "vqa":
+        return variant
+    if kind == "caption":
+        return CAPTION_VARIANT
+    raise ValueError(f"unknown task kind {kind!r}; use one of {sorted(HEADLINE)}")
+
+
+def score(
+    kind: str,
+    predictions: Sequence[str] | Mapping[str, str],
+    references,
+    variant: str = DEFAULT_VARIANT,
+) -> dict[str, float]:
     """Scores x100 of ``predictions`` against ``references`` for a task of ``kind``.
 
-    - ``"vqa"``: ``{"vqa_accuracy": ...}``; predictions and the lists of human answers are
-      parallel lists (dicts keyed by the same ids are accepted too).
+    - ``"vqa"``: ``{"vqa_accuracy": ...}`` computed as ``variant`` says; predictions and the
+      lists of human answers are parallel lists (dicts keyed by the same ids are accepted too).
     - ``"caption"``: :func:`mimic.metrics.caption.caption_scores` (CIDEr, BLEU-4, METEOR, ROUGE-L).
     """
+    metric_variant(kind, variant)  # checks both
     if kind == "vqa":
         from mimic.metrics.vqa import vqa_score
 
@@ -26,9 +56,7 @@ def score(kind: str, predictions: Sequence[str] | Mapping[str, str], references)
                 raise ValueError("score: predictions and references hold different ids")
             keys = list(predictions)
             predictions, references = [predictions[k] for k in keys], [references[k] for k in keys]
-        return {"vqa_accuracy": vqa_score(list(predictions), list(references))}
-    if kind == "caption":
-        from mimic.metrics.caption import caption_scores
+        return {"vqa_accuracy": vqa_score(list(predictions), list(references), variant)}
+    from mimic.metrics.caption import caption_scores
 
-        return caption_scores(predictions, references)
-    raise ValueError(f"unknown task kind {kind!r}; use one of {sorted(HEADLINE)}")
+    return caption_scores(predictions, references)

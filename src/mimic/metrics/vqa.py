@@ -1,34 +1,54 @@
-"""VQA accuracy, exactly as the official VQA evaluation (``vqaEval.py`` of the VQA API).
+r"""VQA accuracy as the official VQA evaluation computes it, and the MimIC reference code's variant.
 
-The MimIC and LIVE reference code score VQAv2 and OK-VQA with that script; this module
-reproduces its arithmetic and its answer processing, quirks included:
+``variant="official"`` (the default) reproduces ``vqaEval.py`` of the official VQA API
+(GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``) as it stands since the
+2021 commit "Fixed processing answers bug" (checked against commit ``a013f00``). OpenFlamingo's
+copy (``open_flamingo/eval/vqa_metric.py``) is the same code. Per question:
 
-- **Prediction**: newlines and tabs become spaces, the ends are stripped, then
-  :func:`process_punctuation` and :func:`process_digit_article` are applied
-  (together: :func:`normalize_answer`).
-- **Ground truth**: only :func:`process_punctuation`, and only when the human answers of the
-  question are *not* all identical (``len(set(answers)) > 1``). Ground-truth answers are
-  never lower-cased, never have number words mapped or articles dropped. The official
-  annotation files are already written in normalized form, so this rarely matters, but it
-  means e.g. ten identical answers ``"two"`` never match a prediction ``"two"`` (which
-  becomes ``"2"``), while ``["two"] * 5 + ["2"] * 5`` does.
-- **Accuracy of one question**: for each of the n human answers, leave it out and take
-  ``min(1, #matches among the other n - 1 / 3)``; average the n values. The official code
-  leaves an answer out by dict identity (answer dicts carry a unique ``answer_id``), which is
-  exactly one answer by position, as done here.
-- **Punctuation quirks kept on purpose**: ``periodStrip`` is ``(?!<=\\d)(\\.)(?!\\d)``: the
-  ``(?!<=`` is a negative *lookahead* for the text ``<=``, not a lookbehind, so a period is
-  removed whenever it is not followed by a digit; and ``periodStrip.sub`` receives
-  ``re.UNICODE`` (== 32) as its positional ``count``, so at most 32 periods are removed.
-  When any punctuation mark from :data:`PUNCT` touches a space, or the text contains a
-  digit-comma-digit group, *every* mark is deleted; otherwise marks become spaces.
-  Apostrophes and colons are not in the list and are kept.
+1. every human answer and the prediction: newlines and tabs become spaces, the ends are
+   stripped (:func:`clean_whitespace`);
+2. **only when the human answers are not all identical** (after step 1): every answer and the
+   prediction go through :func:`process_punctuation`, then :func:`process_digit_article`
+   (lower-case, number words ``none``/``zero``..``ten`` to digits, articles dropped,
+   contractions restored). When the ten answers agree nothing else is done, so the comparison
+   is exact and case-sensitive: ten answers ``"yes"`` score a prediction ``"Yes."`` 0;
+3. for each of the n answers, leave it out and take ``min(1, #matches among the other
+   n - 1 / 3)``; the question's accuracy is the mean of the n values. The official code leaves
+   an answer out by dict equality, and answer dicts carry a unique ``answer_id``, so exactly one
+   answer is left out, by position, as done here.
+
+``variant="reference"`` is the MimIC reference code's metric (Kamichanw/MimIC,
+``testbed/evaluate/metrics/vqa_accuracy/vqa_accuracy.py``), the one behind the paper's
+numbers: the prediction is cleaned and fully normalized (steps 1 and 2) **always**, and every
+human answer goes through :func:`process_punctuation` and :func:`process_digit_article`
+**always** (without step 1's whitespace cleaning); the leave-one-out of step 3 is the same.
+
+The 2016 version of ``vqaEval.py`` that this module used to reproduce normalized the
+prediction always and the answers only with :func:`process_punctuation`, only when they
+disagreed; no current code uses it, so it is not offered.
+
+Quirks of the official text processing, kept on purpose: ``periodStrip`` is
+``(?!<=\d)(\.)(?!\d)``, where ``(?!<=`` is a negative *lookahead* for the text ``<=``, not a
+lookbehind, so a period is removed whenever it is not followed by a digit; ``periodStrip.sub``
+receives ``re.UNICODE`` (== 32) as its positional ``count``, so at most 32 periods are removed.
+When any mark of :data:`PUNCT` touches a space in the text, or the text holds a
+digit-comma-digit group, *every* mark is deleted; otherwise each mark becomes a space.
+Apostrophes and colons are not in the list and are kept. The contraction table has
+capitalised keys (``"Im"``) that never match, since the text is lower-cased first.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
+VARIANTS = ("official", "reference")
+DEFAULT_VARIANT = "official"
+DESCRIPTIONS = {
+    "official": "current official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py, 2021 fix): answers and prediction "
+    "normalized only when the human answers differ",
+    "reference": "MimIC reference code (Kamichanw/MimIC vqa_accuracy.py): answers and prediction always normalized",
+}
 
 # The official tables (vqaEval.py), written out. Capitalised keys such as "Im" can never match
 # (the text is lower-cased first); they are kept so the table is the official one.
@@ -74,6 +94,11 @@ COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
 _OFFICIAL_PERIOD_COUNT = re.UNICODE.value  # the official code passes re.UNICODE (32) as `count`
 
 
+def clean_whitespace(text: str) -> str:
+    """Step 1 of the official code: newlines and tabs to spaces, then strip the ends."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def process_punctuation(text: str) -> str:
     """The official ``processPunctuation``: delete or space out :data:`PUNCT`, then strip periods."""
     out = text
@@ -92,36 +117,53 @@ def process_digit_article(text: str) -> str:
 
 
 def normalize_answer(text: str) -> str:
-    """Everything the official evaluation does to a predicted answer."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    """The full processing of an answer: whitespace, punctuation, digits and articles."""
+    return process_digit_article(process_punctuation(clean_whitespace(text)))
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+def check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown VQA metric variant {variant!r}; choose one of {list(VARIANTS)}")
+    return variant
+
+
+def compared_forms(prediction: str, answers: Sequence[str], variant: str = DEFAULT_VARIANT) -> tuple[str, list[str]]:
+    """The prediction and the human answers as ``variant`` compares them (exact string equality)."""
+    check_variant(variant)
+    if variant == "reference":
+        return normalize_answer(prediction), [process_digit_article(process_punctuation(a)) for a in answers]
+    pred = clean_whitespace(prediction)
+    truth = [clean_whitespace(a) for a in answers]
+    if len(set(truth)) > 1:
+        pred = process_digit_article(process_punctuation(pred))
+        truth = [process_digit_article(process_punctuation(a)) for a in truth]
+    return pred, truth
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str], variant: str = DEFAULT_VARIANT) -> float:
     """Accuracy in [0, 1] of one predicted answer against the human answers of one question.
 
-    With 10 answers of which ``m`` equal the (normalized) prediction the result is
+    With 10 answers of which ``m`` equal the (processed) prediction the result is
     0, 0.3, 0.6, 0.9 and 1.0 for m = 0, 1, 2, 3 and >= 4.
     """
     if len(answers) == 0:
         raise ValueError("vqa_accuracy needs at least one ground-truth answer")
-    pred = normalize_answer(prediction)
-    truth = list(answers)
-    if len(set(truth)) > 1:
-        truth = [process_punctuation(answer) for answer in truth]
+    pred, truth = compared_forms(prediction, answers, variant)
     matches = [answer == pred for answer in truth]
     total = sum(matches)
     # Leaving answer i out: the matches among the others are total - matches[i].
     return sum(min(1.0, (total - hit) / 3) for hit in matches) / len(truth)
 
 
-def vqa_score(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> float:
-    """The official overall accuracy: 100 x the mean of :func:`vqa_accuracy` over questions.
+def vqa_score(predictions: Sequence[str], answers: Sequence[Sequence[str]], variant: str = DEFAULT_VARIANT) -> float:
+    """The overall accuracy: 100 x the mean of :func:`vqa_accuracy` over questions.
 
     Unlike the official script this does not round (it rounds to 2 decimals for display).
     """
+    check_variant(variant)
     if len(predictions) != len(answers):
         raise ValueError(f"vqa_score: {len(predictions)} predictions but {len(answers)} answer lists")
     if not predictions:
         raise ValueError("vqa_score: no predictions to score")
-    return 100.0 * sum(vqa_accuracy(p, a) for p, a in zip(predictions, answers, strict=True)) / len(predictions)
+    total = sum(vqa_accuracy(p, a, variant) for p, a in zip(predictions, answers, strict=True))
+    return 100.0 * total / len(predictions)

@@ -1,19 +1,20 @@
 """Real datasets -> the normalized task tables: ``prepare_task(spec, out_dir, seed) -> meta``.
 
 ``spec`` is a task's entry in ``params.yaml`` (``tasks.<name>``). The loader is
-``spec["loader"]``, or else the task name: ``vqav2``, ``okvqa`` or ``coco-karpathy`` (aliases
-``vqa-v2``, ``ok-vqa``, ``coco``, ``coco_karpathy``); other suites add theirs with
-:func:`register_loader`. The result is ``out_dir/{train,support,eval}.parquet`` and
-``out_dir/meta.json`` (``out_dir`` is the task's directory, ``data/<name>/``).
+``spec["loader"]``, or else the task name: ``vqav2``, ``okvqa``, ``coco-karpathy`` or
+``flickr30k`` (aliases ``vqa-v2``, ``ok-vqa``, ``coco``, ``coco_karpathy``, ``flickr-30k``);
+other suites add theirs with :func:`register_loader`. The result is
+``out_dir/{train,support,eval}.parquet`` and ``out_dir/meta.json`` (``out_dir`` is the task's
+directory, ``data/<name>/``).
 
 Split roles follow the paper: ``train`` (training queries) and ``support`` (the demonstration
 pool) come from the dataset's training split and are disjoint; ``eval`` comes from its
-validation split (the Karpathy test split for COCO).
+validation split (the Karpathy test split for COCO and Flickr30k).
 
 Keys of a spec (all loaders)::
 
     name           task name (required)
-    loader         vqav2 | okvqa | coco-karpathy (default: the name)
+    loader         vqav2 | okvqa | coco-karpathy | flickr30k (default: the name)
     kind           vqa | caption (optional; checked against the loader)
     source         hub | files, or per pool {train: files, eval: hub}          (default: hub)
     hub_id         hub id or local directory of hub-layout parquet, or per pool {train: .., eval: ..}
@@ -25,7 +26,8 @@ Keys of a spec (all loaders)::
     files          local files, see below
     n_train        training queries (paper: 1000); null = all not used by support
     n_support      demonstration pool; null = the rest of the training split
-    n_eval         evaluation queries (paper: 10000 VQAv2, all OK-VQA, all COCO test); null = all
+    n_eval         evaluation queries (paper: the 10,000 VQAv2 question_ids, all OK-VQA, all COCO test);
+                   null = all
     on_bad_sample  skip | fail                                                 (default: fail)
     verify_images  open each selected image to check it                        (default: true)
     embed_images   store image bytes in the tables, not paths                  (default: false)
@@ -35,7 +37,18 @@ Keys of a spec (all loaders)::
 JSON files and COCO image folders; with a hub pool only ``images_<pool>`` is read, for hub rows
 without images). COCO: ``karpathy_json`` (``dataset_coco.json``) and ``images_dir`` (COCO
 root with ``train2014/``, ``val2014/``, or one flat folder), plus the top-level key
-``karpathy_splits`` (default ``{train: [train, restval], eval: [test]}``).
+``karpathy_splits`` (default ``{train: [train, restval], eval: [test]}``). Flickr30k (files
+only): ``karpathy_json`` (``dataset_flickr30k.json``) and ``images_dir`` (the
+``flickr30k-images`` folder); ``karpathy_splits`` default ``{train: [train], eval: [test]}``.
+
+VQA loaders (vqav2, okvqa) also take ``question_ids``: the evaluation questions, exactly and in
+order. A shipped question set (``vqav2-val-10k``: the 10,000 VQAv2 val2014 questions LIVE and
+MimIC report on, the default of params.yaml's ``vqav2`` task), a path to a file with one id per
+line, or a list of ids (:mod:`mimic.data.loaders.question_ids`). ``n_eval`` null keeps every
+listed id, a number the first ``n_eval`` usable ones. A listed id that the evaluation source
+lacks stops ``prepare`` with an error naming how many and one of them, or with
+``on_bad_sample: skip`` is counted in ``meta["skipped"]["eval"]["not in source"]``;
+``meta["eval_question_ids"]`` records the list's source, count and sha256.
 
 Sizes are drawn with ``seed``; ``n_train`` (when set) is drawn first, so the training
 queries do not change when ``n_support`` does. With ``on_bad_sample: skip`` a record whose
@@ -55,7 +68,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from mimic.data.loaders import coco, okvqa, vqav2
+from mimic.data.loaders import coco, flickr30k, okvqa, vqav2
 from mimic.data.loaders.common import SPEC_KEYS, DataError
 from mimic.data.loaders.registry import LOADERS, register_loader
 
@@ -67,6 +80,7 @@ __all__ = [
     "SPEC_KEYS",
     "DataError",
     "coco",
+    "flickr30k",
     "loader_name",
     "okvqa",
     "prepare_task",

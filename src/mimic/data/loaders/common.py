@@ -17,7 +17,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mimic.data.loaders.question_ids import QuestionIds, canonical_id
 from mimic.data.schema import COLUMNS, image_record, write_json, write_table
 
 log = logging.getLogger(__name__)
@@ -409,6 +410,7 @@ class Pool:
     build: RowBuilder
     source: dict  # what the pool was read from, for meta.json
     label: str  # e.g. "VQAv2 train split", for messages
+    ids: Callable[[], Sequence[Any]] | None = None  # each record's raw id, read without building it
 
 
 class _Draw:
@@ -454,13 +456,20 @@ class _Draw:
         return rows, skipped
 
 
-def assemble_task(task: TaskSpec, pools: Mapping[str, Pool], out_dir: Path, seed: int) -> dict:
+def assemble_task(
+    task: TaskSpec, pools: Mapping[str, Pool], out_dir: Path, seed: int, eval_ids: QuestionIds | None = None
+) -> dict:
     """Draw train/support/eval, write ``out_dir/{train,support,eval}.parquet`` and ``meta.json``; return meta.
 
     The training pool is shuffled with ``seed``; the role with a fixed size is drawn first
     (train when both are fixed, so the training queries depend only on ``seed`` and
     ``n_train``) and the other takes what follows, so the two are disjoint. ``eval`` is a
     seeded subsample of the evaluation pool, or all of it in source order when ``n_eval`` is null.
+
+    With ``eval_ids`` (``question_ids:``), ``eval`` is those questions in their listed order
+    instead: all of them when ``n_eval`` is null, else the first ``n_eval`` usable ones. Ids
+    absent from the evaluation pool stop with an error naming how many and one of them, or,
+    with ``on_bad_sample: skip``, are counted as ``"not in source"`` like other bad records.
     """
     train_pool, eval_pool = pools["train"], pools["eval"]
     if train_pool.source == eval_pool.source:
@@ -474,10 +483,17 @@ def assemble_task(task: TaskSpec, pools: Mapping[str, Pool], out_dir: Path, seed
     first, second = ("train", "support") if task.n_train is not None else ("support", "train")
     for role in (first, second):
         tables[role], skipped[role] = draw.take(role, getattr(task, f"n_{role}"))
-    n_eval_pool = len(eval_pool.records)
-    eval_rng = np.random.default_rng([seed, 1])
-    eval_order = range(n_eval_pool) if task.n_eval is None else eval_rng.permutation(n_eval_pool)
-    tables["eval"], skipped["eval"] = _Draw(task, eval_pool, iter(eval_order)).take("eval", task.n_eval)
+    if eval_ids is None:
+        n_eval_pool = len(eval_pool.records)
+        eval_rng = np.random.default_rng([seed, 1])
+        eval_order = range(n_eval_pool) if task.n_eval is None else eval_rng.permutation(n_eval_pool)
+        tables["eval"], skipped["eval"] = _Draw(task, eval_pool, iter(eval_order)).take("eval", task.n_eval)
+    else:
+        eval_order, not_found = _listed_positions(task, eval_pool, eval_ids)
+        listed = replace(eval_pool, label=f"{eval_pool.label} restricted to {task.key('question_ids')}")
+        tables["eval"], skipped["eval"] = _Draw(task, listed, iter(eval_order)).take("eval", task.n_eval)
+        if not_found:
+            skipped["eval"]["not in source"] += not_found
 
     shared = draw.seen & {row["id"] for row in tables["eval"]}  # splits that overlap under different names
     if shared:
@@ -497,6 +513,7 @@ def assemble_task(task: TaskSpec, pools: Mapping[str, Pool], out_dir: Path, seed
         "source": {pool: pools[pool].source for pool in POOLS},
         "pool_sizes": {pool: len(pools[pool].records) for pool in POOLS},
         "requested": {"n_train": task.n_train, "n_support": task.n_support, "n_eval": task.n_eval},
+        **({"eval_question_ids": eval_ids.meta()} if eval_ids is not None else {}),
         "sizes": {role: len(tables[role]) for role in ("train", "support", "eval")},
         "on_bad_sample": task.on_bad_sample,
         "skipped": {role: dict(skipped[role]) for role in ("train", "support", "eval")},
@@ -505,6 +522,28 @@ def assemble_task(task: TaskSpec, pools: Mapping[str, Pool], out_dir: Path, seed
     write_json(out_dir / "meta.json", meta)
     log.info("%s: wrote %s to %s (skipped %d)", task.title, meta["sizes"], out_dir, meta["skipped_total"])
     return meta
+
+
+def _listed_positions(task: TaskSpec, pool: Pool, eval_ids: QuestionIds) -> tuple[list[int], int]:
+    """Positions in ``pool`` of the listed ids, in list order, and how many ids it lacks (``skip``)."""
+    if pool.ids is None:
+        raise ValueError(f"{task.title}: the {pool.label} cannot be restricted to {task.key('question_ids')}")
+    index: dict[str, int] = {}
+    for position, raw in enumerate(pool.ids()):
+        if raw is not None:
+            index.setdefault(canonical_id(raw), position)
+    missing = [qid for qid in eval_ids.ids if qid not in index]
+    if missing:
+        setting = f"{task.key('question_ids')} ({eval_ids.source})"
+        what = f"{len(missing)} of the {len(eval_ids.ids)} question ids of {setting}"
+        if task.on_bad_sample == "fail":
+            raise DataError(
+                f"{task.title}: {what} are not in the {pool.label}, e.g. {missing[0]}; check the ids, "
+                f"{task.key('hub_splits', 'eval')} and {task.key('files')}, or set {task.key('on_bad_sample')}: skip "
+                "to leave them out"
+            )
+        log.warning("%s eval: %s are not in the %s (skipped), e.g. %s", task.title, what, pool.label, missing[:3])
+    return [index[qid] for qid in eval_ids.ids if qid in index], len(missing)
 
 
 INT_COLUMNS = ("image_id",)

@@ -15,6 +15,9 @@ Two sources per pool:
 Rows: ``id`` (the question id), ``image``, ``question``, ``answers`` (the human answers, in
 order), plus ``image_id``, ``question_type``, ``answer_type``, ``multiple_choice_answer``
 where the source has them.
+
+``question_ids`` (a shipped question set such as ``vqav2-val-10k``, a file of ids or a list;
+:mod:`mimic.data.loaders.question_ids`) fixes the evaluation questions and their order.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from mimic.data.loaders.common import (
     text_list,
     validate_spec,
 )
+from mimic.data.loaders.question_ids import resolve_question_ids
 
 FILES_KEYS = tuple(f"{what}_{pool}" for pool in POOLS for what in ("questions", "annotations", "images"))
 EXTRA_FIELDS = ("question_type", "answer_type", "multiple_choice_answer")
@@ -75,10 +79,12 @@ def prepare_vqa(spec: dict, out_dir: Path, seed: int, dataset: VqaDataset) -> di
         title=dataset.title,
         files_keys=FILES_KEYS,
         default_hub_splits=dataset.default_hub_splits,
+        option_keys={"question_ids": None},
     )
+    eval_ids = resolve_question_ids(task.options["question_ids"], task.title, task.key("question_ids"))
     paths = {pool: _pool_paths(task, pool, dataset) for pool in POOLS}  # every path checked before any reading
     pools = {pool: _read_pool(task, pool, paths[pool], dataset) for pool in POOLS}
-    return assemble_task(task, pools, out_dir, seed)
+    return assemble_task(task, pools, out_dir, seed, eval_ids=eval_ids)
 
 
 def _pool_paths(task: TaskSpec, pool: str, dataset: VqaDataset) -> dict[str, Path | None]:
@@ -128,8 +134,11 @@ def _files_pool(task: TaskSpec, pool: str, paths: dict, label: str) -> Pool:
         row.update({k: annotation.get(k) for k in EXTRA_FIELDS})
         return row
 
+    def question_ids() -> list:
+        return [q.get("question_id") if isinstance(q, Mapping) else None for q in questions]
+
     source = {"type": "files", **{k: str(v.resolve()) for k, v in paths.items()}}
-    return Pool(records=questions, build=build, source=source, label=label)
+    return Pool(records=questions, build=build, source=source, label=label, ids=question_ids)
 
 
 def _image_path(images: dict[int, Path], image_id: Any, directory: Path, qid: Any) -> Path:
@@ -185,7 +194,7 @@ def _hub_pool(task: TaskSpec, pool: str, images_dir: Path | None, label: str, da
     }
     if images_dir is not None:
         source["images"] = str(images_dir.resolve())
-    return Pool(records=ds, build=build, source=source, label=label)
+    return Pool(records=ds, build=build, source=source, label=label, ids=lambda: list(ds[picked["id"]]))
 
 
 # ----------------------------------------------------------------------------- rows

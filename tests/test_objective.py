@@ -1,0 +1,285 @@
+"""The training objective: its gradient, each term and its weight, the draw per epoch, the online teacher.
+
+The gradient of every MimIC parameter is compared with central finite differences (float64) through
+the whole hooked model. The objective tests run on the shipped, pretrained miniature model, where the
+alignment term is of the same order as the CE term (on a random model it vanishes beside CE, and a
+test of their sum could not tell whether it is there).
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import mimic
+from mimic import MimicConfig
+from mimic.api import disabled
+from mimic.batches import TaskData, student_batch
+from mimic.data.icd import sample_icds
+from mimic.data.loaders import prepare_task
+from mimic.data.schema import SPLITS, read_table
+from mimic.models import load_model
+from mimic.recording import HiddenStateRecorder
+from mimic.teacher import TeacherCache, extract, teacher_states
+from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.training import alignment_loss, objective, train
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "mini-idefics2"
+CACHE = {"dtype": "float32", "target": "mlp", "shard_size": 8, "batch_size": 8}
+HP = {"epochs": 1, "lr": 1e-2, "warmup_ratio": 0.0, "weight_decay": 0.0, "batch_size": 8, "grad_accum": 1,
+      "align_weight": 1.0, "ce_weight": 0.5, "seed": 0}
+
+
+# -- the gradient, by finite differences -------------------------------------------------------------
+
+
+def _float64_norm(module, args, output):
+    """RMSNorm in the input's precision (transformers' norms round through float32, which would make
+    finite differences in float64 as noisy as in float32)."""
+    (x,) = args
+    return module.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.variance_epsilon))
+
+
+def _tiny_problem(config: MimicConfig):
+    model = tiny_idefics2(layers=2, heads=4, kv_heads=2, hidden=32).double()
+    for module in model.model.text_model.modules():
+        if type(module).__name__.endswith("RMSNorm"):
+            module.register_forward_hook(_float64_norm)
+    _, inputs, qlens = random_icl_batch(model, batch_size=2, pad=True, seed=3)
+    inputs["pixel_values"] = inputs["pixel_values"].double()
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[:, -2:] = inputs["input_ids"][:, -2:]
+    g = torch.Generator().manual_seed(4)
+    teachers = [torch.randn(2, n, 32, generator=g, dtype=torch.float64) for n in qlens]
+    shift = mimic.attach(model, config).double()
+    with torch.no_grad():
+        for p in shift.parameters():
+            p.normal_(0, 0.5, generator=g)
+    return model, shift, inputs, labels, teachers
+
+
+@pytest.mark.parametrize("config", [MimicConfig(), MimicConfig(per_head=False), MimicConfig(query_dependent=False),
+                                    MimicConfig(insert="mlp")], ids=["per-head", "per-layer", "constant", "mlp"])
+def test_gradient_of_every_parameter_matches_finite_differences(config):
+    model, shift, inputs, labels, teachers = _tiny_problem(config)
+
+    def loss() -> torch.Tensor:
+        return objective(model, inputs, labels, teachers, "mlp", 1.0, 0.5)[0]
+
+    loss().backward()
+    g = torch.Generator().manual_seed(5)
+    eps = 1e-6
+    for name, p in shift.named_parameters():
+        coords = torch.randperm(p.numel(), generator=g)[:6]
+        for c in coords.tolist():
+            flat = p.data.view(-1)
+            keep = flat[c].item()
+            with torch.no_grad():
+                flat[c] = keep + eps
+                up = loss().item()
+                flat[c] = keep - eps
+                down = loss().item()
+                flat[c] = keep
+            numeric = (up - down) / (2 * eps)
+            analytic = p.grad.view(-1)[c].item()
+            assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), (name, c, numeric, analytic)
+        assert p.grad.abs().max() > 1e-6, name  # every parameter really receives a gradient
+    mimic.detach(model)
+
+
+# -- the pretrained miniature model on a small task ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    torch.manual_seed(0)
+    loaded = load_model("mini", str(MODEL))
+    root = tmp_path_factory.mktemp("task")
+    spec = {"name": "t", "loader": "synthetic", "kind": "vqa", "attribute": "color", "n_train": 8,
+            "n_support": 24, "n_eval": 4}
+    prepare_task(spec, root / "data", seed=0)
+    tables = {s: read_table(root / "data" / f"{s}.parquet") for s in SPLITS}
+    icd = sample_icds("t", tables["train"], tables["support"], tables["eval"], shots=4, draws=2, seed=0)
+    data = TaskData("vqa", tables)
+    extract(loaded, data, icd, root / "teacher", CACHE, {"model": "mini", "task": "t"})
+    return loaded, data, icd, TeacherCache(root / "teacher")
+
+
+def _batch(mini, draw=0):
+    loaded, data, icd, cache = mini
+    qids = sorted(icd["train"])
+    inputs, labels, _ = student_batch(loaded, data, "train", qids)
+    return qids, inputs, labels, [cache.get(q, draw) for q in qids]
+
+
+def _fresh_shift(loaded, seed=0):
+    torch.manual_seed(seed)
+    shift = mimic.attach(loaded.model, MimicConfig())
+    with torch.no_grad():  # a shift large enough that both terms move noticeably
+        shift.v.normal_(0, 0.05)
+    return shift
+
+
+def _ce(model, inputs, labels) -> torch.Tensor:
+    """Mean cross-entropy of the next-token predictions on the labelled (answer) tokens, by hand."""
+    logits = model(**inputs).logits[:, :-1].double()
+    target = labels[:, 1:]
+    keep = target != -100
+    return torch.nn.functional.cross_entropy(logits[keep], target[keep])
+
+
+def test_both_terms_are_present_with_their_weights_in_loss_and_gradient(mini):
+    loaded = mini[0]
+    qids, inputs, labels, teachers = _batch(mini)
+    shift = _fresh_shift(loaded)
+    try:
+        # Each term on its own, computed independently of `objective`.
+        with HiddenStateRecorder(loaded.model, "mlp", keep_graph=True) as rec:
+            rec.select(max(t.shape[1] for t in teachers))
+            ce = _ce(loaded.model, inputs, labels)
+            align = alignment_loss(rec.stacked(), teachers)
+        grads = {}
+        for name, term in (("align", align), ("ce", ce)):
+            grads[name] = torch.autograd.grad(term, list(shift.parameters()), retain_graph=True)
+        # Alignment is not negligible on the pretrained model: the test could not miss it.
+        assert align.item() > 0.05 * ce.item() > 0
+        for a_w, c_w in ((1.0, 0.5), (0.3, 2.0), (1.0, 0.0), (0.0, 1.0)):
+            loss, a, c = objective(loaded.model, inputs, labels, teachers, "mlp", a_w, c_w)
+            assert a.item() == pytest.approx(align.item(), rel=1e-5)
+            assert c.item() == pytest.approx(ce.item(), rel=1e-5)
+            assert loss.item() == pytest.approx(a_w * align.item() + c_w * ce.item(), rel=1e-5)
+            got = torch.autograd.grad(loss, list(shift.parameters()))
+            for g, ga, gc in zip(got, grads["align"], grads["ce"], strict=True):
+                want = a_w * ga + c_w * gc
+                assert torch.allclose(g, want, rtol=1e-4, atol=1e-7 * want.abs().max().item())
+    finally:
+        mimic.detach(loaded.model)
+
+
+def test_ce_labels_are_exactly_the_answer_and_its_stop_token(mini):
+    loaded, data, icd, _ = mini
+    qids, inputs, labels, _ = _batch(mini)
+    tok = loaded.processor.tokenizer
+    for i, q in enumerate(qids):
+        answer_ids = tok(" " + data.target("train", q) + "\n", add_special_tokens=False)["input_ids"]
+        n = len(answer_ids)
+        assert labels[i, -n:].tolist() == answer_ids == inputs["input_ids"][i, -n:].tolist()
+        assert (labels[i, :-n] == -100).all()
+
+
+def test_each_epoch_uses_draw_epoch_mod_draws(mini, monkeypatch):
+    loaded, data, icd, cache = mini
+    requested = []
+    real_get = cache.get
+
+    def spy(qid, draw):
+        requested.append(draw)
+        return real_get(qid, draw)
+
+    monkeypatch.setattr(cache, "get", spy)
+    _, rows, _ = train(loaded, data, icd, MimicConfig(), {**HP, "epochs": 3, "batch_size": 4}, "mlp", cache)
+    mimic.detach(loaded.model)
+    per_epoch = len(icd["train"])
+    assert requested == [0] * per_epoch + [1] * per_epoch + [0] * per_epoch
+    # the online teacher takes the same draws: its demonstrations are icd["train"][q][draw]
+    demos = []
+    import mimic.training as training
+
+    def spy_states(loaded_, data_, chunk, target, split="train"):
+        demos.extend((q, d, list(ids)) for q, d, ids in chunk)
+        return teacher_states(loaded_, data_, chunk, target, split)
+
+    monkeypatch.setattr(training, "teacher_states", spy_states)
+    train(loaded, data, icd, MimicConfig(), {**HP, "epochs": 3, "batch_size": 4}, "mlp", None)
+    mimic.detach(loaded.model)
+    assert [d for _, d, _ in demos] == [0] * per_epoch + [1] * per_epoch + [0] * per_epoch
+    assert all(ids == icd["train"][q][d] for q, d, ids in demos)
+
+
+def test_the_online_teacher_is_the_unshifted_model(mini):
+    loaded, data, icd, _ = mini
+    qids = sorted(icd["train"])[:4]
+    chunk = [(q, 1, icd["train"][q][1]) for q in qids]
+    reference, _ = teacher_states(loaded, data, chunk, "mlp")  # nothing attached
+    _fresh_shift(loaded)
+    try:
+        shifted, _ = teacher_states(loaded, data, chunk, "mlp")
+        with disabled(loaded.model):
+            teacher, _ = teacher_states(loaded, data, chunk, "mlp")
+        shifted_again, _ = teacher_states(loaded, data, chunk, "mlp")  # re-enabled afterwards
+    finally:
+        mimic.detach(loaded.model)
+    assert all(torch.equal(a, b) for a, b in zip(teacher, reference, strict=True))
+    assert all((a - b).abs().max() > 1e-3 for a, b in zip(shifted, reference, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(shifted_again, shifted, strict=True))
+
+
+def test_online_training_equals_cached_training_step_by_step(mini):
+    """Cached (float32) and online teachers give the same alignment at every step, tightly."""
+    loaded, data, icd, cache = mini
+    hp = {**HP, "epochs": 4, "batch_size": 4, "lr": 5e-2}
+    _, cached, _ = train(loaded, data, icd, MimicConfig(), hp, "mlp", cache)
+    mimic.detach(loaded.model)
+    _, online, _ = train(loaded, data, icd, MimicConfig(), hp, "mlp", None)
+    mimic.detach(loaded.model)
+    assert len(cached) == len(online) == 8
+    for a, b in zip(cached, online, strict=True):
+        assert a["align_loss"] == pytest.approx(b["align_loss"], rel=1e-4)
+        assert a["ce_loss"] == pytest.approx(b["ce_loss"], rel=1e-4)
+
+
+# -- optimiser settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decay_bias", [False, True])
+def test_biases_get_no_weight_decay_unless_asked(decay_bias):
+    from mimic import MimicShift
+    from mimic.training import make_optimizer
+
+    shift = MimicShift(MimicConfig(), 2, 2, 3)
+    with torch.no_grad():
+        for p in shift.parameters():
+            p.fill_(1.0)
+    opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": decay_bias})
+    for p in shift.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # a zero gradient: only the decoupled weight decay moves a parameter, by lr * wd
+    assert torch.allclose(shift.v, torch.full_like(shift.v, 1 - 0.1 * 0.5))
+    assert torch.allclose(shift.w, torch.full_like(shift.w, 1 - 0.1 * 0.5))
+    assert torch.allclose(shift.b, torch.full_like(shift.b, 1 - 0.1 * 0.5 if decay_bias else 1.0))
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.05])
+def test_gradients_are_clipped_to_max_grad_norm_before_each_step(mini, monkeypatch, max_norm):
+    import mimic.training as training
+
+    loaded, data, icd, cache = mini
+    norms = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    training.train(loaded, data, icd, MimicConfig(), {**HP, "epochs": 2, "batch_size": 4, "max_grad_norm": max_norm},
+                   "mlp", cache)
+    mimic.detach(loaded.model)
+    assert len(norms) == 4
+    if max_norm is None:
+        assert max(norms) > 0.05  # unclipped, the gradients are larger than the bound tested below
+    else:
+        assert max(norms) <= max_norm * (1 + 1e-5)
+
+
+def test_prompt_ce_labels_every_real_token_after_the_first(mini):
+    loaded, data, icd, _ = mini
+    qids = sorted(icd["train"])[:3]
+    inputs, labels, _ = student_batch(loaded, data, "train", qids, ce_tokens="prompt")
+    for i in range(len(qids)):
+        real = inputs["attention_mask"][i].bool().nonzero().flatten()
+        assert (labels[i, real[1:]] == inputs["input_ids"][i, real[1:]]).all()
+        assert labels[i, real[0]] == -100 and (labels[i, : real[0]] == -100).all()
+    with pytest.raises(ValueError, match="ce_tokens = 'all'"):
+        student_batch(loaded, data, "train", qids, ce_tokens="all")
