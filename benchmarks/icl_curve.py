@@ -6,7 +6,7 @@
 For each task: prepares its splits in a temporary directory (``prepare_task``, the params'
 seed), draws random demonstrations as the pipeline does (``sample_icds``: the first k of
 one 8-shot draw per query) and RICES demonstrations (the k support images nearest to the
-query by the model's pooled vision embedding, most similar last), generates greedily as
+query by the model's pooled vision embedding, most similar first, as ``mimic sample-icd``), generates greedily as
 ``mimic evaluate`` does (``predict``, ``eval.max_new_tokens``) and scores with the task
 metric. Also prints, per k, the retrieval precision (share of the k demonstrations whose
 image has the query's value of the task attribute) and the coverage (share of queries
@@ -16,8 +16,8 @@ with at least one such demonstration), for random and RICES demonstrations.
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -93,7 +93,7 @@ def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[in
           f"{'RICES ' + metric:>15} {'precision':>9} {'coverage':>8}")
     for k in shots:
         random_ids = {q: icd["eval"][q][:k] for q in qids}
-        rices_ids = {q: [support_ids[j] for j in reversed(row[:k])] for q, row in zip(qids, neighbours, strict=True)}
+        rices_ids = {q: [support_ids[j] for j in row[:k]] for q, row in zip(qids, neighbours, strict=True)}
         r_score, _ = run(icd["eval"], k)
         n_score, _ = run(rices_ids, k)
         (r_prec, r_cov), (n_prec, n_cov) = coverage(random_ids, labels), coverage(rices_ids, labels)

@@ -29,7 +29,7 @@ def _params(**eval_settings) -> dict:
     params["models"][MODEL]["path"] = str(REPO / "models" / MODEL)
     params["run"].update(models=[MODEL], tasks=[TASK], untrained=["zero-shot"], trained=["mimic"])
     params["tasks"][TASK].update(n_train=16, n_support=16, n_eval=7)
-    params["icd"].update(shots=4, draws=1)
+    params["icd"].update(shots=4, draws=1, embedding=None)
     params["methods"]["mimic"]["train"].update(epochs=4, batch_size=8, lr=5.0e-2)
     params["teacher"].update(shard_size=8, batch_size=8)
     params["eval"].update(batch_size=3, **eval_settings)
@@ -128,4 +128,38 @@ def test_a_models_own_teacher_shots_reach_extraction_and_the_icl_reference(workd
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
     assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
     metrics = json.loads((Path("results/eval") / MODEL / TASK / "icl" / "metrics.json").read_text())
+    assert metrics["shots"] == 2
+
+
+def test_rices_embeddings_reach_the_demonstrations_of_an_icl_rices_method(workdir):
+    """mimic embed -> sample-icd -> evaluate icl-rices-2: the embeddings are the model's pooled vision
+    features, the stored lists are their nearest support images, and evaluation prompts with them."""
+    from safetensors.torch import load_file
+
+    from mimic.data import rices
+    from mimic.data.schema import open_image
+
+    params = _params(limit=3)
+    params["icd"]["embedding"] = MODEL
+    params["run"]["untrained"] = ["icl-rices-2"]
+    for argv in (("prepare", "--task", TASK), ("embed", "--task", TASK), ("sample-icd", "--task", TASK),
+                 ("evaluate", "--model", MODEL, "--task", TASK, "--method", "icl"),
+                 ("evaluate", "--model", MODEL, "--task", TASK, "--method", "icl-rices-2")):
+        _run(params, *argv)
+    data, icd = load_task(TASK, params)
+    loaded = load_model(MODEL, params["models"][MODEL]["path"])
+    stored = load_file("data/" + TASK + "/embeddings.safetensors")
+    support = rices.embed_images(loaded, [open_image(r) for r in data.tables["support"]["image"]])
+    assert stored["support"].shape == (16, support.shape[1]) and torch.allclose(stored["support"], support)
+    nearest = rices.nearest(stored["eval"], stored["support"], 4).tolist()
+    ids = list(data.tables["support"]["id"])
+    eval_ids = data.tables["eval"]["id"]
+    assert icd["eval_rices"] == {q: [ids[j] for j in row] for q, row in zip(eval_ids, nearest, strict=True)}
+    assert icd["eval_rices"] != icd["eval"]  # the random lists stay for the other methods
+    rows = _rows("icl-rices-2")
+    qids = [r["id"] for r in rows]
+    demos = [[data.demo(s) for s in icd["eval_rices"][q][:2]] for q in qids]
+    inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
+    assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
+    metrics = json.loads((Path("results/eval") / MODEL / TASK / "icl-rices-2" / "metrics.json").read_text())
     assert metrics["shots"] == 2

@@ -17,6 +17,7 @@ from mimic.params import (
     is_trained,
     load_params,
     load_schema,
+    method_demos,
     method_shots,
     model_source,
     run_methods,
@@ -33,7 +34,8 @@ def params():
 
 
 def test_the_real_params_yaml_validates(params):
-    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl", "mimic"]
+    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl-rices-1", "icl-rices-2", "icl-rices-4",
+                                   "icl", "mimic"]
     assert trained_methods(params) == ["mimic"]
     assert schema_path() == REPO / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -49,8 +51,9 @@ def test_the_schema_is_valid_and_knows_exactly_the_method_types():
 
 
 def test_helpers(params):
-    assert [method_shots(params, m) for m in run_methods(params)] == [0, 1, 2, 4, 8, 8]
-    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 5 + [True]
+    assert [method_shots(params, m) for m in run_methods(params)] == [0, 1, 2, 4, 1, 2, 4, 8, 8]
+    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 8 + [True]
+    assert [method_demos(params, m) for m in run_methods(params)] == ["sampler"] * 4 + ["rices"] * 3 + ["sampler"] * 2
     assert model_source(params, "mini-idefics2") == "models/mini-idefics2"
     assert model_source(params, "idefics2-8b-base") == "HuggingFaceM4/idefics2-8b-base"
     local = copy.deepcopy(params)
@@ -151,8 +154,9 @@ BAD = {
     ),
     "unknown task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "vqa2"]),
-        "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-vqa, shapes-caption, shapes-vqa-transfer, "
-        "vqav2, okvqa, coco-karpathy, flickr30k",
+        "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-names-vqa, shapes-names-caption, "
+        "shapes-names-transfer, shapes-vqa, shapes-caption, shapes-vqa-transfer, vqav2, okvqa, coco-karpathy, "
+        "flickr30k",
     ),
     "unknown model in run.models": (
         _set("run.models", ["idefics3"]),
@@ -161,7 +165,7 @@ BAD = {
     "unknown method in run.untrained": (
         _set("run.untrained", ["zero_shot"]),
         "params.yaml: run.untrained[0] = 'zero_shot': unknown method; "
-        "known: zero-shot, icl-1, icl-2, icl-4, icl, mimic",
+        "known: zero-shot, icl-1, icl-2, icl-4, icl-rices-1, icl-rices-2, icl-rices-4, icl, mimic",
     ),
     "duplicate task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "shapes-vqa"]),
@@ -200,9 +204,21 @@ BAD = {
         _set("methods.mimic.train.ce_weight", float("-inf")),
         "params.yaml: methods.mimic.train.ce_weight = -.inf: must be a finite number",
     ),
+    "RICES demonstrations without an embedding": (
+        _set("icd.embedding", None),
+        "params.yaml: methods.icl-rices-1.demos = rices: needs icd.embedding (a key of `models` or a CLIP hub id)",
+    ),
+    "RICES sampler without an embedding": (
+        lambda p: (p["icd"].update(embedding=None, sampler="rices"), p["run"].update(untrained=[])),
+        "params.yaml: icd.sampler = rices: needs icd.embedding (a key of `models` or a CLIP hub id)",
+    ),
+    "unknown demonstration kind": (
+        _set("methods.icl-1.demos", "nearest"),
+        "params.yaml: methods.icl-1.demos = 'nearest': must be one of random, rices",
+    ),
     "shots above the demonstration pool": (
         _set("icd.shots", 600),
-        "params.yaml: icd.shots = 600: more than tasks.shapes-vqa.n_support = 512, the demonstration pool each "
+        "params.yaml: icd.shots = 600: more than tasks.shapes-names-vqa.n_support = 512, the demonstration pool each "
         "query draws its 600 demonstrations from; lower icd.shots or raise n_support",
     ),
     "unknown key in a method's training": (

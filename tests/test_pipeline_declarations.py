@@ -30,7 +30,8 @@ pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
-EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 2, "evaluate": 12, "report": 1, "all": 1}
+EXPECTED_JOBS = {"prepare": 3, "embed": 3, "sample_icd": 3, "extract_teacher": 3, "train": 3, "evaluate": 27,
+                 "report": 1, "all": 1}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -241,8 +242,8 @@ def test_dry_run_plans_the_whole_dag(jobs):
             assert f"--log {job.logs[0]}" in job.command
     commands = {job.command for job in jobs}
     assert (
-        "mimic train --params params.yaml --model mini-idefics2 --task shapes-vqa --method mimic "
-        "--log results/logs/train/mini-idefics2-shapes-vqa-mimic.log"
+        "mimic train --params params.yaml --model mini-idefics2 --task shapes-names-vqa --method mimic "
+        "--log results/logs/train/mini-idefics2-shapes-names-vqa-mimic.log"
     ) in commands
     trained = [job for job in jobs if job.rule == "evaluate" and "--method mimic " in job.command]
     zero = [job for job in jobs if job.rule == "evaluate" and "--method zero-shot " in job.command]
@@ -285,10 +286,10 @@ def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
     assert any(p.startswith("only snakemake runs: mimic sample-icd") for p in cmd)
 
     out = drifted(lambda s: s["prepare"]["outs"].pop())  # meta.json
-    assert any("outputs differ; snakemake only ['data/shapes-vqa/meta.json']" in p for p in out)
+    assert any("outputs differ; snakemake only ['data/shapes-names-vqa/meta.json']" in p for p in out)
 
     key = drifted(lambda s: s["train"].update(params=["method.${item.method}"]))  # a typo
-    assert "dvc stage train@mini-idefics2-shapes-vqa-mimic: params key method.mimic is not in params.yaml" in key
+    assert "dvc stage train@mini-idefics2-shapes-names-vqa-mimic: params key method.mimic is not in params.yaml" in key
 
     setting = drifted(lambda s: s["train"]["deps"].__setitem__(0, "results/settings/train/${item.task}.json"))
     assert any(p.startswith("mimic train ") and "not a dvc dep ['results/settings/train/mini-idefics2/" in p
@@ -309,7 +310,7 @@ def test_a_drift_in_the_snakefile_is_caught(workflow, params, tmp_path):
     assert line in rules.read_text()
     rules.write_text(rules.read_text().replace(line, f"{line}\n        {extra}"))
     problems = differences(plan(drifted), dvc_stages(workflow), params)
-    assert len(problems) == 2  # the train job of each task
+    assert len(problems) == 3  # the train job of each task
     assert all("outputs differ; snakemake only ['results/checkpoints/mini-idefics2/" in p for p in problems)
     assert all(p.endswith("/mimic/optimizer.pt'], dvc only []") for p in problems)
 
@@ -325,7 +326,7 @@ def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
     teacher_jobs = [p for p in problems if p.startswith("only dvc runs: mimic extract-teacher ")]
     teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"  # the cache
     train_deps = [p for p in problems if p.startswith("mimic train ") and teacher_deps in p]
-    assert len(teacher_jobs) == len(train_deps) == 2
+    assert len(teacher_jobs) == len(train_deps) == 3
     assert sorted(problems) == sorted(teacher_jobs + train_deps)
 
 
@@ -352,6 +353,7 @@ FAKE_MIMIC = textwrap.dedent(
         sys.exit(main(sys.argv[1:]))
     outputs = {
         "prepare": [f"data/{a.task}/{f}" for f in ("train.parquet", "support.parquet", "eval.parquet", "meta.json")],
+        "embed": [f"data/{a.task}/embeddings.safetensors"],
         "sample-icd": [f"data/{a.task}/icd.json"],
         "extract-teacher": [f"results/teacher/{a.model}/{a.task}/manifest.json"],
         "train": [f"results/checkpoints/{a.model}/{a.task}/{a.method}/{f}"
@@ -457,6 +459,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
     assert everything == by_dvc
     assert Counter(c.split()[1] for c in everything) == {
         "prepare": 1,
+        "embed": 1,
         "sample-icd": 1,
         "extract-teacher": 1,
         "train": 1,
@@ -511,7 +514,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
 def test_snakemake_and_dvc_share_one_state(tmp_path):
     """Snakemake runs, DVC versions: what one tool ran, the other does not run again, in either order."""
     work = FakePipeline(tmp_path / "shared", "snakemake", RUN, dvc=True)
-    assert len(work.run("snakemake")) == 9
+    assert len(work.run("snakemake")) == 10  # prepare, embed, sample-icd, teacher, train, 4 evaluations, report
     assert "mimic record --params params.yaml" in work.bookkeeping  # the Snakefile's onsuccess
     assert work.dvc("status").strip() == "Data and pipelines are up to date."
     assert work.run("dvc") == set()  # `dvc repro` right after: up to date

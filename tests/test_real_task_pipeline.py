@@ -72,8 +72,9 @@ def real_params(tmp_path, workdir) -> dict:
     params["run"].update(models=["idefics2-8b-base"], tasks=["vqav2", "coco-karpathy", "flickr30k"])
     params["icd"]["shots"] = 2
     params["models"]["idefics2-8b-base"]["shots"] = 2  # the paper's 8, scaled down with icd.shots
-    params["run"]["untrained"].remove("icl-4")
-    del params["methods"]["icl-4"]
+    for method in ("icl-4", "icl-rices-4"):  # more shots than icd.shots
+        params["run"]["untrained"].remove(method)
+        del params["methods"][method]
     return params
 
 
@@ -88,8 +89,8 @@ def workdir(tmp_path):
 def test_real_params_plan_the_full_dag(workdir):
     jobs = plan(workdir)
     counts = Counter(job.rule for job in jobs)
-    # 3 tasks; methods zero-shot, icl-1, icl-2, icl (untrained) and mimic (trained)
-    assert counts == {"prepare": 3, "sample_icd": 3, "extract_teacher": 3, "train": 3, "evaluate": 15,
+    # 3 tasks; methods zero-shot, icl-1, icl-2, icl-rices-1, icl-rices-2, icl (untrained) and mimic (trained)
+    assert counts == {"prepare": 3, "embed": 3, "sample_icd": 3, "extract_teacher": 3, "train": 3, "evaluate": 21,
                       "report": 1, "all": 1}
     assert any("--model idefics2-8b-base --task vqav2 --method mimic" in (j.command or "") for j in jobs)
 

@@ -47,7 +47,7 @@ def names(paths) -> set[str]:
 
 def test_one_settings_file_per_job_of_the_run(params, root):
     written = write_settings(params, root)
-    assert len(written) == len(stage_instances(params)) == 2 + 2 + 2 + 2 + 2 * 4 + 1
+    assert len(written) == len(stage_instances(params)) == 2 + 2 + 2 + 2 + 2 + 2 * 4 + 1
     assert "train/mini-idefics2/shapes-vqa/mimic.json" in names(written)
     doc = json.loads((root / "results/settings/train/mini-idefics2/shapes-vqa/mimic.json").read_text())
     assert doc["settings"]["method"] == params["methods"]["mimic"]
@@ -65,7 +65,8 @@ EDITS = {
     "teacher.target": ("layer", {TEACHER, TRAIN}),
     "teacher.shard_size": (7, {TEACHER}),
     "eval.num_beams": (3, EVALUATE),
-    "tasks.shapes-vqa.n_eval": (7, {"prepare/shapes-vqa.json"}),
+    "tasks.shapes-vqa.n_eval": (7, {"prepare/shapes-vqa.json", "embed/shapes-vqa.json"}),
+    "icd.embedding": (None, {"embed/{t}.json", "sample-icd/{t}.json", TEACHER, TRAIN, *EVALUATE}),
     "eval.metric_variant": ("reference", {"report.json", *EVALUATE}),
 }
 
@@ -95,7 +96,7 @@ def test_result_neutral_settings_change_nothing(params, root, key):
 def test_the_model_enters_by_the_content_of_its_files(params, root):
     write_settings(params, root)
     model_jobs = {str(i.settings_file) for i in stage_instances(params)
-                  if i.stage in ("extract-teacher", "train", "evaluate")}
+                  if i.stage in ("embed", "extract-teacher", "train", "evaluate")}  # embed: its vision tower
     (root / MODEL / "README.md").write_text("notes")  # not read by loading: no change
     assert changed_settings(params, root) == {}
     weights = root / MODEL / "model.safetensors"
@@ -118,4 +119,4 @@ def test_the_settings_of_the_default_params_yaml_are_valid_json_for_dvc(root):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for path in write_settings(params, root):
         doc = json.loads((root / path).read_text())
-        assert doc["stage"] in ("prepare", "sample-icd", "extract-teacher", "train", "evaluate", "report")
+        assert doc["stage"] in ("prepare", "embed", "sample-icd", "extract-teacher", "train", "evaluate", "report")

@@ -24,6 +24,7 @@ COMMANDS = {
     "demo": ("demo", "attach MimIC to tiny models and run the exactness check"),
     "validate": ("validate", "check all of params.yaml; write each stage's settings under results/settings/"),
     "prepare": ("prepare", "a task's splits -> normalized tables under data/"),
+    "embed": ("embed", "pooled image embeddings of a task for RICES (icd.embedding)"),
     "sample-icd": ("sample_icd", "seeded demonstration ids for every query"),
     "extract-teacher": ("extract_teacher", "cache the ICL teacher's hidden states"),
     "train": ("train", "train a method (MimIC) against the cached teacher"),

@@ -267,6 +267,14 @@ def _check_references(params: dict, source: str) -> None:
                 article = "a" if trained is False else "an"
                 fail(f"{where}: {article} {other} method (type {kind}); list it under run.{other}")
 
+    embedding = params["icd"].get("embedding")
+    if embedding is None:
+        if params["icd"].get("sampler") == "rices":
+            fail("icd.sampler = rices: needs icd.embedding (a key of `models` or a CLIP hub id)")
+        for name in run_methods(params):
+            if methods.get(name, {}).get("demos") == "rices":
+                fail(f"methods.{name}.demos = rices: needs icd.embedding (a key of `models` or a CLIP hub id)")
+
     if params["icd"].get("sampler") == "reference":
         for name in run["trained"]:
             epochs = methods[name].get("train", {}).get("epochs", 0)
@@ -325,6 +333,15 @@ def method_shots(params: dict, method: str, model: str | None = None) -> int:
     if kind == "icl" and "shots" in params["methods"][method]:
         return int(params["methods"][method]["shots"])
     return teacher_shots(params, model)
+
+
+def method_demos(params: dict, method: str) -> str:
+    """Which evaluation demonstrations a method sees: ``rices`` (icd.json's ``eval_rices``) or the
+    sampler's (``eval``). The ``icl`` reference follows ``icd.sampler`` (the teacher's demonstrations)."""
+    entry = params["methods"][method]
+    if entry.get("type") == "icl" and entry.get("demos") == "rices":
+        return "rices"
+    return "sampler"
 
 
 # -- the per-model protocol (models.<name>: prompt, processor, shots, train, eval) --------------------

@@ -1,6 +1,7 @@
 """Where every pipeline artifact lives. Snakemake rules, dvc.yaml and the CLI all agree on this.
 
     data/<task>/{train,support,eval}.parquet, meta.json     mimic prepare
+    data/<task>/embeddings.safetensors                       mimic embed (RICES: icd.embedding)
     data/<task>/icd.json                                     mimic sample-icd
     results/teacher/<model>/<task>/manifest.json (+ shards)  mimic extract-teacher
     results/checkpoints/<model>/<task>/<method>/             mimic train  (mimic.safetensors,
@@ -35,6 +36,10 @@ def task_meta(task: str) -> Path:
 
 def icd_file(task: str) -> Path:
     return task_dir(task) / "icd.json"
+
+
+def embeddings_file(task: str) -> Path:
+    return task_dir(task) / "embeddings.safetensors"
 
 
 def teacher_dir(model: str, task: str) -> Path:

@@ -15,7 +15,8 @@ it. ``summary.csv`` and ``summary.md`` name the variant of every score.
     results/summary.md                  a table per task, MimIC's gap recovery and latency ratio
     results/plots/score_by_method.png   grouped bars per task
     results/plots/training_curves.png   training loss per step of every trained method
-    results/plots/score_vs_shots.png    ICL by shots, zero-shot at 0, MimIC as a horizontal line
+    results/plots/score_vs_shots.png    ICL by shots (random and RICES demonstrations), zero-shot at 0,
+                                        each trained method as a horizontal line
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from mimic import paths
 from mimic.atomic import atomic_write, atomic_write_text
-from mimic.params import ICL_REFERENCE, method_type, run_methods
+from mimic.params import ICL_REFERENCE, method_demos, method_type, run_methods
 
 TOLERANCE = 1e-6
 SUMMARY_COLUMNS = (
@@ -77,6 +78,7 @@ class Result:
     trainable_params: int | None
     icl_agreement: float | None
     skipped: object = None
+    demos: str = "random"  # an icl method's demonstrations: random | rices (mimic.params.method_demos)
 
     def row(self) -> dict:
         return {column: getattr(self, column) for column in SUMMARY_COLUMNS}
@@ -191,6 +193,7 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
         task=task,
         method=method,
         method_type=method_type(params, method),
+        demos=_demos(params, method),
         shots=int(metrics["shots"]),
         kind=metrics["kind"],
         metric=metric,
@@ -202,6 +205,13 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
         icl_agreement=metrics.get("icl_agreement"),
         skipped=metrics.get("skipped"),
     )
+
+
+def _demos(params: dict, method: str) -> str:
+    """random | rices: which curve of the score-vs-shots plot an untrained method belongs to."""
+    if method_demos(params, method) == "rices" or params["icd"].get("sampler") == "rices":
+        return "rices"
+    return "random"
 
 
 def _expected_variant(params: dict, kind: str, shown: Path, params_path: str) -> str:
@@ -452,9 +462,13 @@ def plot_score_vs_shots(report: Report, path: Path) -> None:
         for i, model in enumerate(report.models):
             color = colors(i % 10)
             results = [r for r in report.results if r.model == model and r.task == task]
-            points = sorted((r.shots, r.score) for r in results if r.method_type in ("zero-shot", "icl"))
-            if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=color, label=f"{model} ICL")
+            zero = [(r.shots, r.score) for r in results if r.method_type == "zero-shot"]
+            for demos, style in (("random", "o-"), ("rices", "s--")):
+                icl = [(r.shots, r.score) for r in results if r.method_type == "icl" and r.demos == demos]
+                points = sorted(zero + icl)
+                if icl:
+                    ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color,
+                            label=f"{model} ICL ({'RICES' if demos == 'rices' else 'random'})")
             for j, r in enumerate(r for r in results if r.method_type not in ("zero-shot", "icl")):
                 ax.axhline(r.score, color=color, linestyle=("--", ":", "-.")[j % 3], label=f"{model} {r.method}")
         metric = next(r.metric for r in report.results if r.task == task)

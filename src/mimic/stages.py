@@ -74,6 +74,7 @@ def stage_instances(params: dict) -> list[StageInstance]:
     extract-teacher when ``teacher.mode`` is online; dvc.yaml cannot make it conditional)."""
     run = params["run"]
     out = [StageInstance("prepare", (("task", t),)) for t in run["tasks"]]
+    out += [StageInstance("embed", (("task", t),)) for t in run["tasks"]]
     out += [StageInstance("sample-icd", (("task", t),)) for t in run["tasks"]]
     pairs = [(("model", m), ("task", t)) for m in run["models"] for t in run["tasks"]]
     out += [StageInstance("extract-teacher", pair) for pair in pairs]
@@ -89,6 +90,12 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
     teacher, ev = params["teacher"], params["eval"]
     if stage == "prepare":
         return {"seed": params["seed"], "task": params["tasks"][task]}
+    if stage == "embed":
+        source = params["icd"].get("embedding")
+        if source in params["models"]:  # the model's own vision tower: its files decide
+            return {"seed": params["seed"], "task": params["tasks"][task], "embedding": source,
+                    "model": model_identity(params, source, root)}
+        return {"seed": params["seed"], "task": params["tasks"][task], "embedding": source}
     if stage == "sample-icd":
         return {"icd": params["icd"]}
     if stage == "report":

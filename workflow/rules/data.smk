@@ -14,9 +14,27 @@ rule prepare:
         "mimic prepare --params params.yaml --task {wildcards.task} --log {log}"
 
 
+rule embed:
+    input:
+        unpack(task_files),
+        settings=settings("embed"),
+    output:
+        embeddings=update("data/{task}/embeddings.safetensors"),
+    log:
+        "results/logs/embed/{task}.log",
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    conda:
+        "../envs/mimic.yaml"
+    shell:
+        "mimic embed --params params.yaml --task {wildcards.task} --log {log}"
+
+
 rule sample_icd:
     input:
         unpack(task_files),
+        embeddings="data/{task}/embeddings.safetensors",
         settings=settings("sample-icd"),
     output:
         icd=update("data/{task}/icd.json"),

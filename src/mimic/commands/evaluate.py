@@ -21,7 +21,7 @@ def run(args) -> int:
     from mimic.evaluation import agreement, peak_memory_mb, predict
     from mimic.logs import setup_logging
     from mimic.metrics import HEADLINE, metric_variant, score
-    from mimic.params import ICL_REFERENCE, eval_settings, is_trained, method_shots, method_type
+    from mimic.params import ICL_REFERENCE, eval_settings, is_trained, method_demos, method_shots, method_type
     from mimic.stages import differences, result_settings
 
     log = setup_logging(args.log, "mimic.evaluate")
@@ -57,7 +57,12 @@ def run(args) -> int:
     qids = list(data.tables["eval"]["id"])
     if ev.get("limit"):
         qids = qids[: ev["limit"]]
-    rows = predict(loaded, data, qids, icd["eval"], shots if mtype == "icl" else 0, ev["batch_size"],
+    demos = icd["eval"]
+    if method_demos(params, args.method) == "rices":
+        if "eval_rices" not in icd:
+            raise MimicError(f"{paths.icd_file(args.task)} has no RICES demonstrations; rerun `mimic sample-icd`")
+        demos = icd["eval_rices"]
+    rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
                    length_penalty=ev.get("length_penalty", 1.0))
     variant = ev["metric_variant"]

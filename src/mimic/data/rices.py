@@ -1,9 +1,12 @@
 """RICES: retrieve in-context demonstrations by image similarity (Yang et al., 2022; Alayrac et al., 2022).
 
 A query's demonstrations are the support records whose images are nearest to the query's
-by cosine similarity of a pooled image embedding. Here the embedding is the model's own:
-the vision tower followed by the connector (Idefics2's perceiver), mean-pooled over the
-visual tokens, so retrieval needs no second model.
+by cosine similarity of a pooled image embedding (``icd.embedding`` in params.yaml):
+
+- a key of ``models``: that model's own vision tower followed by its connector (Idefics2's
+  perceiver), mean-pooled over the visual tokens (offline, e.g. the miniature model);
+- otherwise a transformers CLIP checkpoint (hub id or directory), ``get_image_features``:
+  the paper's RICES (CLIP image features).
 
     support = embed_images(loaded, support_images)
     queries = embed_images(loaded, query_images)
@@ -41,6 +44,23 @@ def embed_images(loaded, images: Sequence, batch_size: int = 64) -> torch.Tensor
         else:  # [rows, tokens, d]
             pooled = pooled.float().reshape(len(chunk), -1, pooled.shape[-1]).mean(1)
         out.append(pooled.cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def embed_images_clip(source: str, images: Sequence, batch_size: int = 64, device: str | None = None) -> torch.Tensor:
+    """``[n, d]`` CLIP image features (``CLIPModel.get_image_features``) of PIL ``images``."""
+    from transformers import AutoProcessor, CLIPModel
+
+    model = CLIPModel.from_pretrained(source).eval()
+    if device:
+        model.to(device)
+    processor = AutoProcessor.from_pretrained(source)
+    out = []
+    for start in range(0, len(images), batch_size):
+        pixels = processor(images=list(images[start : start + batch_size]), return_tensors="pt")["pixel_values"]
+        features = model.get_image_features(pixel_values=pixels.to(model.device))
+        out.append(getattr(features, "pooler_output", features).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 

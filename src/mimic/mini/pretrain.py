@@ -35,10 +35,10 @@ from mimic.mini.episodes import sample_episode, sample_repeat_episode, sample_te
 log = logging.getLogger("mimic.pretrain")
 
 DEFAULTS = {
-    "text_steps": 300,  # stage 0: text-only recall episodes (the decoder learns to look words up in context)
-    "vision_steps": 3000,  # stage 1: single-image, zero-shot turns (the vision tower and connector learn)
+    "text_steps": 800,  # stage 0: text-only recall episodes (the decoder learns to look words up in context)
+    "vision_steps": 1000,  # stage 1: single-image, zero-shot turns (the vision tower and connector learn)
     "short_steps": 0,  # stage 2: interleaved episodes with 0..short_shots demonstrations (cheap)
-    "steps": 1200,  # stage 3: interleaved episodes with 0..max_shots demonstrations
+    "steps": 900,  # stage 3: interleaved episodes with 0..max_shots demonstrations
     "batch_size": 32,
     "lr": 1e-3,
     "warmup_steps": 100,
@@ -49,7 +49,7 @@ DEFAULTS = {
     "nonce_ratio": 0.5,  # share of multi-shot episodes whose names are made-up words (a fresh mapping each)
     "reuse": 0.5,  # chance that a turn repeats the renamed values of an earlier turn (lookups happen)
     "seed": 0,
-    "threads": 2,
+    "threads": 1,  # the thread count enters the bits (reductions split differently)
 }
 WEIGHTS = "model.safetensors"
 
@@ -90,8 +90,8 @@ def sample_batch(stage: str, rng: random.Random, hp: dict) -> list:
     """One batch of episodes of ``stage``; stages after the text stage keep a share of text-only recall."""
     n = hp["batch_size"]
     n_text = n if stage == "text" else round(n * hp["text_ratio"])
-    episodes = [sample_repeat_episode(rng) if rng.random() < 0.5 else sample_text_episode(rng, hp["max_shots"], hp["reuse"])
-                for _ in range(n_text)]
+    episodes = [sample_repeat_episode(rng) if rng.random() < 0.5
+                else sample_text_episode(rng, hp["max_shots"], hp["reuse"]) for _ in range(n_text)]
     for _ in range(n - n_text):
         if stage == "vision":
             episodes.append(sample_episode(rng, 0, explicit_ratio=0.5))
