@@ -125,7 +125,8 @@ def test_noise_relabels_that_share_of_the_support_with_another_value_only():
         assert [ex.answers for ex in noisy[split]] == [ex.answers for ex in clean[split]]
     said = [ex.target.split(" ") for ex in noisy["support"]]
     assert all(value == ex.scene.color for (value, _), ex in zip(said, noisy["support"], strict=True))
-    wrong = [(ex, name) for (_, name), ex in zip(said, noisy["support"], strict=True) if name != lexicon[ex.scene.color]]
+    wrong = [(ex, name) for (_, name), ex in zip(said, noisy["support"], strict=True)
+             if name != lexicon[ex.scene.color]]
     assert all(owner[name] != ex.scene.color for ex, name in wrong)  # always another value's name
     # 400 draws at p = 0.25: 100 expected, sd 8.7; the clean support has none
     assert 70 <= len(wrong) <= 130, len(wrong)
