@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/icl_curve.py                        # every synthetic task in run.tasks
     .venv/bin/python benchmarks/icl_curve.py --tasks shapes-names-vqa --n-eval 100
+    .venv/bin/python benchmarks/icl_curve.py --seeds 0 1                 # mean and spread over two seeds
 
 For each task: prepares its splits in a temporary directory (``prepare_task``, the params'
 seed), draws random demonstrations as the pipeline does (``sample_icds``: the first k of
@@ -52,13 +53,15 @@ def coverage(demo_ids: dict[str, list[str]], labels: dict[str, str]) -> tuple[fl
     return precision, 100.0 * sum(map(any, same)) / max(1, len(same))
 
 
-def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[int], batch_size: int) -> None:
+def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[int], batch_size: int,
+             seed: int) -> dict[str, float]:
+    """Print the curve of ``task`` under data and demonstration seed ``seed``; return its scores by name."""
     spec = {**params["tasks"][task], "name": task}
     if spec.get("loader") != "synthetic":
         raise SystemExit(f"{task}: not a synthetic task (loader {spec.get('loader')!r})")
     if n_eval:
         spec["n_eval"] = n_eval
-    kind, seed = spec["kind"], params["seed"]
+    kind = spec["kind"]
     ev = params["eval"]
     with tempfile.TemporaryDirectory() as tmp:
         prepare_task(spec, Path(tmp), seed=seed)
@@ -70,7 +73,7 @@ def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[in
     qids = list(tables["eval"]["id"])
     support_ids = list(tables["support"]["id"])
     icd = sample_icds(task, tables["train"], tables["support"], tables["eval"], shots=max(shots), draws=1,
-                      seed=params["icd"]["seed"])
+                      seed=seed)
     t0 = time.perf_counter()
     support_emb = rices.embed_images(loaded, [open_image(r) for r in tables["support"]["image"]])
     query_emb = rices.embed_images(loaded, [open_image(r) for r in tables["eval"]["image"]])
@@ -83,10 +86,11 @@ def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[in
         return score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows])[HEADLINE[kind]], rows
 
     metric = HEADLINE[kind]
-    print(f"\n== {task} ({kind}; attribute(s) {', '.join(attributes)}; names {spec.get('nonce', [])}; "
+    print(f"\n== {task}, seed {seed} ({kind}; attribute(s) {', '.join(attributes)}; names {spec.get('nonce', [])}; "
           f"noise {spec.get('noise', 0)}; {len(qids)} eval queries, {len(support_ids)} support; "
           f"embedding {support_emb.shape[1]}-d in {embed_s:.1f} s)")
     zero, zero_rows = run(None, 0)
+    scores = {"zero-shot": zero}
     print(f"zero-shot            {metric} {zero:6.2f}   e.g. {zero_rows[0]['prediction']!r} "
           f"(reference {zero_rows[0]['answers'][0]!r})")
     print(f"{'k':>3} | {'random ' + metric:>15} {'precision':>9} {'coverage':>8} | "
@@ -99,6 +103,8 @@ def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[in
         (r_prec, r_cov), (n_prec, n_cov) = coverage(random_ids, labels), coverage(rices_ids, labels)
         print(f"{k:>3} | {r_score:15.2f} {r_prec:9.1f} {r_cov:8.1f} | {n_score:15.2f} {n_prec:9.1f} {n_cov:8.1f}",
               flush=True)
+        scores.update({f"random-{k}": r_score, f"rices-{k}": n_score, f"rices-precision-{k}": n_prec})
+    return scores
 
 
 def main() -> None:
@@ -110,6 +116,8 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="*", default=[1, 2, 4, 8])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="*", default=None,
+                        help="data and demonstration seeds (default: params seed); several: mean and spread")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -125,7 +133,13 @@ def main() -> None:
         if task not in params["tasks"]:
             raise SystemExit(f"--tasks: unknown task {task!r}; known: {', '.join(params['tasks'])}")
         start = time.perf_counter()
-        run_task(loaded, params, task, args.n_eval, sorted(args.shots), args.batch_size)
+        seeds = args.seeds or [params["seed"]]
+        runs = [run_task(loaded, params, task, args.n_eval, sorted(args.shots), args.batch_size, s) for s in seeds]
+        if len(runs) > 1:
+            print(f"-- {task}: mean (min .. max) over seeds {seeds}")
+            for name in runs[0]:
+                values = [r[name] for r in runs]
+                print(f"   {name:20s} {sum(values) / len(values):7.2f} ({min(values):.2f} .. {max(values):.2f})")
         print(f"({task}: {time.perf_counter() - start:.0f} s on {args.threads} threads)")
 
 
