@@ -248,3 +248,29 @@ def test_metrics_without_a_variant_are_refused(run_dir):
     with pytest.raises(ReportError, match=r"icl/metrics.json: no metric_variant, but eval.metric_variant in "
                        r"params.yaml makes it 'official'; rerun `mimic evaluate"):  # fmt: skip
         build_report(load_params(params_path), root=root)
+
+
+def test_score_vs_shots_draws_random_and_rices_curves_and_each_trained_method(run_dir, monkeypatch):
+    from mimic import report as report_module
+
+    root, params_path = run_dir
+    params = yaml.safe_load(params_path.read_text())
+    params["run"]["untrained"] = ["zero-shot", "icl-1", "icl-rices-1"]
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    SHOTS["icl-rices-1"], LATENCY["icl-rices-1"] = 1, 18.0
+    try:
+        for task in TASKS:  # RICES found the right colour for three of the four queries
+            write_eval(root, task, "icl-rices-1", ["red", "blue", "green", "purple"], 75.0)
+        report = build_report(load_params(params_path), root=root)
+    finally:
+        del SHOTS["icl-rices-1"], LATENCY["icl-rices-1"]
+    assert {r.method: r.demos for r in report.results if r.task == TASKS[0]} == {
+        "zero-shot": "random", "icl-1": "random", "icl-rices-1": "rices", "icl": "random", "mimic": "random"}
+    figures = []
+    monkeypatch.setattr(report_module, "_save", lambda fig, path: figures.append(fig))
+    report_module.plot_score_vs_shots(report, root / "plot.png")
+    ax = figures[0].axes[0]
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    assert lines[f"{MODEL} ICL (random)"] == ([0, 1, 8], [0.0, 50.0, 75.0])  # zero-shot, icl-1, icl
+    assert lines[f"{MODEL} ICL (RICES)"] == ([0, 1], [0.0, 75.0])  # zero-shot, icl-rices-1
+    assert lines[f"{MODEL} mimic"][1] == [65.0, 65.0]  # a horizontal line at MimIC's score
