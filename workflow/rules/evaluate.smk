@@ -31,13 +31,13 @@ else:
         log:
             "results/logs/evaluate/{model}-{task}-{method}-part-{part}-of-{jobs}.log",
         threads: model_threads
+        params:
+            part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
         conda:
             "../envs/mimic.yaml"
         shell:
             "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
             " --method {wildcards.method} --part {params.part} --log {log}"
-        params:
-            part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
 
     rule merge_evaluate:
         input:

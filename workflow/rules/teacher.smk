@@ -34,13 +34,13 @@ else:
         log:
             "results/logs/extract-teacher/{model}-{task}-part-{part}-of-{jobs}.log",
         threads: model_threads
+        params:
+            part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
         conda:
             "../envs/mimic.yaml"
         shell:
             "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task}"
             " --part {params.part} --log {log}"
-        params:
-            part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
 
     rule merge_teacher:
         input:
