@@ -157,6 +157,23 @@ def test_slurm_outputs_equal_the_local_ones(runs):
     assert [line.split(",")[:5] for line in (cluster / "results" / "summary.csv").read_text().splitlines()] == summary
 
 
+def test_changing_the_split_reruns_nothing(runs):
+    """teacher.jobs / eval.jobs are result-neutral: another split of finished outputs plans no job,
+    although other rules (extract_teacher vs merge_teacher) or other parts made them."""
+    local, cluster, _ = runs
+    for root, jobs in ((cluster, 1), (cluster, 2), (local, 4), (local, 1)):
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        before = yaml.safe_dump(params, sort_keys=False)
+        params["teacher"]["jobs"] = params["eval"]["jobs"] = jobs
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        try:
+            done = _snakemake(root, "--cores", "2", "-n", "all", timeout=300)
+        finally:
+            (root / "params.yaml").write_text(before)
+        assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr, (
+            f"{root.name}, jobs={jobs}: " + (done.stdout + done.stderr)[-3000:])
+
+
 def test_the_shipped_profile_stops_before_submitting_until_its_site_keys_are_set(runs):
     _, cluster, _ = runs
     (cluster / "results" / "settings" / "report.json").touch()  # something to do
