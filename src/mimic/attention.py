@@ -26,10 +26,14 @@ BASES = ("sdpa", "eager")
 
 @dataclass
 class AttentionCall:
-    """What one attention call saw: masked, scaled scores [b,H,q,k] (float32) and values [b,KV,k,d]."""
+    """What one attention call saw: masked, scaled scores [b,H,q,k] (float32) and values [b,KV,k,d];
+    the base attention's own head outputs [b,H,q,d] (before ``o_proj``) and the scale of its scores, for
+    shifts that mix the head output with attention to keys of their own (HiFICL)."""
 
     scores: torch.Tensor
     value: torch.Tensor
+    output: torch.Tensor | None = None
+    scaling: float | None = None
 
 
 @dataclass
@@ -91,7 +95,7 @@ def mimic_attention(module, query, key, value, attention_mask, scaling=None, dro
     causal_if_none = base == "sdpa" and is_causal and query.shape[2] > 1
     scores = masked_scores(query, key, attention_mask, scale, causal_if_none, kwargs.get("softcap"))
     log_z2 = torch.logsumexp(scores, dim=-1)
-    delta = target.shift(target.row, query, log_z2, AttentionCall(scores, value))
+    delta = target.shift(target.row, query, log_z2, AttentionCall(scores, value, out.transpose(1, 2), scale))
     delta = delta.transpose(1, 2).to(out.dtype)  # [b, q, H, d], the layout of `out`
     if target.insert == "attn":
         return out + delta, weights
