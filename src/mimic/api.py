@@ -86,9 +86,7 @@ def attach(
     """
     if attachment(model) is not None:
         raise RuntimeError("MimIC is already attached to this model; call mimic.detach(model) first")
-    reason = refusal_reason(model, ADAPTERS.get(getattr(model.config, "model_type", None)))
-    if reason is not None:
-        raise ValueError(f"MimIC cannot attach to {model.config.model_type!r}: its attention {reason}")
+    check_supported(model)
     register()
     adapter = adapter_for(model)
     config = _complete(config or MimicConfig(), model, adapter)
@@ -141,6 +139,13 @@ def attach(
     return shift
 
 
+def check_supported(model: nn.Module) -> None:
+    """Refuse, in one line, a model whose attention the split of softmax attention does not describe."""
+    reason = refusal_reason(model, ADAPTERS.get(getattr(model.config, "model_type", None)))
+    if reason is not None:
+        raise ValueError(f"MimIC cannot attach to {model.config.model_type!r}: its attention {reason}")
+
+
 def _probe_inputs(model: nn.Module, adapter: ModelAdapter) -> dict:
     """A few ordinary token ids, no images: the input of ``attach``'s dry run."""
     ids = probe_ids(model, adapter.text_config(model))
@@ -186,7 +191,7 @@ def save(shift: MimicShift, path: str | os.PathLike, metadata: dict | None = Non
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in shift.state_dict().items()}
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    doc = json.loads(shift.config.to_json())
+    doc = {"type": "mimic", **json.loads(shift.config.to_json())}
     doc["extra"] = {**doc.get("extra", {}), **(metadata or {})}
     atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
     return path
@@ -197,7 +202,11 @@ def read_config(path: str | os.PathLike) -> MimicConfig:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} is missing: not a MimIC checkpoint directory written by mimic.save")
-    return MimicConfig.from_json((path / CONFIG_FILE).read_text())
+    doc = json.loads((path / CONFIG_FILE).read_text())
+    kind = doc.pop("type", "mimic")
+    if kind != "mimic":
+        raise ValueError(f"{path / CONFIG_FILE} holds a {kind!r} checkpoint, not MimIC's; load it with mimic.load")
+    return MimicConfig.from_dict(doc)
 
 
 def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> MimicShift:
