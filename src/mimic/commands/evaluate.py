@@ -13,12 +13,12 @@ def run(args) -> int:
     import json
 
     from mimic import paths
-    from mimic.api import count_parameters, load
     from mimic.atomic import atomic_write_text
     from mimic.commands.stage_inputs import load_stage_model, load_task
     from mimic.data.schema import write_json
     from mimic.evaluation import agreement, peak_memory_mb, predict
     from mimic.logs import setup_logging
+    from mimic.methods import count_parameters, load
     from mimic.metrics import HEADLINE, metric_variant, score
     from mimic.params import ICL_REFERENCE, is_trained, method_shots, method_type
 
@@ -34,10 +34,10 @@ def run(args) -> int:
         reference = [json.loads(line) for line in ref_path.read_text().splitlines() if line.strip()]
     data, icd = load_task(args.task, params)
     loaded = load_stage_model(params, args.model)
-    trainable = 0
+    counts = {"trainable": 0, "fitted": 0}
     if is_trained(params, args.method):
-        shift = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
-        trainable = count_parameters(shift.config)["total"]
+        module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
+        counts = count_parameters(module.config)
     shots = method_shots(params, args.method)
     ev = params["eval"]
     qids = list(data.tables["eval"]["id"])
@@ -50,12 +50,12 @@ def run(args) -> int:
     headline = HEADLINE[kind]
     result = {
         "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,
-        "shots": shots if mtype in ("icl", "mimic") else 0, "kind": kind, "metric": headline,
+        "shots": shots, "kind": kind, "metric": headline,
         "metric_variant": metric_variant(kind, variant),
         "score": metrics[headline], "metrics": metrics, "n_eval": len(rows),
         "latency_ms_per_query": round(sum(r["latency_ms"] for r in rows) / max(1, len(rows)), 3),
         "peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
-        "trainable_params": trainable,
+        "trainable_params": counts["trainable"], "fitted_params": counts["fitted"],
         "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
         "skipped": json.loads(paths.task_meta(args.task).read_text()).get("skipped", {}),
     }
