@@ -2,7 +2,7 @@
 
 import re
 
-from mimic.params import ICL_REFERENCE, is_trained, load_params, run_methods, trained_methods
+from mimic.params import ICL_REFERENCE, is_trained, load_params, needs_teacher, run_methods, trained_methods
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
 # (--config / --configfile overrides), and fail early with mimic.params' one-line errors.
@@ -47,7 +47,7 @@ def teacher_inputs(w):
 
 def train_inputs(w):
     inputs = teacher_inputs(w)
-    if config["teacher"]["mode"] == "cached":
+    if config["teacher"]["mode"] == "cached" and needs_teacher(config, w.method):
         inputs["teacher"] = f"results/teacher/{w.model}/{w.task}"
     return inputs
 
