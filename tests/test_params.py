@@ -82,7 +82,8 @@ BAD = {
     ),
     "unknown key in a section": (
         _set("teacher.cache_dir", "x"),
-        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, mode, shard_size, target",
+        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, logits_topk, mode, shard_size, "
+        "target",
     ),
     "reference sampler without a draw per epoch": (
         lambda p: p["icd"].update(sampler="reference", draws=2),
@@ -103,8 +104,9 @@ BAD = {
         "params.yaml: teacher.target = 'hidden': must be one of mlp, layer, attn",
     ),
     "bad method type": (
-        _set("methods.mimic.type", "lora"),
-        "params.yaml: methods.mimic.type = 'lora': must be one of zero-shot, icl, mimic",
+        _set("methods.mimic.type", "prefix-tuning"),
+        "params.yaml: methods.mimic.type = 'prefix-tuning': must be one of zero-shot, icl, mimic, live, task-vector, "
+        "function-vector, i2cl, hificl, lora, mimic-lora",
     ),
     "bad insertion point": (
         _set("methods.mimic.shift.insert", "ffn"),
@@ -161,7 +163,8 @@ BAD = {
     "unknown method in run.untrained": (
         _set("run.untrained", ["zero_shot"]),
         "params.yaml: run.untrained[0] = 'zero_shot': unknown method; "
-        "known: zero-shot, icl-1, icl-2, icl-4, icl, mimic",
+        "known: zero-shot, icl-1, icl-2, icl-4, icl, mimic, mimic-mlp, mimic-per-layer, mimic-constant, "
+        "mimic-ce-only, mimic-align-only, live, task-vector, function-vector, i2cl, hificl, lora, mimic-lora",
     ),
     "duplicate task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "shapes-vqa"]),

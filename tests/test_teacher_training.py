@@ -68,13 +68,13 @@ def test_resume_recomputes_only_the_missing_shard_and_reproduces_its_bytes(tmp_p
     before = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
     (out / "shard-00001.safetensors").unlink()
     computed = []
-    real = teacher.teacher_states
+    real = teacher.teacher_forward
 
-    def spy(loaded_, data_, chunk, target, split="train"):
+    def spy(loaded_, data_, chunk, target, logits_topk=0, split="train"):
         computed.extend((q, d) for q, d, _ in chunk)
-        return real(loaded_, data_, chunk, target, split)
+        return real(loaded_, data_, chunk, target, logits_topk, split)
 
-    monkeypatch.setattr(teacher, "teacher_states", spy)
+    monkeypatch.setattr(teacher, "teacher_forward", spy)
     manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
     # Only the 4 samples of shard 1 (samples 4..7 in query order, 2 draws each) were recomputed.
     samples = [(q, d) for q in sorted(icd["train"]) for d in range(2)]
