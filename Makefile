@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: run test lint setup setup-test clean-venv
+.PHONY: run test lint mutation setup setup-test clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test: $(VENV)/.test
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
+
+# Mutation testing of the core modules (settings: [tool.mutmut] in pyproject.toml); hours on 2 cores.
+mutation: $(VENV)/.test
+	$(PIP) install --quiet "mutmut>=3.8,<4"
+	rm -rf mutants
+	PATH="$(abspath $(BIN)):$$PATH" OMP_NUM_THREADS=1 $(BIN)/mutmut run || true
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/mutation_score.py
 
 clean-venv:
 	rm -rf $(VENV)

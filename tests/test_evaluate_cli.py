@@ -69,8 +69,18 @@ def test_eval_limit_keeps_the_first_n_queries(workdir):
             score("vqa", [r["prediction"] for r in rows], [r["answers"] for r in rows])["vqa_accuracy"])
 
 
-def test_mimic_with_three_beams_equals_direct_beam_search(workdir):
-    params = _params(num_beams=3)
+def test_mimic_with_three_beams_equals_direct_beam_search(workdir, monkeypatch):
+    from transformers import Idefics2ForConditionalGeneration
+
+    params = _params(num_beams=3, length_penalty=-3.0)
+    seen = []
+    real = Idefics2ForConditionalGeneration.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["num_beams"], kwargs["length_penalty"]))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Idefics2ForConditionalGeneration, "generate", spy)
     for argv in (("prepare", "--task", TASK), ("sample-icd", "--task", TASK),
                  ("extract-teacher", "--model", MODEL, "--task", TASK),
                  ("train", "--model", MODEL, "--task", TASK, "--method", "mimic"),
@@ -84,8 +94,38 @@ def test_mimic_with_three_beams_equals_direct_beam_search(workdir):
     assert shift.v.abs().max() > 1e-2  # trained: the shift is not negligible
     qids = [r["id"] for r in rows]
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids])
-    beams = generate(loaded, inputs, 10, num_beams=3)
+    beams = generate(loaded, inputs, 10, num_beams=3, length_penalty=-3.0)
     assert [r["prediction"] for r in rows] == beams
+    assert set(seen) == {(3, -3.0)}  # every evaluation batch decoded with the eval settings
     with mimic.disabled(loaded.model), torch.no_grad():
-        plain = generate(loaded, inputs, 10, num_beams=3)
+        plain = generate(loaded, inputs, 10, num_beams=3, length_penalty=-3.0)
     assert plain != beams  # the shift changes the beams: the comparison above is not vacuous
+
+
+def test_a_models_own_teacher_shots_reach_extraction_and_the_icl_reference(workdir):
+    """models.<m>.shots = 2 of icd.shots = 4: the teacher and `icl` take the first 2 sampled demonstrations."""
+    from mimic.teacher import TeacherCache, teacher_states
+
+    params = _params(limit=2)
+    params["models"][MODEL]["shots"] = 2
+    for argv in (("prepare", "--task", TASK), ("sample-icd", "--task", TASK),
+                 ("extract-teacher", "--model", MODEL, "--task", TASK),
+                 ("evaluate", "--model", MODEL, "--task", TASK, "--method", "icl")):
+        _run(params, *argv)
+    data, icd = load_task(TASK, params)
+    assert all(len(d) == 4 for lists in icd["train"].values() for d in lists)
+    cache = TeacherCache(Path("results/teacher") / MODEL / TASK)
+    assert cache.manifest["shots"] == 2
+    loaded = load_model(MODEL, params["models"][MODEL]["path"])
+    q = sorted(icd["train"])[0]
+    direct, _ = teacher_states(loaded, data, [(q, 0, icd["train"][q][0][:2])], "mlp")
+    assert torch.allclose(cache.get(q, 0).float(), direct[0].float(), atol=2e-3)  # float16 storage
+    four, _ = teacher_states(loaded, data, [(q, 0, icd["train"][q][0])], "mlp")
+    assert not torch.allclose(cache.get(q, 0).float(), four[0].float(), atol=2e-3)
+    rows = _rows("icl")
+    qids = [r["id"] for r in rows]
+    demos = [[data.demo(s) for s in icd["eval"][q][:2]] for q in qids]
+    inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
+    assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
+    metrics = json.loads((Path("results/eval") / MODEL / TASK / "icl" / "metrics.json").read_text())
+    assert metrics["shots"] == 2

@@ -256,3 +256,33 @@ def test_a_run_without_trained_methods_is_valid(params):
     only_icl["run"].update(untrained=[], trained=[])
     check_params(only_icl)
     assert run_methods(only_icl) == [ICL_REFERENCE]
+
+
+def test_the_per_model_protocol_overrides_the_shared_settings():
+    from mimic.params import eval_settings, processor_settings, prompt_preset, teacher_shots, train_settings
+
+    params = load_params(REPO / "params.yaml")
+    params["icd"]["shots"] = 32
+    assert teacher_shots(params, "idefics-9b") == 32 and teacher_shots(params, "idefics2-8b-base") == 8
+    assert teacher_shots(params, "mini-idefics2") == 32  # no override: icd.shots
+    assert method_shots(params, "icl", "idefics2-8b-base") == 8 and method_shots(params, "icl-2", "idefics-9b") == 2
+    assert method_shots(params, "mimic", "idefics-9b") == 32
+    hp = train_settings(params, "idefics2-8b-base", "mimic")
+    assert (hp["epochs"], hp["lr"]) == (5, 5.0e-3)
+    assert hp["ce_weight"] == params["methods"]["mimic"]["train"]["ce_weight"]
+    assert train_settings(params, "mini-idefics2", "mimic") == params["methods"]["mimic"]["train"]
+    ev = eval_settings(params, "idefics-9b")
+    assert ev["num_beams"] == 3 and ev["max_new_tokens"] == {"vqa": 10, "caption": 20}
+    assert ev["batch_size"] == params["eval"]["batch_size"]
+    assert eval_settings(params, "mini-idefics2") == params["eval"]
+    assert prompt_preset(params, "idefics-9b") == "reference" and prompt_preset(params, "mini-idefics2") == "clean"
+    assert processor_settings(params, "idefics2-8b-base") == {"do_image_splitting": False}
+
+
+def test_a_run_models_teacher_shots_must_fit_the_sampled_demonstrations():
+    params = load_params(REPO / "params.yaml")
+    params["run"]["models"] = ["idefics-9b"]
+    with pytest.raises(ParamsError, match=r"models.idefics-9b.shots = 32: must be <= icd.shots = 8"):
+        check_params(params)
+    params["icd"]["shots"] = 32
+    check_params(params)

@@ -85,21 +85,46 @@ def teacher_batch(loaded, data: TaskData, split: str, qids: list[str], demo_ids:
     return encode_prompts(loaded, data.kind, queries, demos=demos, answers=answers)
 
 
-def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: int | None = None) -> list[int]:
+def instruction_tokens(loaded, kind: str) -> list[int]:
+    """The tokens of the instruction line a zero-shot prompt of ``kind`` starts with ([] if none).
+
+    The zero-shot prompt of the ``reference`` preset starts with an instruction that the ICL
+    prompt writes before its demonstrations, not right before the query: it is not part of
+    the query-and-answer positions.
+    """
+    fmt = loaded.prompt_format
+    instruction = fmt.instructions.get(kind)
+    if not instruction or kind in fmt.instruction_icl_only:
+        return []
+    line = fmt.instruction_line.format(instruction=instruction)
+    encoded = loaded.adapter.encode(loaded.processor, [[line]])  # as the processor writes a prompt's start
+    ids = _unpadded(encoded, 0)
+    bos = loaded.tokenizer.bos_token_id
+    return ids[1:] if bos is not None and ids[:1] == [bos] else ids
+
+
+def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: int | None = None,
+                    prefix: list[int] | None = None) -> list[int]:
     """Per row, how many trailing positions the teacher and the student share (query + answer).
 
     The shared tokens are the common suffix of the two unpadded rows. The student's first
     token is left out when it is the BOS (``bos_token_id``): it begins the whole prompt,
-    not the query. Families without a BOS (Qwen2) align their whole zero-shot prompt.
-    Anything shorter means the query was tokenized differently after the demonstrations
-    (a merge across the boundary) and is an error, never a silent misalignment.
+    not the query; so is the ``prefix`` (:func:`instruction_tokens`) that follows it.
+    Families without a BOS (Qwen2) align their whole zero-shot prompt. Anything shorter
+    means the query was tokenized differently after the demonstrations (a merge across the
+    boundary) and is an error, never a silent misalignment.
     """
+    prefix = prefix or []
     out = []
     for i in range(teacher_inputs["input_ids"].shape[0]):
         t, s = _unpadded(teacher_inputs, i), _unpadded(student_inputs, i)
         n = common_suffix(t, s)
         starts_with_bos = bos_token_id is not None and bool(s) and s[0] == bos_token_id
-        query = len(s) - 1 if starts_with_bos else len(s)
+        start = int(starts_with_bos)
+        if prefix and s[start : start + len(prefix)] != prefix:
+            raise ValueError(f"row {i}: the zero-shot prompt does not start with its instruction's own tokens (a "
+                             "merge across the end of the instruction line)")
+        query = len(s) - start - len(prefix)
         if n < query:
             raise ValueError(
                 f"row {i}: the query tokens differ between the ICL and the zero-shot prompt (common suffix {n} of "

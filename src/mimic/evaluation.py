@@ -22,7 +22,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[str]] | None, shots: int,
-            batch_size: int, max_new_tokens: int, num_beams: int, desc: str) -> list[dict]:
+            batch_size: int, max_new_tokens: int, num_beams: int, desc: str, length_penalty: float = 1.0) -> list[dict]:
     """Generate an answer for every evaluation query (with its first ``shots`` demonstrations).
 
     Latency per query is the wall time of a batch (prompt encoding, image processing and
@@ -36,7 +36,8 @@ def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[st
         queries = [data.query("eval", q) for q in chunk]
         demos = [[data.demo(s) for s in demo_ids[q][:shots]] for q in chunk] if shots else None
         inputs = encode_prompts(loaded, data.kind, queries, demos=demos)
-        return generate(loaded, inputs, max_new_tokens, num_beams)
+        return generate(loaded, inputs, max_new_tokens, num_beams, loaded.prompt_format.stops(data.kind),
+                        length_penalty)
 
     answer(qids[:batch_size])  # warm-up (allocator, kernels): not timed, so latency compares methods fairly
     for i in tqdm(range(0, len(qids), batch_size), desc=desc, dynamic_ncols=True):

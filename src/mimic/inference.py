@@ -6,9 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mimic.prompts import build_prompt
-
-STOP_MARKERS = ("\n", "Question:", "Caption:", "<end_of_utterance>")
+from mimic.prompts import DEFAULT_STOP_WORDS, build_prompt, postprocess
 
 
 def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequence] | None = None, answers=None):
@@ -22,25 +20,25 @@ def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequenc
     return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
-def postprocess(text: str) -> str:
-    """Cut a generation at the first stop marker and strip it (as the paper's code does)."""
-    for marker in STOP_MARKERS:
-        text = text.split(marker, 1)[0]
-    return " ".join(text.split())
-
-
 @torch.no_grad()
-def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1) -> list[str]:
-    """Greedy / beam decoding of ``inputs``; ``generate()`` counts the positions from the mask itself."""
+def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
+             stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0) -> list[str]:
+    """Greedy / beam decoding of ``inputs``, each answer cut at ``stop_words`` (:func:`mimic.prompts.postprocess`).
+
+    ``length_penalty``: the beam score is the summed log-probability divided by length ** this
+    (transformers' default 1.0; the MimIC reference code evaluates with 0.0, the plain sum).
+    ``generate()`` counts the positions from the mask itself.
+    """
     inputs = {k: v for k, v in inputs.items() if k != "position_ids"}
     out = loaded.model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
         num_beams=num_beams,
+        length_penalty=length_penalty,
         do_sample=False,
         eos_token_id=loaded.stop_token_ids,
         pad_token_id=loaded.pad_token_id,
     )
     new = out[:, inputs["input_ids"].shape[1] :]
     texts = loaded.processor.tokenizer.batch_decode(new, skip_special_tokens=True)
-    return [postprocess(t) for t in texts]
+    return [postprocess(t, stop_words) for t in texts]

@@ -9,7 +9,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 from mimic.adapters import ModelAdapter, adapter_for
-from mimic.prompts import PromptFormat
+from mimic.prompts import PromptFormat, preset_format
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -49,8 +49,13 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device(requested)
 
 
-def load_model(name: str, source: str, dtype: str = "float32", device: str | None = "auto") -> LoadedModel:
-    """Load a model and its processor from ``source`` (a local directory or a hub id)."""
+def load_model(name: str, source: str, dtype: str = "float32", device: str | None = "auto", prompt: str = "clean",
+               processor_kwargs: dict | None = None) -> LoadedModel:
+    """Load a model and its processor from ``source`` (a local directory or a hub id).
+
+    prompt: the prompt preset (:data:`mimic.prompts.PRESETS`); processor_kwargs: passed to
+    ``AutoProcessor.from_pretrained`` (e.g. ``do_image_splitting: false`` for Idefics2, as the paper).
+    """
     if dtype not in DTYPES:
         raise ValueError(f"models.{name}.dtype = {dtype!r}; valid: {sorted(DTYPES)}")
     try:
@@ -63,12 +68,13 @@ def load_model(name: str, source: str, dtype: str = "float32", device: str | Non
     dev = pick_device(device)
     model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype], attn_implementation="sdpa")
     model.to(dev).eval()
-    processor = AutoProcessor.from_pretrained(source)
+    processor = AutoProcessor.from_pretrained(source, **(processor_kwargs or {}))
     tokenizer = getattr(processor, "tokenizer", processor)
     stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     adapter = adapter_for(model)
-    return LoadedModel(name, model, processor, adapter, adapter.prompt_format, dev, stops, pad)
+    fmt = preset_format(prompt, adapter.name, adapter.prompt_format)
+    return LoadedModel(name, model, processor, adapter, fmt, dev, stops, pad)
 
 
 NEWLINE_TOKENS = ("\n", "\n\n", "Ċ", "ĊĊ", "<0x0A>")  # plain, byte-level BPE, SentencePiece byte fallback

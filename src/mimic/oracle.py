@@ -10,6 +10,8 @@ query positions. This module builds that oracle through the same hook code path.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -120,7 +122,7 @@ def oracle_inputs(loaded, kind: str, queries, demos) -> tuple[dict, dict, list[i
 
     tok = loaded.tokenizer
     boundary = tok.eos_token + tok.bos_token if tok.bos_token_id is not None else ""
-    fmt = loaded.prompt_format
+    fmt = replace(loaded.prompt_format, instructions={})  # the zero-shot prompt must be the ICL prompt's suffix
     icl_prompts, zs_prompts = [], []
     for query, query_demos in zip(queries, demos, strict=True):
         zero_shot = build_prompt(kind, [], query, fmt)

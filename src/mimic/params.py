@@ -33,6 +33,7 @@ UNTRAINED_TYPES = ("zero-shot", "icl")
 TRAINED_TYPES = ("mimic", "live", "task-vector", "function-vector", "i2cl", "hificl", "lora", "mimic-lora")
 FITTED_TYPES = ("task-vector", "function-vector")  # fitted from forward passes: a `fit:` section, no `train:`
 DEMONSTRATION_FREE_TYPES = ("hificl", "lora")  # learn from the answers alone: 0 shots in the tables
+MODEL_LR_TYPES = ("mimic", "mimic-lora")  # types that take models.<name>.train.lr (the paper's MimIC lr)
 ICL_REFERENCE = "icl"  # the method every other method is compared to (the ICL teacher)
 MIMIC_REFERENCE = "mimic"  # the MimIC entry its ablations (other entries of type mimic) are compared to
 
@@ -234,6 +235,11 @@ def _check_references(params: dict, source: str) -> None:
     for i, name in enumerate(run["models"]):
         if name not in models:
             fail(f"run.models[{i}] = {_show(name)}: unknown model; known: {known(models)}")
+    for name in run["models"]:
+        shots = models[name].get("shots") if name in models else None
+        if shots and shots > params["icd"]["shots"]:
+            fail(f"models.{name}.shots = {shots}: must be <= icd.shots = {params['icd']['shots']} "
+                 "(the demonstrations sampled per query; sample as many as the run's largest teacher needs)")
     for i, name in enumerate(run["tasks"]):
         if name not in tasks:
             fail(f"run.tasks[{i}] = {_show(name)}: unknown task; known: {known(tasks)}")
@@ -295,10 +301,19 @@ def run_methods(params: dict) -> list[str]:
     return [*params["run"]["untrained"], ICL_REFERENCE, *params["run"]["trained"]]
 
 
-def method_hp(params: dict, method: str) -> dict:
-    """A trained method's ``train:`` settings, or a fitted one's ``fit:`` settings."""
+def method_hp(params: dict, method: str, model: str | None = None) -> dict:
+    """A fitted method's ``fit:`` settings, or a trained one's ``train:`` settings with ``model``'s overrides
+    (``models.<model>.train``, the paper's protocol: :func:`train_settings`). The model's ``lr`` is MimIC's
+    (types in :data:`MODEL_LR_TYPES`); every other type keeps its own learning rate."""
     entry = params["methods"][method]
-    return dict(entry.get("fit" if entry["type"] in FITTED_TYPES else "train") or {})
+    if entry["type"] in FITTED_TYPES:
+        return dict(entry.get("fit") or {})
+    if model is None:
+        return dict(entry["train"])
+    hp = train_settings(params, model, method)
+    if entry["type"] not in MODEL_LR_TYPES:
+        hp["lr"] = entry["train"]["lr"]
+    return hp
 
 
 def needs_teacher(params: dict, method: str) -> bool:
@@ -330,15 +345,50 @@ def ablation_changes(params: dict) -> dict[str, str]:
     return changes
 
 
-def method_shots(params: dict, method: str) -> int:
-    """Demonstrations a method sees (icl) or learns from (trained: the teacher's); 0 for zero-shot and for
-    methods that learn from the answers alone."""
+def method_shots(params: dict, method: str, model: str | None = None) -> int:
+    """Demonstrations a method sees (icl) or mimics (trained: the teacher's); 0 for zero-shot.
+
+    An icl method without ``shots`` (the ``icl`` reference) and every trained method use the
+    ICL teacher's shots: ``models.<model>.shots`` if set (the paper's per-model protocol), else
+    ``icd.shots``; methods that learn from the answers alone (:data:`DEMONSTRATION_FREE_TYPES`) 0.
+    """
     kind = method_type(params, method)
     if kind == "zero-shot" or kind in DEMONSTRATION_FREE_TYPES:
         return 0
-    if kind == "icl":
-        return int(params["methods"][method].get("shots", params["icd"]["shots"]))
-    return int(params["icd"]["shots"])
+    if kind == "icl" and "shots" in params["methods"][method]:
+        return int(params["methods"][method]["shots"])
+    return teacher_shots(params, model)
+
+
+# -- the per-model protocol (models.<name>: prompt, processor, shots, train, eval) --------------------
+
+
+def teacher_shots(params: dict, model: str | None = None) -> int:
+    """The ICL teacher's demonstrations for ``model``: ``models.<model>.shots``, else ``icd.shots``."""
+    entry = params["models"].get(model, {}) if model is not None else {}
+    return int(entry.get("shots") or params["icd"]["shots"])
+
+
+def prompt_preset(params: dict, model: str) -> str:
+    """The prompt preset of ``model`` (mimic.prompts.PRESETS): ``models.<model>.prompt``, default clean."""
+    return params["models"][model].get("prompt") or "clean"
+
+
+def processor_settings(params: dict, model: str) -> dict:
+    """Keyword arguments for the model's processor (``models.<model>.processor``)."""
+    return dict(params["models"][model].get("processor") or {})
+
+
+def train_settings(params: dict, model: str, method: str) -> dict:
+    """A trained method's ``train`` settings with the model's overrides (``models.<model>.train``) applied."""
+    return {**params["methods"][method]["train"], **(params["models"][model].get("train") or {})}
+
+
+def eval_settings(params: dict, model: str) -> dict:
+    """``eval`` with the model's overrides (``models.<model>.eval``) applied, max_new_tokens per kind merged."""
+    override = dict(params["models"][model].get("eval") or {})
+    tokens = {**params["eval"]["max_new_tokens"], **override.pop("max_new_tokens", {})}
+    return {**params["eval"], **override, "max_new_tokens": tokens}
 
 
 def model_source(params: dict, model: str) -> str:

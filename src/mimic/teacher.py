@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from mimic.atomic import atomic_write
-from mimic.batches import TaskData, aligned_lengths, student_batch, teacher_batch
+from mimic.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
 from mimic.data.schema import write_json
 from mimic.recording import HiddenStateRecorder
 
@@ -39,9 +39,9 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 LOGIT_PARTS = ("/logprobs", "/indices")
 
 
-def samples(icd: dict, qids: list[str]) -> list[tuple[str, int, list[str]]]:
-    """(query id, draw, demonstration ids) for every training query and stored draw."""
-    return [(q, d, icd["train"][q][d]) for q in qids for d in range(icd["draws"])]
+def samples(icd: dict, qids: list[str], shots: int | None = None) -> list[tuple[str, int, list[str]]]:
+    """(query id, draw, demonstration ids) for every training query and stored draw (the first ``shots``)."""
+    return [(q, d, icd["train"][q][d][:shots]) for q in qids for d in range(icd["draws"])]
 
 
 @dataclass
@@ -65,7 +65,7 @@ def teacher_forward(loaded, data: TaskData, chunk, target: str, logits_topk: int
     qids = [q for q, _, _ in chunk]
     t_inputs = teacher_batch(loaded, data, split, qids, [demos for _, _, demos in chunk])
     s_inputs, _, answer_lengths = student_batch(loaded, data, split, qids)
-    lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id)
+    lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id, instruction_tokens(loaded, data.kind))
     keep = max(answer_lengths) + 1 if logits_topk else 1
     with HiddenStateRecorder(loaded.model, target) as rec:
         rec.select(max(lengths))
@@ -88,11 +88,14 @@ def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "tra
     return out.states, out.lengths
 
 
-def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict) -> dict:
+def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict,
+            shots: int | None = None) -> dict:
+    """Cache the teacher's states of every (training query, draw) under ``out_dir``; ``shots``: the
+    teacher takes the first ``shots`` of each stored draw (default: all of them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = DTYPES[settings["dtype"]]
-    todo = samples(icd, sorted(icd["train"]))
+    todo = samples(icd, sorted(icd["train"]), shots)
     shard_size, batch_size = settings["shard_size"], settings["batch_size"]
     topk = int(settings.get("logits_topk", 0) or 0)
     shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]

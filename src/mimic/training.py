@@ -173,13 +173,14 @@ def make_optimizer(module: torch.nn.Module, hp: dict) -> torch.optim.AdamW:
 
 
 def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cache: TeacherCache | None,
-          logits_topk: int = DEFAULT_LOGITS_TOPK) -> tuple[torch.nn.Module, list[dict], dict]:
+          logits_topk: int = DEFAULT_LOGITS_TOPK, shots: int | None = None) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train (or fit) the method ``config`` describes; returns (module, per-step log rows, summary).
 
     The module is left attached to ``loaded.model``. ``hp``: epochs, lr, warmup_ratio, weight_decay,
     batch_size, grad_accum, seed, the weights of the loss terms (align_weight, ce_weight, kl_weight;
     absent: 0), and optionally the keys of :data:`TRAIN_DEFAULTS`; for fitted methods their fit settings.
-    ``cache``: the teacher cache, or None for the online teacher (``logits_topk`` for its answer logits).
+    ``cache``: the teacher cache, or None for the online teacher (``logits_topk`` for its answer logits),
+    which takes the first ``shots`` demonstrations of each stored draw (default: all; the cache has its own).
     """
     method = method_of(config)
     torch.manual_seed(hp.get("seed", 0))
@@ -208,7 +209,7 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
         for b in range(batches_per_epoch):
             chunk_ids = order[b * hp["batch_size"] : (b + 1) * hp["batch_size"]]
             t0 = time.time()
-            teacher = teacher_targets(loaded, data, icd, chunk_ids, draw, needs, target, cache, logits_topk)
+            teacher = teacher_targets(loaded, data, icd, chunk_ids, draw, needs, target, cache, logits_topk, shots)
             teacher_seconds += time.time() - t0
             inputs, labels, answer_lengths = student_batch(loaded, data, "train", chunk_ids, hp["ce_tokens"])
             loss, terms = objective_terms(loaded.model, inputs, labels, answer_lengths, target, weights, teacher)
@@ -244,7 +245,7 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
 
 
 def teacher_targets(loaded, data: TaskData, icd: dict, qids: list[str], draw: int, needs: set[str], target: str,
-                    cache: TeacherCache | None, logits_topk: int) -> TeacherTargets:
+                    cache: TeacherCache | None, logits_topk: int, shots: int | None = None) -> TeacherTargets:
     """The teacher's side of a batch, from the cache or (``cache`` None) the online teacher: only what ``needs``."""
     if not needs:
         return TeacherTargets()
@@ -253,7 +254,7 @@ def teacher_targets(loaded, data: TaskData, icd: dict, qids: list[str], draw: in
             states=[cache.get(q, draw) for q in qids] if "states" in needs else None,
             logits=[cache.get_answer_logits(q, draw) for q in qids] if "logits" in needs else None,
         )
-    chunk = [(q, draw, icd["train"][q][draw]) for q in qids]
+    chunk = [(q, draw, icd["train"][q][draw][:shots]) for q in qids]
     with disabled(loaded.model):
         out = teacher_forward(loaded, data, chunk, target, logits_topk if "logits" in needs else 0)
     return TeacherTargets(states=out.states if "states" in needs else None,

@@ -20,7 +20,7 @@ def run(args) -> int:
     from mimic.logs import setup_logging
     from mimic.methods import count_parameters, load
     from mimic.metrics import HEADLINE, metric_variant, score
-    from mimic.params import ICL_REFERENCE, is_trained, method_shots, method_type
+    from mimic.params import ICL_REFERENCE, eval_settings, is_trained, method_shots, method_type
 
     log = setup_logging(args.log, "mimic.evaluate")
     params = load_checked(args)
@@ -38,13 +38,14 @@ def run(args) -> int:
     if is_trained(params, args.method):
         module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
         counts = count_parameters(module.config)
-    shots = method_shots(params, args.method)
-    ev = params["eval"]
+    shots = method_shots(params, args.method, args.model)
+    ev = eval_settings(params, args.model)
     qids = list(data.tables["eval"]["id"])
     if ev.get("limit"):
         qids = qids[: ev["limit"]]
     rows = predict(loaded, data, qids, icd["eval"], shots if mtype == "icl" else 0, ev["batch_size"],
-                   ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}")
+                   ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
+                   length_penalty=ev.get("length_penalty", 1.0))
     variant = ev["metric_variant"]
     metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
     headline = HEADLINE[kind]

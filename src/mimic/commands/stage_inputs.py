@@ -25,11 +25,12 @@ def load_stage_model(params: dict, model: str):
     import torch
 
     from mimic.models import load_model
-    from mimic.params import model_source
+    from mimic.params import model_source, processor_settings, prompt_preset
 
     entry = params["models"][model]
     if entry.get("threads"):
         torch.set_num_threads(entry["threads"])
-    loaded = load_model(model, model_source(params, model), entry.get("dtype", "float32"), entry.get("device"))
+    loaded = load_model(model, model_source(params, model), entry.get("dtype", "float32"), entry.get("device"),
+                        prompt=prompt_preset(params, model), processor_kwargs=processor_settings(params, model))
     loaded.source = model_source(params, model)
     return loaded

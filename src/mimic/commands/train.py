@@ -38,7 +38,7 @@ def run(args) -> int:
     from mimic.commands.stage_inputs import load_stage_model, load_task
     from mimic.logs import setup_logging
     from mimic.methods import config_from_entry, detach, save
-    from mimic.params import ParamsError, is_trained, method_hp
+    from mimic.params import ParamsError, is_trained, method_hp, teacher_shots
     from mimic.training import DEFAULT_LOGITS_TOPK, log_csv, teacher_needs, train
 
     log = setup_logging(args.log, "mimic.train")
@@ -47,20 +47,24 @@ def run(args) -> int:
         raise ParamsError(f"{args.params}: methods.{args.method} has type "
                           f"{params['methods'][args.method]['type']!r}, which is not trained")
     entry = params["methods"][args.method]
-    hp = method_hp(params, args.method)
+    hp = method_hp(params, args.method, args.model)
     teacher = params["teacher"]
     cache = open_teacher_cache(params, args.model, args.task, teacher_needs(hp))
     data, icd = load_task(args.task, params)
     loaded = load_stage_model(params, args.model)
     config = config_from_entry(entry, base_model=loaded.source)
+    shots = teacher_shots(params, args.model)
+    if cache is not None and cache.manifest.get("shots", shots) != shots:
+        raise ValueError(f"the teacher cache holds {cache.manifest['shots']}-shot states but the teacher of "
+                         f"{args.model} takes {shots}; re-extract the teacher")
     module, rows, summary = train(loaded, data, icd, config, hp, teacher["target"], cache,
-                                  teacher.get("logits_topk", DEFAULT_LOGITS_TOPK))
+                                  teacher.get("logits_topk", DEFAULT_LOGITS_TOPK), shots=shots)
     out = paths.checkpoint_dir(args.model, args.task, args.method)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)
     meta = {"model": args.model, "task": args.task, "method": args.method, "method_type": entry["type"],
-            "shots": icd["shots"], "teacher_target": teacher["target"], **summary}
+            "shots": shots, "teacher_target": teacher["target"], **summary}
     save(module, tmp, metadata=meta)
     (tmp / "train_log.csv").write_text(log_csv(rows))
     (tmp / "train_summary.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
