@@ -32,9 +32,14 @@ def params():
     return load_params(REPO / "params.yaml")
 
 
+TRAINED = ["mimic", "mimic-mlp", "mimic-per-layer", "mimic-constant", "mimic-ce-only", "mimic-align-only", "live",
+           "task-vector", "function-vector", "hificl", "lora"]
+
+
 def test_the_real_params_yaml_validates(params):
-    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl", "mimic"]
-    assert trained_methods(params) == ["mimic"]
+    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl", *TRAINED]
+    assert trained_methods(params) == [*TRAINED[:7], "task-vector", "function-vector", "i2cl", "hificl", "lora",
+                                       "mimic-lora"]
     assert schema_path() == REPO / "workflow" / "schemas" / "params.schema.yaml"
 
 
@@ -49,8 +54,10 @@ def test_the_schema_is_valid_and_knows_exactly_the_method_types():
 
 
 def test_helpers(params):
-    assert [method_shots(params, m) for m in run_methods(params)] == [0, 1, 2, 4, 8, 8]
-    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 5 + [True]
+    shots = {"hificl": 0, "lora": 0}  # they learn from the answers alone; every other trained method from 8 shots
+    want = [0, 1, 2, 4, 8] + [shots.get(m, 8) for m in TRAINED]
+    assert [method_shots(params, m) for m in run_methods(params)] == want
+    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 5 + [True] * len(TRAINED)
     assert model_source(params, "mini-idefics2") == "models/mini-idefics2"
     assert model_source(params, "idefics2-8b-base") == "HuggingFaceM4/idefics2-8b-base"
     local = copy.deepcopy(params)
@@ -88,7 +95,7 @@ BAD = {
     "reference sampler without a draw per epoch": (
         lambda p: p["icd"].update(sampler="reference", draws=2),
         "params.yaml: icd.draws = 2: the reference sampler draws fresh demonstrations every epoch, so it needs "
-        "draws >= methods.mimic.train.epochs = 5",
+        "draws >= methods.mimic.train.epochs = 10",
     ),
     "unknown training key": (
         _set("methods.mimic.train.learning_rate", 1.0e-3),
