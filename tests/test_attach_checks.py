@@ -93,13 +93,13 @@ def test_a_module_that_never_calls_the_hook_is_named_and_the_model_detached(falc
 
 def test_outputs_that_move_at_zero_shift_fail_the_dry_run(monkeypatch):
     model = tiny_idefics2()
-    real = attention.sdpa_attention_forward
+    real = attention.sdpa_with_log_z2
 
     def drifting(*args, **kwargs):  # an attention path that differs from the model's own
-        out, weights = real(*args, **kwargs)
-        return out * 1.01, weights
+        out, log_z2 = real(*args, **kwargs)
+        return out * 1.01, log_z2
 
-    monkeypatch.setattr(attention, "sdpa_attention_forward", drifting)
+    monkeypatch.setattr(attention, "sdpa_with_log_z2", drifting)
     with pytest.raises(RuntimeError, match=r"^attaching MimIC changed the outputs at v = 0 \(max \|difference\| "):
         mimic.attach(model)
     _untouched(model, "sdpa")
@@ -111,7 +111,7 @@ def test_a_failing_patched_forward_is_reported_in_one_line(monkeypatch):
     def broken(*args, **kwargs):
         raise IndexError("index 7 is out of bounds\nsecond line")
 
-    monkeypatch.setattr(attention, "masked_scores", broken)
+    monkeypatch.setattr(attention, "sdpa_with_log_z2", broken)
     message = r"^MimIC dry run failed: the patched forward raised IndexError: index 7"
     with pytest.raises(RuntimeError, match=message) as e:
         mimic.attach(model)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mimic import attention
+from mimic.log_z2 import chunked_log_z2
 from mimic.oracle import exactness_errors
 from mimic.tiny import random_icl_batch, tiny_idefics2
 
@@ -23,12 +24,14 @@ def test_oracle_fails_when_log_z2_ignores_the_padding_mask(monkeypatch):
     """The reference code computes log Z2 without the mask; the oracle catches that."""
     model = tiny_idefics2()
     icl, zs, qlens = random_icl_batch(model, pad=True, seed=1)
-    real = attention.apply_mask
+    real = attention.sdpa_with_log_z2
 
-    def causal_only(scores, mask, causal_if_none):
-        return real(scores, None, causal_if_none=True)
+    def causal_only(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        out, _ = real(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+        unmasked = chunked_log_z2(query, key, None, scale or query.shape[-1] ** -0.5, causal_if_none=True)
+        return out, unmasked
 
-    monkeypatch.setattr(attention, "apply_mask", causal_only)
+    monkeypatch.setattr(attention, "sdpa_with_log_z2", causal_only)
     oracle_err, _ = exactness_errors(model, icl, zs, qlens)
     assert oracle_err > 1e-3
 

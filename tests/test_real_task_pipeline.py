@@ -69,6 +69,7 @@ def real_params(tmp_path, workdir) -> dict:
                                         n_train=2, n_support=3)  # fmt: skip
     params["run"].update(models=["idefics2-8b-base"], tasks=["vqav2", "coco-karpathy", "flickr30k"])
     params["icd"]["shots"] = 2
+    params["models"]["idefics2-8b-base"]["shots"] = 2  # the paper's 8, scaled down with icd.shots
     params["run"]["untrained"].remove("icl-4")
     del params["methods"]["icl-4"]
     return params

@@ -7,10 +7,10 @@ import resource
 import time
 
 import torch
-from tqdm import tqdm
 
 from mimic.batches import TaskData
 from mimic.inference import encode_prompts, generate
+from mimic.logs import progress
 
 log = logging.getLogger("mimic.evaluate")
 
@@ -40,7 +40,7 @@ def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[st
                         length_penalty)
 
     answer(qids[:batch_size])  # warm-up (allocator, kernels): not timed, so latency compares methods fairly
-    for i in tqdm(range(0, len(qids), batch_size), desc=desc, dynamic_ncols=True):
+    for i in progress(range(0, len(qids), batch_size), desc=desc, logger=log):
         chunk = qids[i : i + batch_size]
         start = time.perf_counter()
         texts = answer(chunk)

@@ -22,6 +22,8 @@ from mimic.config import MimicConfig
 class _Capture(nn.Module):
     """Shift that records exact prefix terms during the ICL forward and adds nothing."""
 
+    needs_scores = True  # the hook hands it the full masked scores and the values (AttentionCall)
+
     def __init__(self, query_lengths: list[int]):
         super().__init__()
         self.query_lengths = query_lengths

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from mimic.atomic import atomic_write
 from mimic.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
 from mimic.data.schema import write_json
+from mimic.logs import progress
 from mimic.recording import HiddenStateRecorder
 
 log = logging.getLogger("mimic.teacher")
@@ -101,7 +101,7 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
     shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
     index: dict[str, str] = {}
     total_bytes, start = 0, time.time()
-    bar = tqdm(total=len(todo), desc=f"teacher {meta['model']}/{meta['task']}", dynamic_ncols=True)
+    bar = progress(total=len(todo), desc=f"teacher {meta['model']}/{meta['task']}", logger=log)
     for s, shard in enumerate(shards):
         name = f"shard-{s:05d}.safetensors"
         path = out_dir / name

@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from mimic.batches import TaskData, student_batch
+from mimic.logs import progress
 from mimic.methods import attach, count_parameters, disabled, method_of
 from mimic.params import TRAIN_DEFAULTS as PARAMS_TRAIN_DEFAULTS
 from mimic.recording import HiddenStateRecorder
@@ -201,7 +201,7 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
     rows: list[dict] = []
     step, start = 0, time.time()
     teacher_seconds = 0.0
-    bar = tqdm(total=total_steps, desc=f"train {method.type}", dynamic_ncols=True)
+    bar = progress(total=total_steps, desc=f"train {method.type}", logger=log)
     for epoch in range(hp["epochs"]):
         order = random.Random(hp["seed"] * 1000 + epoch).sample(qids, len(qids))
         draw = epoch % icd["draws"]
@@ -225,7 +225,7 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
                 optimizer.zero_grad(set_to_none=True)
                 rows.append({"step": step, "epoch": epoch, **{k: round(v, 6) for k, v in acc.items()},
                              "lr": scheduler.get_last_lr()[0]})
-                bar.set_postfix({k: f"{v:.4f}" for k, v in acc.items()})
+                bar.set_postfix(**{k: f"{v:.4f}" for k, v in acc.items()})
                 bar.update(1)
                 if step % 10 == 0 or last:
                     log.info("epoch %d step %d %s", epoch, step, " ".join(f"{k} {v:.5f}" for k, v in acc.items()))

@@ -1,0 +1,92 @@
+"""benchmarks/gpu.py: the full-size shapes are the checkpoints' shapes, and the whole script runs (--tiny, CPU).
+
+The full-size models are instantiated on the ``meta`` device (shapes only, no memory) to check
+their parameter counts against the published ones, and one prompt of each goes through the
+family's real processor with the full-size image settings. ``--tiny`` then runs every section
+of the benchmark on tiny configs, as on the GPU, and the table must hold every figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mimic.inference import encode_prompts
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+
+
+def _module():
+    if "gpu_benchmark" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["gpu_benchmark"] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules["gpu_benchmark"]
+
+
+# name: (parameters as published, pixel_values size, image tokens per image in the text or None)
+FULL = {
+    "idefics2-8b-base": (8.40e9, 980, 64),  # model card: 8.4B
+    "idefics-9b": (8.93e9, 224, None),  # model card: 8.93B; one <image> token, the 64 latents enter by cross-attention
+    # Qwen1.5-7B (7.72B with its 152,000-entry vocabulary) + SigLIP-so400m's 26 layers (0.40B) + projector (0.02B)
+    "llava-interleave-qwen-7b": (8.14e9, 384, 729),  # 27 x 27 SigLIP patches at 384 px
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_full_size_shapes_match_the_checkpoints(name):
+    gpu = _module()
+    shape = gpu.SHAPES_BY_NAME[name]
+    loaded, px = gpu.loaded_model(shape, True, "meta", torch.bfloat16)
+    billions, pixels, per_image = FULL[name]
+    params = sum(p.numel() for p in loaded.model.parameters())
+    assert params == pytest.approx(billions, rel=1e-3), params
+    assert px == pixels
+    loaded = dataclasses.replace(loaded, device=torch.device("cpu"))  # encode on the CPU, the model stays on meta
+    data, icd = gpu.task(2, shape.shots, px)
+    qids = sorted(icd["train"])
+    queries = [data.query("train", q) for q in qids]
+    demos = [[data.demo(s) for s in icd["train"][q][0]] for q in qids]
+    zero = encode_prompts(loaded, "vqa", queries)
+    icl = encode_prompts(loaded, "vqa", queries, demos=demos)
+    assert zero["pixel_values"].shape[-1] == pixels
+    if per_image is not None:
+        image = loaded.model.config.image_token_id if hasattr(loaded.model.config, "image_token_id") else \
+            loaded.model.config.image_token_index
+        assert (zero["input_ids"][0] == image).sum() == per_image
+        assert (icl["input_ids"][0] == image).sum() == per_image * (shape.shots + 1)
+    else:  # Idefics v1: its two image tokens are the additional ids 32000 and 32001
+        assert (icl["input_ids"][0] == 32001).sum() == shape.shots + 1
+    assert icl["input_ids"].shape[1] > zero["input_ids"].shape[1] * shape.shots / 2
+
+
+def test_the_benchmark_runs_every_section_on_tiny_configs(capsys):
+    _module().main(["--tiny", "--strict", "--static-cache", "--batch", "2", "--batches", "1", "2", "--repeats", "1",
+                    "--new-tokens", "3"])
+    out = capsys.readouterr().out
+    blocks = out.split("\n== ")[1:]
+    assert [b.split(" ", 1)[0] for b in blocks] == ["idefics2-8b-base", "idefics-9b", "llava-interleave-qwen-7b"]
+    number = r"\s+([\d.]+)"
+    for block in blocks:
+        assert re.search(r"prompt tokens \(batch 2\)\s+zero-shot \d+, \d+-shot \d+", block)
+        assert re.search(r"prefill \(batch 2\) ms" + number * 3 + r"\s+[\d.]+x\s+[\d.]+x", block)
+        for b in (1, 2):
+            for mode in ("greedy", "3 beams"):
+                line = re.search(rf"generate {mode} \(batch {b}\) ms" + number * 2, block)
+                assert line and all(float(x) > 0 for x in line.groups()), (mode, b)
+        assert re.search(r"generate 3 beams \(batch 2\) ms" + number * 3 + r"\s+[\d.]+x\s+[\d.]+x", block)
+        assert re.search(r"generate greedy, static cache \(batch 2\) ms" + number * 2 + r"\s+-\s+[\d.]+x", block)
+        assert re.search(r"teacher extraction, batch 2, \d+-shot\s+[\d.]+ s; cache [\d.]+ KiB per query", block)
+        assert re.search(r"training step, batch 2\s+cached teacher [\d.]+ s, online teacher [\d.]+ s", block)
+        assert "MimIC + 3 beams via inference.generate" in block
+        # on the CPU sdpa picks flash attention, and log Z2 is that kernel's log-sum-exp in prefill and decoding
+        assert re.search(r"prefill: FLASH_ATTENTION \(log Z2 from the kernel\); decoding: FLASH_ATTENTION "
+                         r"\(log Z2 from the kernel\)", block)
+        assert "failed" not in block and "out of GPU memory" not in block
