@@ -198,6 +198,36 @@ BAD = {
         _set("methods.icl", {"type": "zero-shot"}),
         "params.yaml: methods.icl.type = 'zero-shot': must be icl (the reference)",
     ),
+    "infinite learning rate": (
+        _set("methods.mimic.train.lr", float("inf")),
+        "params.yaml: methods.mimic.train.lr = .inf: must be a finite number",
+    ),
+    "nan learning rate": (
+        _set("methods.mimic.train.lr", float("nan")),
+        "params.yaml: methods.mimic.train.lr = .nan: must be a finite number",
+    ),
+    "negative infinite weight": (
+        _set("methods.mimic.train.ce_weight", float("-inf")),
+        "params.yaml: methods.mimic.train.ce_weight = -.inf: must be a finite number",
+    ),
+    "shots above the demonstration pool": (
+        _set("icd.shots", 600),
+        "params.yaml: icd.shots = 600: more than tasks.shapes-vqa.n_support = 512, the demonstration pool each "
+        "query draws its 600 demonstrations from; lower icd.shots or raise n_support",
+    ),
+    "unknown key in a method's training": (
+        _set("methods.mimic.train.momentum", 0.9),
+        "params.yaml: methods.mimic.train.momentum: unknown key; known: align_weight, batch_size, ce_tokens, "
+        "ce_weight, decay_bias, epochs, grad_accum, lr, max_grad_norm, seed, warmup_ratio, weight_decay",
+    ),
+    "a word for a number": (_set("methods.mimic.train.lr", "fast"),
+                            "params.yaml: methods.mimic.train.lr = 'fast': must be a number"),
+    "negative epochs": (_set("methods.mimic.train.epochs", -1),
+                        "params.yaml: methods.mimic.train.epochs = -1: must be >= 1"),
+    "no evaluation queries": (
+        _set("tasks.shapes-vqa.n_eval", 0),
+        "params.yaml: tasks.shapes-vqa.n_eval = 0: must be >= 1",
+    ),
     "icl shots above icd.shots": (
         _set("methods.icl-4.shots", 16),
         "params.yaml: methods.icl-4.shots = 16: must be <= icd.shots = 8 (the demonstrations sampled per query)",
@@ -235,12 +265,24 @@ def test_bad_params_fail_with_one_line_naming_the_key(params, case):
     assert "\n" not in str(info.value)
 
 
+def test_yaml_infinities_are_read_and_refused(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("      lr: 1.0e-2 ", "      lr: .inf ")
+    assert "lr: .inf" in text
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=r"methods.mimic.train.lr = .inf: must be a finite number$"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_load_params_reports_yaml_problems_with_the_file_name(tmp_path):
     text = (REPO / "params.yaml").read_text()
     duplicated = tmp_path / "dup.yaml"
     duplicated.write_text(text + "\nseed: 1\n")
     with pytest.raises(ParamsError, match=rf"^{duplicated}: line \d+: duplicate key 'seed'$"):
         load_params(duplicated)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text.replace("seed: 0 ", "seed: [0 ", 1))
+    with pytest.raises(ParamsError, match=rf"^{broken}: line \d+: expected ',' or '\]', but got '<scalar>'$"):
+        load_params(broken)
     with pytest.raises(ParamsError, match=r"nope.yaml: no such file"):
         load_params(tmp_path / "nope.yaml")
     empty = tmp_path / "empty.yaml"

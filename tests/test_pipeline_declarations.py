@@ -1,11 +1,12 @@
-"""The Snakefile and dvc.yaml: they plan the whole DAG, pass lint and declare the same pipeline.
+"""workflow/Snakefile and dvc.yaml: they plan the whole DAG, pass lint and declare the same pipeline.
 
-Snakemake runs as a subprocess on a copy of the workflow files (Snakefile, workflow/,
-params.yaml, dvc.yaml) in a temporary directory, with an empty stand-in for the miniature
-model's directory (an input of the model stages). Its jobs are read from the dry run's
-``--printshellcmds`` output; DVC's stages from DVC's own API (``dvc.repo.Repo``) on the same
-files. The slow tests run both pipelines for real with a fake ``mimic`` on PATH and check that
-editing one params.yaml key reruns the same commands in both, and only those.
+Snakemake runs as a subprocess on a copy of the workflow files (workflow/, params.yaml, dvc.yaml)
+in a temporary directory, with a stand-in for the miniature model's directory (a config.json and
+a weights file: their digest enters the model stages' settings files). Its jobs are read from the
+dry run's ``--printshellcmds`` output; DVC's stages from DVC's own API (``dvc.repo.Repo``) on the
+same files. The slow tests run both pipelines for real with a fake ``mimic`` on PATH and check
+that editing one params.yaml key reruns the same commands in both, and only those, and that the
+two tools share one state: what one ran, the other does not run again.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ pytest.importorskip("snakemake", reason="the pipeline tests need snakemake (pip 
 pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)")
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "dvc.yaml", "params.yaml", "workflow")
+WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
 EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 2, "evaluate": 12, "report": 1, "all": 1}
 
 
@@ -43,8 +44,10 @@ def copy_workflow(dest: Path) -> Path:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for model in params["run"]["models"]:
         path = params["models"][model].get("path")
-        if path:
-            (dest / path).mkdir(parents=True, exist_ok=True)  # stands in for the model's files
+        if path:  # stands in for the model's files
+            (dest / path).mkdir(parents=True, exist_ok=True)
+            (dest / path / "config.json").write_text("{}")
+            (dest / path / "model.safetensors").write_bytes(b"weights")
     return dest
 
 
@@ -81,7 +84,8 @@ def parse_dry_run(text: str) -> list[Job]:
         if m := re.match(r"^(?:local)?rule (\w+):$", line):
             jobs.append(Job(m.group(1)))
         elif jobs and (m := _FIELD.match(line)):
-            files = [f.strip() for f in m.group(2).split(",") if f.strip()]
+            # a file's flags follow it in parentheses: "data/t/icd.json (update)"
+            files = [re.sub(r" \(.*\)$", "", f.strip()) for f in m.group(2).split(",") if f.strip()]
             getattr(jobs[-1], {"input": "inputs", "output": "outputs", "log": "logs"}[m.group(1)]).extend(files)
         elif jobs and jobs[-1].command is None and (m := re.match(r"^(?:Shell command: )?(mimic .*)$", line)):
             jobs[-1].command = m.group(1).strip()
@@ -106,6 +110,7 @@ class Stage:
     outputs: list[str]
     deps: list[str]
     params: list[str]
+    persistent: list[str] = field(default_factory=list)
 
 
 def dvc_stages(workdir: Path) -> list[Stage]:
@@ -117,15 +122,18 @@ def dvc_stages(workdir: Path) -> list[Stage]:
     with Repo(str(workdir)) as repo:
         stages = []
         for stage in repo.index.stages:
-            params = [p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params]
+            params = [p for d in stage.deps if isinstance(d, ParamsDependency) for p in (d.params or ["*"])]
             deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
-            stages.append(
-                Stage(stage.name, " ".join(stage.cmd.split()), [o.def_path for o in stage.outs], deps, params)
-            )
+            outs = [o.def_path for o in stage.outs]
+            persistent = [o.def_path for o in stage.outs if o.persist]
+            stages.append(Stage(stage.name, " ".join(stage.cmd.split()), outs, deps, params, persistent))
     return stages
 
 
 # -- the comparison ----------------------------------------------------------------------------
+
+VALIDATE = "mimic validate --params params.yaml"
+SETTINGS_DIR = "results/settings"
 
 
 def _under(path: str, dep: str) -> bool:
@@ -135,11 +143,13 @@ def _under(path: str, dep: str) -> bool:
 def differences(jobs: list[Job], stages: list[Stage], params: dict) -> list[str]:
     """Where the Snakemake jobs and the DVC stages disagree (empty when they agree).
 
-    Compared per command line: the outputs (Snakemake's output + log files vs DVC's outs,
-    metrics and plots) and the inputs (Snakemake's input files vs DVC's deps, a DVC directory
-    dep covering the files under it), less what dvc.yaml documents it cannot declare: a local
-    model directory (a `models.<name>` params dep in DVC) and the train logs of the report
-    (reached through evaluate-trained).
+    Compared per command line: the outputs (Snakemake's output files vs DVC's outs, metrics and
+    plots; logs are not DVC outputs: they record attempts, failures included) and the inputs
+    (Snakemake's input files vs DVC's deps, a DVC directory dep covering the files under it),
+    less what dvc.yaml documents it cannot declare: the train logs of the report (reached
+    through evaluate-trained). DVC's first stage, ``mimic validate``, writes the settings files
+    that the Snakefile writes when it is read: it must be the only stage Snakemake lacks, and
+    every settings file a job reads must be under its output.
     """
     problems: list[str] = []
     snake = {}
@@ -160,21 +170,30 @@ def differences(jobs: list[Job], stages: list[Stage], params: dict) -> list[str]
 
     for command in sorted(set(snake) - set(dvc)):
         problems.append(f"only snakemake runs: {command}")
-    for command in sorted(set(dvc) - set(snake)):
+    for command in sorted(set(dvc) - set(snake) - {VALIDATE}):
         problems.append(f"only dvc runs: {command}")
+    validate = dvc.get(VALIDATE)
+    if validate is None:
+        problems.append(f"dvc has no `{VALIDATE}` stage")
+    elif validate.outputs != [SETTINGS_DIR]:
+        problems.append(f"dvc stage validate writes {validate.outputs}, not [{SETTINGS_DIR!r}]")
 
     for stage in stages:
         for key in stage.params:
             node = params
-            for part in key.split("."):
+            for part in key.split(".") if key != "*" else []:
                 node = node.get(part) if isinstance(node, dict) else None
             if node is None:
                 problems.append(f"dvc stage {stage.name}: params key {key} is not in params.yaml")
+        if sorted(stage.persistent) != sorted(stage.outputs):
+            problems.append(f"dvc stage {stage.name}: outputs not persist: true (dvc would delete them before "
+                            f"the stage runs): {sorted(set(stage.outputs) - set(stage.persistent))}")
 
-    model_dirs = {m["path"] for m in params["models"].values() if m.get("path")}
     for command in sorted(set(snake) & set(dvc)):
         job, stage = snake[command], dvc[command]
-        made, declared = set(job.outputs + job.logs), set(stage.outputs)
+        # extract_teacher declares the cache's manifest (Snakemake never deletes the cache), dvc its directory
+        made = {next((d for d in stage.outputs if _under(p, d)), p) for p in job.outputs}
+        declared = set(stage.outputs)
         if made != declared:
             problems.append(
                 f"{command}: outputs differ; "
@@ -183,8 +202,11 @@ def differences(jobs: list[Job], stages: list[Stage], params: dict) -> list[str]
         inputs = {
             path
             for path in job.inputs
-            if path not in model_dirs and not (job.rule == "report" and path.startswith("results/checkpoints/"))
+            if not (job.rule == "report" and path.startswith("results/checkpoints/"))
         }
+        settings = [p for p in inputs if p.startswith(SETTINGS_DIR + "/")]
+        if len(settings) != 1:
+            problems.append(f"{command}: reads {len(settings)} settings files, not one")
         uncovered = sorted(p for p in inputs if not any(_under(p, d) for d in stage.deps))
         unused = sorted(d for d in stage.deps if not any(_under(p, d) for p in inputs))
         if uncovered or unused:
@@ -239,8 +261,11 @@ def test_lint_passes(workflow):
 
 def test_snakemake_and_dvc_declare_the_same_pipeline(workflow, jobs, params):
     stages = dvc_stages(workflow)
-    assert len(stages) == sum(EXPECTED_JOBS.values()) - 1  # all but rule `all`
+    assert len(stages) == sum(EXPECTED_JOBS.values()) - 1 + 1  # all but rule `all`, and validate
     assert differences(jobs, stages, params) == []
+    validate = next(s for s in stages if s.name == "validate")
+    assert validate.params == ["*"]  # all of params.yaml: `dvc params diff` shows every change
+    assert all(s.params == [] for s in stages if s.name != "validate")  # the settings files carry them
 
 
 def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
@@ -259,11 +284,18 @@ def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
     assert any(p.startswith("only dvc runs: mimic sample-icd --params params.yaml --seed 1") for p in cmd)
     assert any(p.startswith("only snakemake runs: mimic sample-icd") for p in cmd)
 
-    out = drifted(lambda s: s["prepare"]["outs"].remove("data/${item.task}/meta.json"))
+    out = drifted(lambda s: s["prepare"]["outs"].pop())  # meta.json
     assert any("outputs differ; snakemake only ['data/shapes-vqa/meta.json']" in p for p in out)
 
-    key = drifted(lambda s: s["train"]["params"].__setitem__(0, "method.${item.method}"))  # a typo
+    key = drifted(lambda s: s["train"].update(params=["method.${item.method}"]))  # a typo
     assert "dvc stage train@mini-idefics2-shapes-vqa-mimic: params key method.mimic is not in params.yaml" in key
+
+    setting = drifted(lambda s: s["train"]["deps"].__setitem__(0, "results/settings/train/${item.task}.json"))
+    assert any(p.startswith("mimic train ") and "not a dvc dep ['results/settings/train/mini-idefics2/" in p
+               for p in setting)
+
+    kept = drifted(lambda s: s["train"]["outs"][0].update({next(iter(s["train"]["outs"][0])): {"persist": False}}))
+    assert any("outputs not persist: true" in p and p.endswith("/mimic/mimic.safetensors']") for p in kept)
 
     dep = drifted(lambda s: s["evaluate-untrained"]["deps"].pop())  # the ICL predictions
     assert any("--method zero-shot" in p and "not a dvc dep" in p and "icl/predictions.jsonl" in p for p in dep)
@@ -272,8 +304,8 @@ def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
 def test_a_drift_in_the_snakefile_is_caught(workflow, params, tmp_path):
     drifted = copy_workflow(tmp_path / "drifted")
     rules = drifted / "workflow" / "rules" / "train.smk"
-    line = 'train_log="results/checkpoints/{model}/{task}/{method}/train_log.csv",'
-    extra = 'optimizer="results/checkpoints/{model}/{task}/{method}/optimizer.pt",'
+    line = 'train_log=update("results/checkpoints/{model}/{task}/{method}/train_log.csv"),'
+    extra = 'optimizer=update("results/checkpoints/{model}/{task}/{method}/optimizer.pt"),'
     assert line in rules.read_text()
     rules.write_text(rules.read_text().replace(line, f"{line}\n        {extra}"))
     problems = differences(plan(drifted), dvc_stages(workflow), params)
@@ -291,17 +323,20 @@ def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
     (online / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     problems = differences(plan(online), dvc_stages(online), data)
     teacher_jobs = [p for p in problems if p.startswith("only dvc runs: mimic extract-teacher ")]
-    teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"
+    teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"  # the cache
     train_deps = [p for p in problems if p.startswith("mimic train ") and teacher_deps in p]
     assert len(teacher_jobs) == len(train_deps) == 2
     assert sorted(problems) == sorted(teacher_jobs + train_deps)
 
 
-# -- the params rerun triggers, both tools for real with a fake `mimic` -------------------------
+# -- the rerun triggers and the shared state, both tools for real with a fake `mimic` ----------
 
 FAKE_MIMIC = textwrap.dedent(
     '''
-    """A stand-in for `mimic` that writes each stage's declared outputs with fresh content."""
+    """A stand-in for `mimic`: each stage writes its declared outputs with fresh content.
+
+    `validate` and `record` are the real ones (they decide what reruns and what DVC records).
+    """
     import argparse, os, sys, uuid
     from pathlib import Path
 
@@ -310,6 +345,11 @@ FAKE_MIMIC = textwrap.dedent(
     for option in ("--params", "--model", "--task", "--method", "--log"):
         parser.add_argument(option)
     a = parser.parse_args(argv)
+    with open(os.environ["FAKE_MIMIC_CALLS"], "a") as fh:
+        fh.write(" ".join(["mimic", stage, *argv]) + "\\n")
+    if stage in ("validate", "record"):
+        from mimic.cli import main
+        sys.exit(main(sys.argv[1:]))
     outputs = {
         "prepare": [f"data/{a.task}/{f}" for f in ("train.parquet", "support.parquet", "eval.parquet", "meta.json")],
         "sample-icd": [f"data/{a.task}/icd.json"],
@@ -323,16 +363,15 @@ FAKE_MIMIC = textwrap.dedent(
     for path in [*outputs, a.log]:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(uuid.uuid4().hex)
-    with open(os.environ["FAKE_MIMIC_CALLS"], "a") as fh:
-        fh.write(" ".join(["mimic", stage, *argv]) + "\\n")
     '''
 )
+BOOKKEEPING = ("validate", "record")  # not stages of the results: left out of the commands a run ran
 
 
 class FakePipeline:
-    """A workflow copy where `mimic` is FAKE_MIMIC; each run reports the commands it executed."""
+    """A workflow copy where `mimic` is FAKE_MIMIC; each run reports the stage commands it executed."""
 
-    def __init__(self, root: Path, tool: str, run: dict):
+    def __init__(self, root: Path, tool: str, run: dict, dvc: bool | None = None):
         self.tool = tool
         self.dir = copy_workflow(root / "work")
         bin_dir = root / "bin"
@@ -340,6 +379,7 @@ class FakePipeline:
         (bin_dir / "mimic").write_text(f"#!{sys.executable}\n{FAKE_MIMIC}")
         (bin_dir / "mimic").chmod(0o755)
         self.calls = root / "calls.txt"
+        self.bookkeeping: list[str] = []
         self.env = {
             **os.environ,
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -347,7 +387,7 @@ class FakePipeline:
             "DVC_NO_ANALYTICS": "1",
         }
         self.edit("run", run)
-        if tool == "dvc":
+        if tool == "dvc" if dvc is None else dvc:
             from dvc.repo import Repo
 
             Repo.init(str(self.dir), no_scm=True).close()
@@ -359,14 +399,18 @@ class FakePipeline:
         node = data
         for part in parents:
             node = node[part]
-        assert node[last] != value, f"editing {key} to its current value {value!r} tests nothing"
+        assert node.get(last) != value, f"editing {key} to its current value {value!r} tests nothing"
         node[last] = value
         path.write_text(yaml.safe_dump(data, sort_keys=False))
 
-    def start(self) -> subprocess.Popen:
-        args = ["-m", "snakemake", "--cores", "4", "all"] if self.tool == "snakemake" else ["-m", "dvc", "repro"]
+    def command(self, tool: str | None = None) -> list[str]:
+        if (tool or self.tool) == "snakemake":
+            return [sys.executable, "-m", "snakemake", "--cores", "4", "all"]
+        return [sys.executable, "-m", "dvc", "repro"]
+
+    def start(self, tool: str | None = None) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, *args],
+            self.command(tool),
             cwd=self.dir,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -377,10 +421,22 @@ class FakePipeline:
     def finish(self, process: subprocess.Popen) -> set[str]:
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 0, output
+        self.output = output
         calls = self.calls.read_text().splitlines() if self.calls.exists() else []
         self.calls.unlink(missing_ok=True)
+        self.bookkeeping = [c for c in calls if c.split()[1] in BOOKKEEPING]
+        calls = [c for c in calls if c.split()[1] not in BOOKKEEPING]
         assert len(calls) == len(set(calls)), f"{self.tool} ran a command twice"
         return set(calls)
+
+    def run(self, tool: str | None = None) -> set[str]:
+        return self.finish(self.start(tool))
+
+    def dvc(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=self.dir, env=self.env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
 
 def run_both(*pipelines: FakePipeline) -> list[set[str]]:
@@ -389,16 +445,13 @@ def run_both(*pipelines: FakePipeline) -> list[set[str]]:
     return [p.finish(process) for p, process in zip(pipelines, processes, strict=True)]
 
 
+RUN = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa"], "untrained": ["zero-shot", "icl-2"], "trained": ["mimic"]}
+
+
 @pytest.mark.slow
 def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
-    run = {
-        "models": ["mini-idefics2"],
-        "tasks": ["shapes-vqa"],
-        "untrained": ["zero-shot", "icl-2"],
-        "trained": ["mimic"],
-    }
-    snake = FakePipeline(tmp_path / "snakemake", "snakemake", run)
-    dvc = FakePipeline(tmp_path / "dvc", "dvc", run)
+    snake = FakePipeline(tmp_path / "snakemake", "snakemake", RUN)
+    dvc = FakePipeline(tmp_path / "dvc", "dvc", RUN)
 
     everything, by_dvc = run_both(snake, dvc)
     assert everything == by_dvc
@@ -425,8 +478,14 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
             "methods.mimic.train.lr": 3.0e-3,  # differs from params.yaml's value
             "methods.icl-2.shots": 3,
         },
-        {  # the teacher: its cache and what is trained from it
+        {  # result-neutral settings: how the work is batched and where it runs
             "teacher.batch_size": 8,
+            "eval.batch_size": 7,
+            "models.mini-idefics2.threads": 2,
+            "models.mini-idefics2.device": "cpu",
+        },
+        {  # the teacher: its cache and what is trained from it
+            "teacher.target": "layer",
         },
         {  # the VQA metric variant: every evaluation (metrics.json names it) and the report, which rescores
             "eval.metric_variant": "reference",
@@ -434,6 +493,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
     ]
     expected = [
         selected(("train", "evaluate", "report"), "mimic") | selected(("evaluate",), "icl-2"),
+        set(),
         selected(("extract-teacher",)) | selected(("train", "evaluate", "report"), "mimic"),
         selected(("evaluate", "report")),
     ]
@@ -445,3 +505,58 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
             assert ran == commands, (
                 f"{tool} after editing {edits}: did not run {sorted(commands - ran)}, ran too {sorted(ran - commands)}"
             )
+
+
+@pytest.mark.slow
+def test_snakemake_and_dvc_share_one_state(tmp_path):
+    """Snakemake runs, DVC versions: what one tool ran, the other does not run again, in either order."""
+    work = FakePipeline(tmp_path / "shared", "snakemake", RUN, dvc=True)
+    assert len(work.run("snakemake")) == 9
+    assert "mimic record --params params.yaml" in work.bookkeeping  # the Snakefile's onsuccess
+    assert work.dvc("status").strip() == "Data and pipelines are up to date."
+    assert work.run("dvc") == set()  # `dvc repro` right after: up to date
+
+    first = {p: p.read_bytes() for p in (work.dir / "results" / "checkpoints").rglob("*") if p.is_file()}
+    first_lock, first_params = (work.dir / "dvc.lock").read_text(), (work.dir / "params.yaml").read_text()
+    work.edit("methods.mimic.train.lr", 3.0e-3)
+    ran = work.run("dvc")  # only the stages the edit affects
+    assert {c.split()[1] for c in ran} == {"train", "evaluate", "report"}
+    assert all("--method mimic" in c for c in ran if c.split()[1] != "report") and len(ran) == 3
+    mimic_jobs = ran
+    assert work.run("snakemake") == set()  # Snakemake: nothing to do after DVC ran them
+    assert work.dvc("status").strip() == "Data and pipelines are up to date."
+
+    # Back to the first lr by hand: the outputs on disk are those of 3e-3, so both tools rerun them
+    # (Snakemake must not trust the checksums it recorded for its own first run).
+    work.edit("methods.mimic.train.lr", 1.0e-2)
+    assert work.run("snakemake") == mimic_jobs
+    assert work.run("dvc") == set()
+
+    # An edit that ran nowhere, edited back: nothing to do (Snakemake's checksum of the settings file),
+    # though its settings file was rewritten twice.
+    work.edit("methods.mimic.train.lr", 4.0e-3)
+    assert work.dvc("status").strip() != "Data and pipelines are up to date."
+    subprocess.run(work.command("snakemake")[:-1] + ["--dry-run", "all"], cwd=work.dir, env=work.env, check=True,
+                   capture_output=True)  # (writes the edited settings)
+    work.edit("methods.mimic.train.lr", 1.0e-2)
+    assert work.run("snakemake") == set()
+    assert work.run("dvc") == set()
+
+    work.edit("icd.seed", 1)  # and the other way round: Snakemake runs, DVC has nothing left to do
+    assert len(work.run("snakemake")) == 8  # sample-icd and everything after it
+    assert work.run("dvc") == set()
+
+    (work.dir / "params.yaml").write_text(first_params)  # the first version, as `git checkout` would
+    (work.dir / "dvc.lock").write_text(first_lock)
+    work.dvc("checkout")  # DVC's cache brings back the checkpoint Snakemake made first
+    assert {p: p.read_bytes() for p in first} == first
+    assert work.run("dvc") == set()
+
+    # and `dvc push` / `dvc pull` share it: a clone with the lock but neither cache nor outputs
+    work.dvc("remote", "add", "-d", "store", str(tmp_path / "remote"))
+    work.dvc("push")
+    shutil.rmtree(work.dir / ".dvc" / "cache")
+    shutil.rmtree(work.dir / "results" / "checkpoints")
+    work.dvc("pull")
+    assert {p: p.read_bytes() for p in first} == first
+    assert work.dvc("status").strip() == "Data and pipelines are up to date."

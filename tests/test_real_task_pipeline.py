@@ -49,7 +49,9 @@ def real_params(tmp_path, workdir) -> dict:
     (coco / "dataset_coco.json").write_text(json.dumps(karpathy))
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     model_dir = workdir / "hub" / "idefics2-8b-base"
-    model_dir.mkdir(parents=True)  # stands in for a local copy of the hub model
+    model_dir.mkdir(parents=True)  # stands in for a local copy of the hub model (its files' digest is a setting)
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "model.safetensors").write_bytes(b"weights")
     params["models"]["idefics2-8b-base"]["path"] = str(model_dir)
     params["tasks"]["vqav2"] = {
         "loader": "vqav2", "kind": "vqa", "source": "files", "n_train": 4, "n_support": 8, "n_eval": 6,

@@ -166,7 +166,7 @@ def test_fails_loudly_when_metrics_disagree_with_predictions(run_dir, monkeypatc
 
     monkeypatch.chdir(root)
     log = root / "report.log"
-    assert main(["report", "--params", "params.yaml", "--log", str(log)]) == 1
+    assert main(["report", "--params", "params.yaml", "--log", str(log)]) == 2  # an expected failure: one line
     assert "disagrees" in log.read_text()
     assert not (root / "results" / "summary.csv").exists()
 

@@ -1,9 +1,8 @@
 """Teacher cache and MimIC training on the miniature architecture (random weights, tiny task)."""
 
-import json
 
+import pytest
 import torch
-from safetensors.torch import load_file
 
 import mimic
 from mimic.adapters import adapter_for
@@ -58,39 +57,41 @@ def test_cache_holds_the_icl_forward_states_and_resumes(tmp_path):
     assert torch.allclose(cache.get(qid, 1), direct, atol=1e-5)
 
 
-def test_resume_recomputes_only_the_missing_shard_and_reproduces_its_bytes(tmp_path, monkeypatch):
+def test_resume_computes_only_the_unfinished_samples_and_reproduces_every_byte(tmp_path, monkeypatch):
+    """An extraction killed after its first shard resumes: only the other shards' samples are computed,
+    the finished shard is kept as it was, and every file equals an uninterrupted extraction's."""
     import mimic.teacher as teacher
 
     loaded, data, icd = _setup(tmp_path)
-    out = tmp_path / "teacher"
-    extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
-    files = sorted(out.iterdir())
-    before = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
-    (out / "shard-00001.safetensors").unlink()
-    computed = []
+    out, work = tmp_path / "teacher", tmp_path / "partial"
     real = teacher.teacher_forward
+    computed = []
 
     def spy(loaded_, data_, chunk, target, logits_topk=0, split="train"):
+        if len(computed) >= 6:  # shard 0 (4 samples: batches of 3 + 1) done, then killed in shard 1
+            raise KeyboardInterrupt("killed")
         computed.extend((q, d) for q, d, _ in chunk)
         return real(loaded_, data_, chunk, target, logits_topk, split)
 
     monkeypatch.setattr(teacher, "teacher_forward", spy)
-    manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
-    # Only the 4 samples of shard 1 (samples 4..7 in query order, 2 draws each) were recomputed.
+    with pytest.raises(KeyboardInterrupt):
+        extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"}, work_dir=work)
+    first = work / "shard-00000.safetensors"
+    kept = (first.read_bytes(), first.stat().st_ino, first.stat().st_mtime_ns)
+    computed.clear()
+    monkeypatch.setattr(teacher, "teacher_forward", lambda *a, **k: computed.extend((q, d) for q, d, _ in a[2])
+                        or real(*a, **k))
+    manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"}, work_dir=work)
     samples = [(q, d) for q in sorted(icd["train"]) for d in range(2)]
-    assert computed == samples[4:8]
-    after = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(out.iterdir())}
-    assert set(after) == set(before)
-    for name, (content, inode, mtime) in before.items():
-        if name == "manifest.json":  # the same, but for the extraction's wall time
-            old, new = (json.loads(c) for c in (content, after[name][0]))
-            assert old.pop("seconds") >= 0 and new.pop("seconds") >= 0 and old == new
-            continue
-        assert after[name][0] == content, name  # every shard and the index: the same bytes ...
-        if name.startswith("shard-") and name != "shard-00001.safetensors":
-            assert after[name][1:] == (inode, mtime), name  # ... and finished shards were not rewritten
-    assert manifest["n_samples"] == 12
-    assert load_file(out / "shard-00001.safetensors").keys() == {f"{q}/{d}" for q, d in samples[4:8]}
+    assert computed == samples[4:]  # shards 1 and 2 only, each sample once
+    assert manifest["n_samples"] == 12 and manifest["reused_shards"] == 1
+    shard = out / "shard-00000.safetensors"
+    assert (shard.read_bytes(), shard.stat().st_ino) == kept[:2]  # the very file, not rewritten
+    monkeypatch.setattr(teacher, "teacher_forward", real)
+    extract(loaded, data, icd, tmp_path / "fresh", SETTINGS, {"model": "mini", "task": "t"},
+            work_dir=tmp_path / "fresh-work")
+    for path in sorted(out.iterdir()):
+        assert path.read_bytes() == (tmp_path / "fresh" / path.name).read_bytes(), path.name
 
 
 def test_alignment_loss_by_hand():

@@ -16,18 +16,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for
-from mimic.atomic import atomic_write, atomic_write_text
 from mimic.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
+from mimic.checkpoint_files import CONFIG_FILE, how_to_fix, read_doc, read_weights, write_checkpoint
 from mimic.compat import dry_run, probe_ids, reference_forward, refusal_reason
 from mimic.config import MimicConfig
+from mimic.errors import IntegrityError
 from mimic.shift import MimicShift
-
-WEIGHTS_FILE = "mimic.safetensors"
-CONFIG_FILE = "mimic_config.json"
 
 
 @dataclass
@@ -186,32 +183,33 @@ def disabled(model: nn.Module):
 
 
 def save(shift: MimicShift, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in shift.state_dict().items()}
-    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically).
+
+    Refuses non-finite weights. The config records the weights' sha256 (``extra.weights_sha256``),
+    which :func:`load` verifies, and ``metadata`` (e.g. the settings that made the checkpoint).
+    """
     doc = {"type": "mimic", **json.loads(shift.config.to_json())}
     doc["extra"] = {**doc.get("extra", {}), **(metadata or {})}
-    atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
-    return path
+    return write_checkpoint(Path(path), shift.state_dict(), doc)
 
 
 def read_config(path: str | os.PathLike) -> MimicConfig:
     path = Path(path)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing: not a MimIC checkpoint directory written by mimic.save")
-    doc = json.loads((path / CONFIG_FILE).read_text())
+    doc = read_doc(path)
     kind = doc.pop("type", "mimic")
     if kind != "mimic":
         raise ValueError(f"{path / CONFIG_FILE} holds a {kind!r} checkpoint, not MimIC's; load it with mimic.load")
-    return MimicConfig.from_dict(doc)
+    try:
+        return MimicConfig.from_dict(doc)
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"{path / CONFIG_FILE}: not a MimIC config ({' '.join(str(exc).split())}); "
+                             f"{how_to_fix(path / CONFIG_FILE)}") from None
 
 
 def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> MimicShift:
     """Attach the checkpoint at ``path`` to ``model``; fails clearly if the shapes differ."""
     config = read_config(path)
+    tensors = read_weights(Path(path), config.extra.get("weights_sha256"))
     adapter = adapter_for(model)
     have = adapter.shapes(model)
     want = {k: getattr(config, k) for k in ("num_layers", "num_heads", "head_dim")}
@@ -219,7 +217,6 @@ def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, ve
     if mismatch:
         detail = ", ".join(f"{k} {a} in the checkpoint vs {b} in the model" for k, (a, b) in mismatch.items())
         raise ValueError(f"{path} was trained for {config.base_model or 'another model'} and does not fit: {detail}")
-    tensors = load_file(str(Path(path) / WEIGHTS_FILE))
     shift = attach(model, config, freeze_base=freeze_base, verify=verify)
     expected = {k: tuple(v.shape) for k, v in shift.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}

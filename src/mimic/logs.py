@@ -137,3 +137,13 @@ def progress(iterable=None, total: int | None = None, desc: str = "", logger: lo
              every: int | None = None) -> Progress:
     """A live bar on a terminal, periodic log lines in log files (see :class:`Progress`)."""
     return Progress(iterable, total=total, desc=desc, logger=logger, every=every)
+
+
+def log_to_files(message: str, level: int = logging.ERROR) -> None:
+    """Write ``message`` to the stage's log files only (the console gets its own line from the CLI)."""
+    logger = logging.getLogger("mimic")
+    record = logger.makeRecord("mimic", level, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+            handler.flush()

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mimic.errors import MimicError
 
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
 UNTRAINED_TYPES = ("zero-shot", "icl")
@@ -48,7 +51,7 @@ TRAIN_DEFAULTS = {
 _JOINED_STAGES = {"extract-teacher": ("models", "tasks"), "evaluate": ("models", "tasks", "methods")}
 
 
-class ParamsError(ValueError):
+class ParamsError(MimicError, ValueError):
     """A problem in params.yaml; the message is one line that names the key."""
 
 
@@ -87,10 +90,24 @@ def load_params(path: str | Path = "params.yaml") -> dict:
 
 
 def check_params(params: Any, source: str = "params.yaml", schema_file: str | Path | None = None) -> dict:
-    """Validate an already parsed params dict (schema, then cross-references); returns it."""
+    """Validate an already parsed params dict (finite numbers, schema, cross-references); returns it."""
+    _check_finite(params, source)
     _check_schema(params, source, Path(schema_file) if schema_file else schema_path())
     _check_references(params, source)
     return params
+
+
+def _check_finite(node: Any, source: str, where: tuple = ()) -> None:
+    """No .inf / .nan anywhere: JSON schema bounds let them through (nan > 0 is False, so is nan <= 0)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, source, (*where, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, source, (*where, i))
+    elif isinstance(node, float) and not math.isfinite(node):
+        spelled = ".nan" if math.isnan(node) else (".inf" if node > 0 else "-.inf")
+        raise ParamsError(f"{source}: {_key_path(where)} = {spelled}: must be a finite number")
 
 
 # -- the schema ----------------------------------------------------------------------------
@@ -220,6 +237,15 @@ def _check_references(params: dict, source: str) -> None:
             present = [w for w in weights if w in train]
             verb = {1: "is", 2: "are both"}.get(len(present), "are all")
             fail(f"methods.{name}.train: {' and '.join(present)} {verb} 0, so there is nothing to train")
+
+    shots = params["icd"]["shots"]
+    for task in run["tasks"]:
+        pool = tasks.get(task, {}).get("n_support")
+        if isinstance(pool, int) and shots > pool:
+            fail(
+                f"icd.shots = {shots}: more than tasks.{task}.n_support = {pool}, the demonstration pool each "
+                f"query draws its {shots} demonstrations from; lower icd.shots or raise n_support"
+            )
 
     if ICL_REFERENCE not in methods:
         fail(

@@ -8,8 +8,9 @@
     results/eval/<model>/<task>/<method>/predictions.jsonl   mimic evaluate
     results/eval/<model>/<task>/<method>/metrics.json        mimic evaluate
     results/summary.csv, summary.md, plots/*.png             mimic report
-    results/logs/<stage>/<model>-<task>-<method>.log         every stage
-    results/benchmarks/<stage>/<model>-<task>-<method>.tsv   Snakemake's benchmark:
+    results/logs/<stage>/<model>-<task>-<method>.log         every stage (last line: wall time, peak memory)
+    results/settings/<stage>/...json                         mimic validate (mimic.stages): each stage's settings
+    results/partial/teacher/<model>/<task>/                  an unfinished teacher extraction (resumed)
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def icd_file(task: str) -> Path:
 
 def teacher_dir(model: str, task: str) -> Path:
     return RESULTS / "teacher" / model / task
+
+
+def teacher_partial_dir(model: str, task: str) -> Path:
+    """Where an extraction keeps its finished shards until the cache is complete (resume)."""
+    return RESULTS / "partial" / "teacher" / model / task
 
 
 def teacher_manifest(model: str, task: str) -> Path:

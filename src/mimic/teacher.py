@@ -9,17 +9,31 @@ Layout of ``results/teacher/<model>/<task>/``::
                                   "<query id>/<draw>/indices" [answer tokens, k]: the teacher's top-k
                                   log-probabilities at the positions that predict the answer tokens
     index.json                    key -> shard file
-    manifest.json                 model, task, shots, seed, dtype, target, logits_topk, shapes, sizes
-                                  (completion marker)
+    manifest.json                 model, task, shots, seed, dtype, target, logits_topk, shapes, sizes,
+                                  the settings that made the cache, their fingerprint and every
+                                  shard's sha256
 
-Shards are written atomically one by one; a rerun skips the shards already on disk, so
-an interrupted extraction resumes where it stopped.
+**Resume, safely.** Shards are written one by one (atomically) into a work directory
+(``results/partial/teacher/<model>/<task>/`` in the pipeline), each stamped with the *fingerprint*
+of the settings that produce it: the teacher settings, the demonstrations, the data and the model
+(:func:`fingerprint`). ``progress.json`` there lists the finished shards and their sha256. An
+interrupted extraction resumes from them; a shard made under other settings, changed on disk or
+unreadable is recomputed, never reused. When every shard is done, the manifest is written and the
+work directory replaces the cache directory in one rename, so the cache directory is either the
+previous complete cache or the new complete one.
+
+**Verified on load.** :class:`TeacherCache` checks each shard's sha256 against the manifest
+before reading it, and :meth:`TeacherCache.check` the recorded settings against the ones a
+training run expects; failures name the file and the fix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +45,16 @@ from safetensors.torch import save_file
 from mimic.atomic import atomic_write
 from mimic.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
 from mimic.data.schema import write_json
+from mimic.errors import IntegrityError, MimicError
 from mimic.logs import progress
 from mimic.recording import HiddenStateRecorder
+from mimic.stages import differences
 
 log = logging.getLogger("mimic.teacher")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 LOGIT_PARTS = ("/logprobs", "/indices")
+CACHE_FORMAT = 2  # 2: settings, fingerprint and shard checksums in the manifest
+PROGRESS_FILE = "progress.json"
 
 
 def samples(icd: dict, qids: list[str], shots: int | None = None) -> list[tuple[str, int, list[str]]]:
@@ -88,50 +106,147 @@ def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "tra
     return out.states, out.lengths
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_settings(icd: dict, settings: dict, meta: dict, provenance: dict | None = None,
+                   shots: int | None = None) -> dict:
+    """Everything that decides the cached states (not the batch size: it only schedules the work).
+
+    ``provenance`` adds what the caller knows about the inputs' identity (the pipeline: the model's
+    settings and file digest, the sha256 of the task tables and icd.json); ``shots``: the teacher
+    takes the first ``shots`` demonstrations of each draw.
+    """
+    train = {q: [ids[:shots] for ids in lists] for q, lists in icd["train"].items()}
+    demos = json.dumps({"shots": shots or icd["shots"], "draws": icd["draws"], "train": train}, sort_keys=True)
+    return {
+        "format": CACHE_FORMAT,
+        "model": meta.get("model"),
+        "task": meta.get("task"),
+        "source": meta.get("source"),
+        "target": settings["target"],
+        "dtype": settings["dtype"],
+        "shard_size": settings["shard_size"],
+        "logits_topk": int(settings.get("logits_topk", 0) or 0),
+        "demonstrations_sha256": hashlib.sha256(demos.encode()).hexdigest(),
+        **({"inputs": provenance} if provenance else {}),
+    }
+
+
+def fingerprint(settings: dict) -> str:
+    """sha256 of the canonical JSON of :func:`cache_settings`."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def default_work_dir(out_dir: Path) -> Path:
+    return out_dir.with_name(f".{out_dir.name}.partial")
+
+
+def _reusable(work: Path, name: str, keys: list[str], fp: str, done: dict) -> bool:
+    """A finished shard of this extraction: listed with its sha256, same fingerprint, same keys."""
+    path = work / name
+    if name not in done or not path.is_file() or _sha256(path) != done[name]:
+        return False
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("fingerprint") == fp and set(f.keys()) == set(keys)
+    except Exception:  # noqa: BLE001 - unreadable: recompute it
+        return False
+
+
+def _start_work_dir(work: Path, settings: dict, fp: str) -> dict:
+    """The finished shards of an earlier run of the same settings; anything else is cleared."""
+    progress = work / PROGRESS_FILE
+    if progress.is_file():
+        try:
+            state = json.loads(progress.read_text())
+        except ValueError:
+            state = {}
+        if state.get("fingerprint") == fp:
+            return state.get("shards", {})
+        changed = "; ".join(differences(state.get("settings", {}), settings)[:3]) or "unreadable progress file"
+        log.info("discarding %d shard(s) in %s made under other settings (%s)", len(state.get("shards", {})),
+                 work, changed)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return {}
+
+
+def _replace_dir(work: Path, out_dir: Path) -> None:
+    """Put the finished work directory where the cache goes (two renames; the old cache goes last)."""
+    now = time.time()
+    for path in work.iterdir():  # every file as new as the cache: outputs newer than their inputs
+        os.utime(path, (now, now))
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    work.rename(out_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict,
-            shots: int | None = None) -> dict:
-    """Cache the teacher's states of every (training query, draw) under ``out_dir``; ``shots``: the
-    teacher takes the first ``shots`` of each stored draw (default: all of them)."""
+            provenance: dict | None = None, work_dir: Path | None = None, shots: int | None = None) -> dict:
+    """Extract the teacher cache into ``out_dir`` (resuming in ``work_dir``); the teacher takes the
+    first ``shots`` demonstrations of each stored draw (default: all of them).
+
+    Returns the manifest, with this run's ``seconds`` and ``reused_shards`` (not written to it).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
+    made_by = cache_settings(icd, settings, meta, provenance, shots)
+    fp = fingerprint(made_by)
+    done = _start_work_dir(work, made_by, fp)
     dtype = DTYPES[settings["dtype"]]
     todo = samples(icd, sorted(icd["train"]), shots)
     shard_size, batch_size = settings["shard_size"], settings["batch_size"]
     topk = int(settings.get("logits_topk", 0) or 0)
     shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
     index: dict[str, str] = {}
-    total_bytes, start = 0, time.time()
+    checksums: dict[str, str] = {}
+    total_bytes, start, reused = 0, time.time(), 0
     bar = progress(total=len(todo), desc=f"teacher {meta['model']}/{meta['task']}", logger=log)
     for s, shard in enumerate(shards):
         name = f"shard-{s:05d}.safetensors"
-        path = out_dir / name
+        path = work / name
         keys = [f"{q}/{d}{part}" for q, d, _ in shard for part in ("", *LOGIT_PARTS * bool(topk))]
-        if path.is_file():  # resume: this shard was finished by an earlier run
-            with safe_open(str(path), "pt") as f:
-                if set(f.keys()) == set(keys):
-                    index.update({k: name for k in keys})
-                    total_bytes += path.stat().st_size
-                    bar.update(len(shard))
-                    log.info("shard %s already complete, skipped", name)
-                    continue
-        tensors = {}
-        for i in range(0, len(shard), batch_size):
-            chunk = shard[i : i + batch_size]
-            out = teacher_forward(loaded, data, chunk, settings["target"], topk)
-            for i, (q, d, _) in enumerate(chunk):
-                tensors[f"{q}/{d}"] = out.states[i].to("cpu", dtype).contiguous()
-                if topk:
-                    tensors[f"{q}/{d}/logprobs"] = out.logprobs[i].to("cpu", torch.float32).contiguous()
-                    tensors[f"{q}/{d}/indices"] = out.indices[i].to("cpu", torch.int64).contiguous()
-            bar.update(len(chunk))
-        atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp))
+        if _reusable(work, name, keys, fp, done):  # resume: finished by an earlier run of the same settings
+            reused += 1
+            bar.update(len(shard))
+        else:
+            tensors = {}
+            for i in range(0, len(shard), batch_size):
+                chunk = shard[i : i + batch_size]
+                out = teacher_forward(loaded, data, chunk, settings["target"], topk)
+                for j, (q, d, _) in enumerate(chunk):
+                    tensors[f"{q}/{d}"] = out.states[j].to("cpu", dtype).contiguous()
+                    if topk:
+                        tensors[f"{q}/{d}/logprobs"] = out.logprobs[j].to("cpu", torch.float32).contiguous()
+                        tensors[f"{q}/{d}/indices"] = out.indices[j].to("cpu", torch.int64).contiguous()
+                bar.update(len(chunk))
+            # one metadata key: safetensors writes a metadata map in no fixed order, and the same
+            # states must give the same bytes (DVC compares hashes)
+            atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp, metadata={"fingerprint": fp}))
+            done[name] = _sha256(path)
+            write_json(work / PROGRESS_FILE, {"fingerprint": fp, "settings": made_by, "shards": done})
+            log.info("wrote %s (%d samples)", name, len(shard))
         index.update({k: name for k in keys})
+        checksums[name] = done[name]
         total_bytes += path.stat().st_size
-        log.info("wrote %s (%d samples)", name, len(shard))
     bar.close()
-    write_json(out_dir / "index.json", index)
+    if reused:
+        log.info("resumed: %d of %d shard(s) reused from %s (same settings, checksums verified)", reused,
+                 len(shards), work)
+    write_json(work / "index.json", index)
     first = next(iter(index))
-    with safe_open(str(out_dir / index[first]), "pt") as f:
+    with safe_open(str(work / index[first]), "pt") as f:
         layers, _, hidden = f.get_slice(first).get_shape()
     manifest = {
         **meta,
@@ -147,23 +262,65 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
         "shape": "[layers, query-and-answer positions, hidden] per sample",
         "total_bytes": total_bytes,
         "bytes_per_sample": round(total_bytes / max(1, len(todo)), 1),
-        "seconds": round(time.time() - start, 1),
+        "format": CACHE_FORMAT,
+        "settings": made_by,
+        "fingerprint": fp,
+        "sha256": checksums,
     }
-    write_json(out_dir / "manifest.json", manifest)
-    return manifest
+    # Nothing of this run in the manifest (no times): the same states give the same bytes, so a
+    # re-extraction that changes nothing reruns nothing downstream, under Snakemake or DVC.
+    write_json(work / "manifest.json", manifest)
+    (work / PROGRESS_FILE).unlink()
+    _replace_dir(work, out_dir)
+    return {**manifest, "seconds": round(time.time() - start, 1), "reused_shards": reused}
 
 
 class TeacherCache:
-    """Read access to an extracted cache (lazy per shard)."""
+    """Read access to an extracted cache (lazy per shard; each shard's sha256 checked on first use)."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         manifest = self.dir / "manifest.json"
         if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} is missing: run `mimic extract-teacher` for this model and task")
-        self.manifest = json.loads(manifest.read_text())
-        self.index = json.loads((self.dir / "index.json").read_text())
+            raise MimicError(f"{manifest} is missing: run `mimic extract-teacher` for this model and task")
+        try:
+            self.manifest = json.loads(manifest.read_text())
+            self.index = json.loads((self.dir / "index.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"{self.dir}: unreadable manifest.json or index.json ({exc}); {self.fix}") from None
+        if self.manifest.get("format") != CACHE_FORMAT:
+            raise IntegrityError(f"{manifest}: a cache of format {self.manifest.get('format', 1)}, not "
+                                 f"{CACHE_FORMAT} (no checksums and settings); {self.fix}")
         self._open: dict[str, object] = {}
+
+    @property
+    def fix(self) -> str:
+        manifest = getattr(self, "manifest", {})
+        model, task = manifest.get("model", "<model>"), manifest.get("task", "<task>")
+        return (f"restore it (`dvc checkout --force {self.dir}`) or re-extract it "
+                f"(`mimic extract-teacher --model {model} --task {task}`)")
+
+    def check(self, expected: dict) -> None:
+        """Fail unless the cache was made under ``expected`` (:func:`cache_settings`)."""
+        if self.manifest.get("fingerprint") != fingerprint(expected):
+            changed = "; ".join(differences(self.manifest.get("settings", {}), expected)[:4])
+            raise IntegrityError(f"{self.dir} was extracted under other settings ({changed}); {self.fix}")
+
+    def _shard(self, name: str):
+        if name not in self._open:
+            path = self.dir / name
+            expected = self.manifest["sha256"].get(name)
+            if not path.is_file():
+                raise IntegrityError(f"{path} is missing; {self.fix}")
+            actual = _sha256(path)
+            if actual != expected:
+                raise IntegrityError(f"{path}: sha256 {actual[:12]}... differs from the manifest's "
+                                     f"{str(expected)[:12]}... (the file was changed or damaged); {self.fix}")
+            try:
+                self._open[name] = safe_open(str(path), "pt")
+            except Exception as exc:  # noqa: BLE001 - safetensors' errors do not name the file
+                raise IntegrityError(f"{path}: not a readable safetensors file ({exc}); {self.fix}") from None
+        return self._open[name]
 
     def get(self, qid: str, draw: int) -> torch.Tensor:
         """The teacher's states [L, n, H] at the query-and-answer positions."""
@@ -179,8 +336,5 @@ class TeacherCache:
 
     def _tensor(self, key: str, what: str) -> torch.Tensor:
         if key not in self.index:
-            raise KeyError(f"{self.dir}: no cached {what} for {key}; re-extract the teacher")
-        name = self.index[key]
-        if name not in self._open:
-            self._open[name] = safe_open(str(self.dir / name), "pt")
-        return self._open[name].get_tensor(key)
+            raise IntegrityError(f"{self.dir}: no cached {what} for {key}; {self.fix}")
+        return self._shard(self.index[key]).get_tensor(key)

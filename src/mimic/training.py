@@ -29,6 +29,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from mimic.batches import TaskData, student_batch
+from mimic.errors import TrainingDiverged
 from mimic.logs import progress
 from mimic.methods import attach, count_parameters, disabled, method_of
 from mimic.params import TRAIN_DEFAULTS as PARAMS_TRAIN_DEFAULTS
@@ -172,6 +173,21 @@ def make_optimizer(module: torch.nn.Module, hp: dict) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=hp["lr"])
 
 
+def check_finite(step: int, epoch: int, loss: torch.Tensor, module: torch.nn.Module, lr: float,
+                 updated: bool = False) -> None:
+    """Stop at the first non-finite loss, gradient (``updated``: weight), naming the optimizer step."""
+    if not torch.isfinite(loss):
+        what = f"the loss is {loss.item()}"
+    else:
+        tensors = {n: p if updated else p.grad for n, p in module.named_parameters() if p.requires_grad}
+        bad = [n for n, t in tensors.items() if t is not None and not torch.isfinite(t).all()]
+        if not bad:
+            return
+        what = f"the {'weights' if updated else 'gradient'} of {', '.join(bad[:3])} hold nan or inf"
+    raise TrainingDiverged(f"training diverged at step {step} (epoch {epoch}): {what}; nothing was saved. "
+                           f"Lower the learning rate (lr = {lr:g}) or check the teacher cache")
+
+
 def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cache: TeacherCache | None,
           logits_topk: int = DEFAULT_LOGITS_TOPK, shots: int | None = None) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train (or fit) the method ``config`` describes; returns (module, per-step log rows, summary).
@@ -214,6 +230,7 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
             inputs, labels, answer_lengths = student_batch(loaded, data, "train", chunk_ids, hp["ce_tokens"])
             loss, terms = objective_terms(loaded.model, inputs, labels, answer_lengths, target, weights, teacher)
             (loss / hp["grad_accum"]).backward()
+            check_finite(step, epoch, loss, module, hp["lr"])
             for key, value in (("loss", loss), *((f"{t}_loss", v) for t, v in terms.items())):
                 acc[key] = acc.get(key, 0.0) + value.item() / hp["grad_accum"]
             last = b == batches_per_epoch - 1
@@ -221,6 +238,7 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
                 if hp["max_grad_norm"] is not None:
                     torch.nn.utils.clip_grad_norm_(trainable, hp["max_grad_norm"])
                 optimizer.step()
+                check_finite(step, epoch, loss, module, hp["lr"], updated=True)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 rows.append({"step": step, "epoch": epoch, **{k: round(v, 6) for k, v in acc.items()},

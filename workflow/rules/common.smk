@@ -1,13 +1,24 @@
-"""What the rules need to know about params.yaml; all of it comes from mimic.params."""
+"""What the rules need to know about params.yaml; all of it comes from mimic.params and mimic.stages."""
 
 import re
 
-from mimic.params import ICL_REFERENCE, is_trained, load_params, needs_teacher, run_methods, trained_methods
+from mimic.params import ICL_REFERENCE, ParamsError, is_trained, needs_teacher, run_methods, trained_methods
+from mimic.record import forget_replaced_outputs
+from mimic.stages import settings_file, write_settings
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
-# (--config / --configfile overrides), and fail early with mimic.params' one-line errors.
-if config != load_params("params.yaml"):
+# (--config / --configfile overrides).
+if config != PARAMS:
     raise WorkflowError("the mimic commands read params.yaml: edit it instead of overriding it with --config/--configfile")
+
+# Each job's settings file (its rerun trigger, shared with DVC), rewritten where its content changed.
+try:
+    write_settings(config)
+except ParamsError as err:
+    sys.exit(str(err))
+# Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
+# alone, not by the input checksums Snakemake recorded for the ones it made (mimic.record).
+forget_replaced_outputs()
 
 
 def one_of(names):
@@ -25,6 +36,11 @@ wildcard_constraints:
 TRAINED_METHODS = one_of(trained_methods(config))
 
 
+def settings(stage):
+    """The job's settings file (mimic.stages): the params.yaml values its results depend on."""
+    return lambda w: str(settings_file(stage, **{k: v for k, v in w.items() if k in ("model", "task", "method")}))
+
+
 def task_files(w):
     """data/<task>/{train,support,eval}.parquet and meta.json, as made by `mimic prepare`."""
     return {
@@ -35,25 +51,20 @@ def task_files(w):
     }
 
 
-def model_files(w):
-    """The model directory when the model has a local path (hub models have no file input)."""
-    path = config["models"][w.model].get("path")
-    return {"model": path} if path else {}
-
-
-def teacher_inputs(w):
-    return {**task_files(w), "icd": f"data/{w.task}/icd.json", **model_files(w)}
+def model_inputs(w):
+    """The prepared task and its demonstrations (a local model enters through its settings file's digest)."""
+    return {**task_files(w), "icd": f"data/{w.task}/icd.json"}
 
 
 def train_inputs(w):
-    inputs = teacher_inputs(w)
+    inputs = model_inputs(w)
     if config["teacher"]["mode"] == "cached" and needs_teacher(config, w.method):
-        inputs["teacher"] = f"results/teacher/{w.model}/{w.task}"
+        inputs["teacher"] = f"results/teacher/{w.model}/{w.task}/manifest.json"  # the cache (see teacher.smk)
     return inputs
 
 
 def evaluate_inputs(w):
-    inputs = teacher_inputs(w)
+    inputs = model_inputs(w)
     if is_trained(config, w.method):
         inputs["weights"] = f"results/checkpoints/{w.model}/{w.task}/{w.method}/mimic.safetensors"
         inputs["shift_config"] = f"results/checkpoints/{w.model}/{w.task}/{w.method}/mimic_config.json"
@@ -77,4 +88,24 @@ def report_inputs(w):
             "results/checkpoints/{model}/{task}/{method}/train_log.csv",
             model=run["models"], task=run["tasks"], method=run["trained"],
         ),
+    }
+
+
+def all_outputs(w):
+    """Every output of the run, not only the report: Snakemake remakes a missing intermediate output
+    (a deleted checkpoint, a teacher cache) only when a target asks for it, even if everything
+    downstream of it is there."""
+    run = config["run"]
+    data = expand("data/{task}/{name}", task=run["tasks"],
+                  name=["train.parquet", "support.parquet", "eval.parquet", "meta.json", "icd.json"])
+    teacher = expand("results/teacher/{model}/{task}/manifest.json", model=run["models"], task=run["tasks"])
+    checkpoints = expand(
+        "results/checkpoints/{model}/{task}/{method}/{name}", model=run["models"], task=run["tasks"],
+        method=run["trained"], name=["mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json"],
+    )
+    return {
+        "data": data,
+        "teacher": teacher if config["teacher"]["mode"] == "cached" else [],
+        "checkpoints": checkpoints,
+        **report_inputs(w),
     }

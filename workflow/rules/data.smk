@@ -1,16 +1,13 @@
 rule prepare:
+    input:
+        settings=settings("prepare"),
     output:
-        train="data/{task}/train.parquet",
-        support="data/{task}/support.parquet",
-        eval="data/{task}/eval.parquet",
-        meta="data/{task}/meta.json",
-    params:
-        seed=config["seed"],
-        task=lambda w: config["tasks"][w.task],
+        train=update("data/{task}/train.parquet"),
+        support=update("data/{task}/support.parquet"),
+        eval=update("data/{task}/eval.parquet"),
+        meta=update("data/{task}/meta.json"),
     log:
         "results/logs/prepare/{task}.log",
-    benchmark:
-        "results/benchmarks/prepare/{task}.tsv"
     conda:
         "../envs/mimic.yaml"
     shell:
@@ -20,14 +17,11 @@ rule prepare:
 rule sample_icd:
     input:
         unpack(task_files),
+        settings=settings("sample-icd"),
     output:
-        icd="data/{task}/icd.json",
-    params:
-        icd=config["icd"],
+        icd=update("data/{task}/icd.json"),
     log:
         "results/logs/sample-icd/{task}.log",
-    benchmark:
-        "results/benchmarks/sample-icd/{task}.tsv"
     conda:
         "../envs/mimic.yaml"
     shell:

@@ -1,18 +1,12 @@
 rule evaluate:
     input:
         unpack(evaluate_inputs),
+        settings=settings("evaluate"),
     output:
-        predictions="results/eval/{model}/{task}/{method}/predictions.jsonl",
-        metrics="results/eval/{model}/{task}/{method}/metrics.json",
-    params:
-        method=lambda w: config["methods"][w.method],
-        model=lambda w: config["models"][w.model],
-        icd=config["icd"],
-        eval=config["eval"],
+        predictions=update("results/eval/{model}/{task}/{method}/predictions.jsonl"),
+        metrics=update("results/eval/{model}/{task}/{method}/metrics.json"),
     log:
         "results/logs/evaluate/{model}-{task}-{method}.log",
-    benchmark:
-        "results/benchmarks/evaluate/{model}-{task}-{method}.tsv"
     # A model job takes every core: model jobs never share the machine, so latencies are clean.
     threads: workflow.cores
     resources:

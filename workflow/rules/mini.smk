@@ -13,8 +13,6 @@ rule pretrain_mini:
         directory("results/mini-idefics2"),
     log:
         "results/logs/pretrain-mini/mini-idefics2.log",
-    benchmark:
-        "results/benchmarks/pretrain-mini/mini-idefics2.tsv"
     conda:
         "../envs/mimic.yaml"
     shell:

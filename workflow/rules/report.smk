@@ -1,20 +1,15 @@
 rule report:
     input:
         unpack(report_inputs),
+        settings=settings("report"),
     output:
-        summary_csv="results/summary.csv",
-        summary_md="results/summary.md",
-        score_by_method="results/plots/score_by_method.png",
-        training_curves="results/plots/training_curves.png",
-        score_vs_shots="results/plots/score_vs_shots.png",
-    params:
-        run=config["run"],
-        # the report recomputes every score under this variant (and checks metrics.json names it)
-        metric_variant=config["eval"]["metric_variant"],
+        summary_csv=update("results/summary.csv"),
+        summary_md=update("results/summary.md"),
+        score_by_method=update("results/plots/score_by_method.png"),
+        training_curves=update("results/plots/training_curves.png"),
+        score_vs_shots=update("results/plots/score_vs_shots.png"),
     log:
         "results/logs/report/report.log",
-    benchmark:
-        "results/benchmarks/report/report.tsv"
     localrule: True
     conda:
         "../envs/mimic.yaml"

@@ -1,16 +1,16 @@
+# The declared output is the cache's manifest, not its directory: Snakemake never deletes (nor
+# copies, as update() would) a cache that can be large. `mimic extract-teacher` builds the new
+# cache in results/partial/ (resuming from the shards an interrupted run finished, kept under a
+# fingerprint of their settings) and swaps it in only when complete, so a failing or killed job
+# leaves the previous cache as it was. dvc.yaml declares the directory.
 rule extract_teacher:
     input:
-        unpack(teacher_inputs),
+        unpack(model_inputs),
+        settings=settings("extract-teacher"),
     output:
-        teacher=directory("results/teacher/{model}/{task}"),
-    params:
-        model=lambda w: config["models"][w.model],
-        icd=config["icd"],
-        teacher=config["teacher"],
+        manifest=update("results/teacher/{model}/{task}/manifest.json"),
     log:
         "results/logs/extract-teacher/{model}-{task}.log",
-    benchmark:
-        "results/benchmarks/extract-teacher/{model}-{task}.tsv"
     # A model job takes every core: model jobs never share the machine, so latencies are clean.
     threads: workflow.cores
     resources:

@@ -16,23 +16,23 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from mimic.errors import MimicError
     from mimic.logs import setup_logging
-    from mimic.params import ParamsError, load_params
+    from mimic.params import load_params
     from mimic.report import ReportError, build_report, write_report
 
     log = setup_logging(args.log, "mimic.report")
+    params = load_params(args.params)
+    log.info("report over models %s x tasks %s", params["run"]["models"], params["run"]["tasks"])
     try:
-        params = load_params(args.params)
-        log.info("report over models %s x tasks %s", params["run"]["models"], params["run"]["tasks"])
         report = build_report(params, root=".", params_path=args.params)
-        for r in report.results:
-            log.info(
-                "%s / %s / %s: %s = %.4f (recomputed from %d predictions)",
-                r.model, r.task, r.method, r.metric, r.score, r.n_eval,
-            )  # fmt: skip
-        for path in write_report(report, root="."):
-            log.info("wrote %s", path)
-    except (ParamsError, ReportError) as exc:
-        log.error("%s", exc)
-        return 1
+    except ReportError as exc:
+        raise MimicError(str(exc)) from None
+    for r in report.results:
+        log.info(
+            "%s / %s / %s: %s = %.4f (recomputed from %d predictions)",
+            r.model, r.task, r.method, r.metric, r.score, r.n_eval,
+        )  # fmt: skip
+    for path in write_report(report, root="."):
+        log.info("wrote %s", path)
     return 0

@@ -9,16 +9,30 @@ def load_task(task: str, params: dict):
     from mimic import paths
     from mimic.batches import TaskData
     from mimic.data.schema import SPLITS, read_table
+    from mimic.errors import IntegrityError, MimicError
 
     tables = {s: read_table(paths.split_table(task, s)) for s in SPLITS}
     icd_path = paths.icd_file(task)
     if not icd_path.is_file():
-        raise FileNotFoundError(f"{icd_path} is missing: run `mimic sample-icd --task {task}` first")
-    icd = json.loads(icd_path.read_text())
+        raise MimicError(f"{icd_path} is missing: run `mimic sample-icd --task {task}` first")
+    try:
+        icd = json.loads(icd_path.read_text())
+    except ValueError as exc:
+        raise IntegrityError(f"{icd_path}: not valid JSON ({exc}); rerun `mimic sample-icd --task {task}`") from None
     if icd["shots"] != params["icd"]["shots"]:
-        raise ValueError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
+        raise MimicError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
     return TaskData(params["tasks"][task]["kind"], tables), icd  # loaders store absolute image paths
+
+
+def teacher_provenance(params: dict, model: str, task: str) -> dict:
+    """The identity of what a teacher cache is computed from: the model and the task's files."""
+    from mimic import paths
+    from mimic.stages import file_sha256, model_identity
+
+    files = {"train": paths.split_table(task, "train"), "support": paths.split_table(task, "support"),
+             "icd": paths.icd_file(task)}
+    return {"model": model_identity(params, model), **{k: file_sha256(p) for k, p in files.items()}}
 
 
 def load_stage_model(params: dict, model: str):

@@ -100,7 +100,13 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `mimic prepare` for this task first")
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors do not name the file
+        from mimic.errors import IntegrityError
+
+        raise IntegrityError(f"{path}: not a readable parquet table ({' '.join(str(exc).split())}); restore it "
+                             f"(`dvc checkout --force {path}`) or prepare it again (`mimic prepare`)") from None
     validate_table(df, str(path))
     df["answers"] = df["answers"].map(list)
     return df

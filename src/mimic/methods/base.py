@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mimic.atomic import atomic_write, atomic_write_text
+from mimic.checkpoint_files import CONFIG_FILE, how_to_fix, read_doc, read_weights, write_checkpoint
+from mimic.errors import IntegrityError
 
-WEIGHTS_FILE = "mimic.safetensors"
-CONFIG_FILE = "mimic_config.json"
 SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
 SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
 
@@ -271,27 +269,25 @@ def checkpoint_doc(config, metadata: dict | None = None) -> dict:
 
 
 def save(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``mimic.safetensors`` (the module's tensors) and ``mimic_config.json`` into ``path``, atomically."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
-    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    doc = checkpoint_doc(module.config, metadata)
-    atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
-    return path
+    """Write ``mimic.safetensors`` (the module's tensors) and ``mimic_config.json`` into ``path``, atomically.
+
+    Refuses non-finite tensors; the config records the weights' sha256, which :func:`load` verifies.
+    """
+    return write_checkpoint(Path(path), module.state_dict(), checkpoint_doc(module.config, metadata))
 
 
 def read_config(path: str | os.PathLike):
     """The config saved in a checkpoint directory (any method; one without ``type`` is MimIC)."""
     path = Path(path)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing: not a checkpoint directory written by mimic.save")
-    doc = json.loads((path / CONFIG_FILE).read_text())
+    doc = read_doc(path)
     kind = doc.pop("type", "mimic")
     if kind not in METHODS:
         raise ValueError(f"{path / CONFIG_FILE}: unknown method type {kind!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[kind].config_class.from_dict(doc)
+    try:
+        return METHODS[kind].config_class.from_dict(doc)
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"{path / CONFIG_FILE}: not a {kind} config ({' '.join(str(exc).split())}); "
+                             f"{how_to_fix(path / CONFIG_FILE)}") from None
 
 
 def check_fits(config, model: nn.Module, path) -> None:
@@ -317,7 +313,7 @@ def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, ve
     """Attach the checkpoint at ``path`` (any method) to ``model``; fails clearly if the shapes differ."""
     config = read_config(path)
     check_fits(config, model, path)
-    tensors = load_file(str(Path(path) / WEIGHTS_FILE))
+    tensors = read_weights(Path(path), (getattr(config, "extra", None) or {}).get("weights_sha256"))
     module = attach(model, config, freeze_base=freeze_base, verify=verify)
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}

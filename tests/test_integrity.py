@@ -1,0 +1,219 @@
+"""Finite or nothing, verified files, safe resume: the teacher cache, checkpoints and training.
+
+On the miniature architecture with random weights and a tiny synthetic task (as
+tests/test_teacher_training.py), through the library's real entry points.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mimic
+import mimic.teacher as teacher_module
+from mimic.adapters import adapter_for
+from mimic.batches import TaskData
+from mimic.config import MimicConfig
+from mimic.data.icd import sample_icds
+from mimic.data.loaders import prepare_task
+from mimic.data.schema import SPLITS, read_table
+from mimic.errors import IntegrityError, TrainingDiverged
+from mimic.mini.build import build_model, build_processor, build_tokenizer
+from mimic.models import LoadedModel
+from mimic.prompts import PromptFormat
+from mimic.teacher import TeacherCache, cache_settings, extract
+from mimic.training import train
+
+SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
+META = {"model": "mini", "task": "t"}
+HP = {"epochs": 1, "lr": 5e-3, "warmup_ratio": 0.1, "weight_decay": 1e-3, "batch_size": 4, "grad_accum": 1,
+      "align_weight": 1.0, "ce_weight": 0.5, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("integrity")
+    tok = build_tokenizer()
+    model = build_model(tok, seed=1).eval()
+    loaded = LoadedModel("mini", model, build_processor(tok), adapter_for(model), PromptFormat(),
+                         torch.device("cpu"), [tok.eos_token_id], tok.pad_token_id)
+    spec = {"name": "t", "loader": "synthetic", "kind": "vqa", "attribute": "color", "n_train": 6,
+            "n_support": 10, "n_eval": 4}
+    prepare_task(spec, root / "data", seed=0)
+    tables = {s: read_table(root / "data" / f"{s}.parquet") for s in SPLITS}
+    icd = sample_icds("t", tables["train"], tables["support"], tables["eval"], shots=2, draws=2, seed=0)
+    return loaded, TaskData("vqa", tables), icd
+
+
+def interrupted_extract(monkeypatch, setup, out, work, settings, after_batches: int):
+    """Run extract until ``after_batches`` teacher batches are done, then fail as a kill would."""
+    calls = {"n": 0}
+    real = teacher_module.teacher_forward
+
+    def dying(*args, **kwargs):
+        if calls["n"] == after_batches:
+            raise KeyboardInterrupt("killed")
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_module, "teacher_forward", dying)
+    loaded, data, icd = setup
+    with pytest.raises(KeyboardInterrupt):
+        extract(loaded, data, icd, out, settings, META, work_dir=work)
+    monkeypatch.setattr(teacher_module, "teacher_forward", real)
+
+
+def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_path, monkeypatch):
+    loaded, data, icd = setup
+    out, work = tmp_path / "teacher", tmp_path / "partial"
+    interrupted_extract(monkeypatch, setup, out, work, SETTINGS, after_batches=3)  # shard 0 (4 = 3 + 1) done
+    assert not out.exists()  # nothing is published before the cache is complete
+    finished = {p.name: p.read_bytes() for p in work.glob("shard-*.safetensors")}
+    assert sorted(finished) == ["shard-00000.safetensors"]
+    progress = json.loads((work / "progress.json").read_text())
+    assert list(progress["shards"]) == ["shard-00000.safetensors"]
+
+    manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)
+    assert manifest["reused_shards"] == 1 and manifest["n_shards"] == 3
+    assert (out / "shard-00000.safetensors").read_bytes() == finished["shard-00000.safetensors"]
+    assert not work.exists()  # swapped into place
+    # the cache equals one extracted without interruption
+    fresh = extract(loaded, data, icd, tmp_path / "fresh", SETTINGS, META, work_dir=tmp_path / "fresh-work")
+    assert fresh["fingerprint"] == manifest["fingerprint"] and fresh["reused_shards"] == 0
+    for name in ["manifest.json", "index.json", *manifest["sha256"]]:  # byte for byte, manifest included
+        assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+
+
+def test_a_shard_made_under_other_settings_is_recomputed_never_reused(setup, tmp_path, monkeypatch, caplog):
+    loaded, data, icd = setup
+    out, work = tmp_path / "teacher", tmp_path / "partial"
+    interrupted_extract(monkeypatch, setup, out, work, {**SETTINGS, "target": "layer"}, after_batches=3)
+    layer_shard = load_file(work / "shard-00000.safetensors")
+    with caplog.at_level("INFO", logger="mimic.teacher"):
+        manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)  # target mlp now
+    assert manifest["reused_shards"] == 0 and manifest["target"] == "mlp"
+    assert "made under other settings (target: layer -> mlp)" in caplog.text
+    mlp_shard = load_file(out / "shard-00000.safetensors")
+    assert not any(torch.equal(layer_shard[k], mlp_shard[k]) for k in mlp_shard)
+
+
+def test_a_damaged_partial_shard_is_recomputed(setup, tmp_path, monkeypatch):
+    loaded, data, icd = setup
+    out, work = tmp_path / "teacher", tmp_path / "partial"
+    interrupted_extract(monkeypatch, setup, out, work, SETTINGS, after_batches=3)
+    good = (work / "shard-00000.safetensors").read_bytes()
+    # other values, same size, header intact: readable, right keys and fingerprint; only the sha256 tells
+    (work / "shard-00000.safetensors").write_bytes(good[:-64] + bytes(64))
+    assert set(load_file(work / "shard-00000.safetensors")) == set(load_file_bytes(good))
+    manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)
+    assert manifest["reused_shards"] == 0
+    assert (out / "shard-00000.safetensors").read_bytes() == good  # recomputed, bit for bit
+
+
+def load_file_bytes(data: bytes):
+    from safetensors.torch import load
+
+    return load(data)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(setup, tmp_path_factory):
+    loaded, data, icd = setup
+    out = tmp_path_factory.mktemp("cache") / "teacher"
+    extract(loaded, data, icd, out, SETTINGS, META)
+    return out
+
+
+def copy_of(directory, tmp_path):
+    import shutil
+
+    return shutil.copytree(directory, tmp_path / directory.name)
+
+
+def test_a_damaged_or_truncated_shard_fails_naming_it(setup, cache_dir, tmp_path):
+    _, _, icd = setup
+    qid = sorted(icd["train"])[0]
+    assert TeacherCache(cache_dir).get(qid, 0).shape[0] == 4  # the intact cache reads
+    for damage in ("garbage", "truncated"):
+        cache = copy_of(cache_dir, tmp_path / damage)
+        shard = cache / "shard-00000.safetensors"
+        data = shard.read_bytes()
+        shard.write_bytes(bytes(len(data)) if damage == "garbage" else data[: len(data) // 2])
+        with pytest.raises(IntegrityError) as info:
+            TeacherCache(cache).get(qid, 0)
+        message = str(info.value)
+        assert message.startswith(f"{shard}: sha256 ") and "the file was changed or damaged" in message
+        assert "mimic extract-teacher --model mini --task t" in message and "\n" not in message
+
+
+def test_a_cache_of_other_settings_is_refused(setup, cache_dir):
+    _, _, icd = setup
+    cache = TeacherCache(cache_dir)
+    cache.check(cache_settings(icd, SETTINGS, META))  # the same settings pass
+    with pytest.raises(IntegrityError, match=r"extracted under other settings \(target: mlp -> layer\)"):
+        cache.check(cache_settings(icd, {**SETTINGS, "target": "layer"}, META))
+    other_demos = {**icd, "train": {q: lists[::-1] for q, lists in icd["train"].items()}}
+    with pytest.raises(IntegrityError, match=r"demonstrations_sha256"):
+        cache.check(cache_settings(other_demos, SETTINGS, META))
+
+
+def test_checkpoints_carry_a_checksum_and_refuse_damage(setup, tmp_path):
+    loaded, _, _ = setup
+    shift = mimic.attach(loaded.model, MimicConfig())
+    mimic.save(shift, tmp_path / "ckpt", metadata={"settings": {"lr": 1}})
+    mimic.detach(loaded.model)
+    config = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
+    assert len(config["extra"]["weights_sha256"]) == 64 and config["extra"]["settings"] == {"lr": 1}
+    mimic.load(loaded.model, tmp_path / "ckpt")
+    mimic.detach(loaded.model)
+    weights = tmp_path / "ckpt" / "mimic.safetensors"
+    good = weights.read_bytes()
+    for damaged in (bytes(len(good)), good[: len(good) // 2]):
+        weights.write_bytes(damaged)
+        with pytest.raises(IntegrityError, match=rf"^{weights}: sha256 differs from the one mimic_config.json"):
+            mimic.load(loaded.model, tmp_path / "ckpt")
+        assert mimic.api.attachment(loaded.model) is None  # nothing attached
+    weights.write_bytes(good[: len(good) // 2])
+    del config["extra"]["weights_sha256"]  # a checkpoint without a checksum is still checked for its format
+    (tmp_path / "ckpt" / "mimic_config.json").write_text(json.dumps(config))
+    with pytest.raises(IntegrityError, match=rf"^{weights}: not a readable safetensors file"):
+        mimic.load(loaded.model, tmp_path / "ckpt")
+
+
+def test_non_finite_weights_are_never_saved(setup, tmp_path):
+    loaded, _, _ = setup
+    shift = mimic.attach(loaded.model, MimicConfig())
+    with torch.no_grad():
+        next(shift.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(IntegrityError, match="not written"):
+        mimic.save(shift, tmp_path / "ckpt")
+    mimic.detach(loaded.model)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_training_stops_at_the_first_non_finite_loss_naming_the_step(setup, cache_dir):
+    loaded, data, icd = setup
+    # a teacher state that is inf makes the alignment loss inf at the batch that reads it
+    cache = TeacherCache(cache_dir)
+    order = sorted(icd["train"])
+    real_get = cache.get
+    poisoned = order[-1]
+
+    def get(qid, draw):
+        states = real_get(qid, draw)
+        return torch.full_like(states, float("inf")) if qid == poisoned else states
+
+    cache.get = get
+    import random
+
+    epoch0 = random.Random(HP["seed"] * 1000).sample(order, len(order))
+    step = epoch0.index(poisoned) // HP["batch_size"]  # the batch holding the poisoned query
+    with pytest.raises(TrainingDiverged) as info:
+        train(loaded, data, icd, MimicConfig(), HP, "mlp", cache)
+    mimic.detach(loaded.model)
+    message = str(info.value)
+    assert message.startswith(f"training diverged at step {step} (epoch 0): the loss is ")
+    assert "nothing was saved" in message and "\n" not in message
