@@ -342,14 +342,6 @@ def method_hp(params: dict, method: str, model: str | None = None) -> dict:
     return hp
 
 
-def needs_teacher(params: dict, method: str) -> bool:
-    """Whether a trained method's loss reads the ICL teacher (alignment: states; KL: answer logits)."""
-    if not is_trained(params, method):
-        return False
-    hp = method_hp(params, method)
-    return hp.get("align_weight", 0) > 0 or hp.get("kl_weight", 0) > 0
-
-
 def ablation_changes(params: dict) -> dict[str, str]:
     """MimIC's ablations in the run: every trained method of type mimic but the reference ``mimic``, with
     what it changes (``insert: attn -> mlp``), the optional train settings at their defaults."""

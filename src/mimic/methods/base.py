@@ -224,7 +224,7 @@ def attach(model: nn.Module, config=None, shift: nn.Module | None = None, freeze
             p.requires_grad_(flag)
         raise
     module.eval()  # inference behaviour (no dropout, no training noise) until a training loop says otherwise
-    model.__dict__[SLOT] = Attached(method, module.config, module, installed, grads)
+    model.__dict__[SLOT] = Attached(method, getattr(module, "config", config), module, installed, grads)
     return module
 
 
