@@ -32,9 +32,14 @@ def params():
     return load_params(REPO / "params.yaml")
 
 
+TRAINED = ["mimic", "mimic-ce-only", "live", "hificl", "task-vector"]
+
+
 def test_the_real_params_yaml_validates(params):
-    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl", "mimic"]
-    assert trained_methods(params) == ["mimic"]
+    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl", *TRAINED]
+    assert trained_methods(params) == ["mimic", "mimic-mlp", "mimic-per-layer", "mimic-constant", "mimic-ce-only",
+                                       "mimic-align-only", "live", "task-vector", "function-vector", "i2cl", "hificl",
+                                       "lora", "mimic-lora"]
     assert schema_path() == REPO / "workflow" / "schemas" / "params.schema.yaml"
 
 
@@ -49,8 +54,10 @@ def test_the_schema_is_valid_and_knows_exactly_the_method_types():
 
 
 def test_helpers(params):
-    assert [method_shots(params, m) for m in run_methods(params)] == [0, 1, 2, 4, 8, 8]
-    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 5 + [True]
+    shots = {"hificl": 0, "lora": 0}  # they learn from the answers alone; every other trained method from 8 shots
+    want = [0, 1, 2, 4, 8] + [shots.get(m, 8) for m in TRAINED]
+    assert [method_shots(params, m) for m in run_methods(params)] == want
+    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 5 + [True] * len(TRAINED)
     assert model_source(params, "mini-idefics2") == "models/mini-idefics2"
     assert model_source(params, "idefics2-8b-base") == "HuggingFaceM4/idefics2-8b-base"
     local = copy.deepcopy(params)
@@ -82,7 +89,8 @@ BAD = {
     ),
     "unknown key in a section": (
         _set("teacher.cache_dir", "x"),
-        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, mode, shard_size, target",
+        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, logits_topk, mode, shard_size, "
+        "target",
     ),
     "reference sampler without a draw per epoch": (
         lambda p: p["icd"].update(sampler="reference", draws=2),
@@ -103,8 +111,9 @@ BAD = {
         "params.yaml: teacher.target = 'hidden': must be one of mlp, layer, attn",
     ),
     "bad method type": (
-        _set("methods.mimic.type", "lora"),
-        "params.yaml: methods.mimic.type = 'lora': must be one of zero-shot, icl, mimic",
+        _set("methods.mimic.type", "prefix-tuning"),
+        "params.yaml: methods.mimic.type = 'prefix-tuning': must be one of zero-shot, icl, mimic, live, task-vector, "
+        "function-vector, i2cl, hificl, lora, mimic-lora",
     ),
     "bad insertion point": (
         _set("methods.mimic.shift.insert", "ffn"),
@@ -161,7 +170,8 @@ BAD = {
     "unknown method in run.untrained": (
         _set("run.untrained", ["zero_shot"]),
         "params.yaml: run.untrained[0] = 'zero_shot': unknown method; "
-        "known: zero-shot, icl-1, icl-2, icl-4, icl, mimic",
+        "known: zero-shot, icl-1, icl-2, icl-4, icl, mimic, mimic-mlp, mimic-per-layer, mimic-constant, "
+        "mimic-ce-only, mimic-align-only, live, task-vector, function-vector, i2cl, hificl, lora, mimic-lora",
     ),
     "duplicate task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "shapes-vqa"]),

@@ -30,7 +30,8 @@ pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
-EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 2, "evaluate": 12, "report": 1, "all": 1}
+EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 10, "evaluate": 20, "report": 1,
+                 "all": 1}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -309,9 +310,11 @@ def test_a_drift_in_the_snakefile_is_caught(workflow, params, tmp_path):
     assert line in rules.read_text()
     rules.write_text(rules.read_text().replace(line, f"{line}\n        {extra}"))
     problems = differences(plan(drifted), dvc_stages(workflow), params)
-    assert len(problems) == 2  # the train job of each task
+    trained = params["run"]["trained"]
+    assert len(problems) == 2 * len(trained)  # every train job of each task
     assert all("outputs differ; snakemake only ['results/checkpoints/mini-idefics2/" in p for p in problems)
-    assert all(p.endswith("/mimic/optimizer.pt'], dvc only []") for p in problems)
+    assert sorted(p.rsplit("/", 2)[1] for p in problems) == sorted(trained * 2)
+    assert all(p.endswith("/optimizer.pt'], dvc only []") for p in problems)
 
 
 def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
@@ -325,7 +328,7 @@ def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
     teacher_jobs = [p for p in problems if p.startswith("only dvc runs: mimic extract-teacher ")]
     teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"  # the cache
     train_deps = [p for p in problems if p.startswith("mimic train ") and teacher_deps in p]
-    assert len(teacher_jobs) == len(train_deps) == 2
+    assert len(teacher_jobs) == 2 and len(train_deps) == 2 * len(data["run"]["trained"])
     assert sorted(problems) == sorted(teacher_jobs + train_deps)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mimic import paths
 from mimic.atomic import atomic_write, atomic_write_text
-from mimic.params import ICL_REFERENCE, method_type, run_methods
+from mimic.params import ICL_REFERENCE, MIMIC_REFERENCE, ablation_changes, method_type, run_methods
 
 TOLERANCE = 1e-6
 SUMMARY_COLUMNS = (
@@ -43,9 +43,11 @@ SUMMARY_COLUMNS = (
     "n_eval",
     "latency_ms_per_query",
     "trainable_params",
+    "fitted_params",
     "icl_agreement",
 )
-TRAIN_LOG_COLUMNS = ("step", "epoch", "loss", "align_loss", "ce_loss", "lr")
+TRAIN_LOG_COLUMNS = ("step", "epoch", "loss", "lr")  # required; the loss terms a method has are read too
+LOSS_COLUMNS = ("align_loss", "ce_loss", "kl_loss")
 SUMMARY_CSV = paths.RESULTS / "summary.csv"
 SUMMARY_MD = paths.RESULTS / "summary.md"
 PLOTS = {
@@ -76,6 +78,7 @@ class Result:
     latency_ms_per_query: float | None
     trainable_params: int | None
     icl_agreement: float | None
+    fitted_params: int | None = None
     skipped: object = None
 
     def row(self) -> dict:
@@ -89,6 +92,7 @@ class Report:
     methods: list[str]
     results: list[Result]
     train_logs: dict[tuple[str, str, str], list[dict[str, float]]] = field(default_factory=dict)
+    ablations: dict[str, str] = field(default_factory=dict)  # MimIC ablation -> what it changes
 
     def result(self, model: str, task: str, method: str) -> Result | None:
         for r in self.results:
@@ -199,6 +203,7 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
         n_eval=len(rows),
         latency_ms_per_query=metrics.get("latency_ms_per_query"),
         trainable_params=metrics.get("trainable_params"),
+        fitted_params=metrics.get("fitted_params"),
         icl_agreement=metrics.get("icl_agreement"),
         skipped=metrics.get("skipped"),
     )
@@ -221,10 +226,11 @@ def load_train_log(model: str, task: str, method: str, root: Path, params_path: 
         missing = [c for c in TRAIN_LOG_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ReportError(f"{rel}: no column {', '.join(missing)}; expected {', '.join(TRAIN_LOG_COLUMNS)}")
+        columns = TRAIN_LOG_COLUMNS + tuple(c for c in LOSS_COLUMNS if c in (reader.fieldnames or []))
         rows = []
         for number, row in enumerate(reader, start=2):
             try:
-                rows.append({c: float(row[c]) if row[c] not in ("", None) else math.nan for c in TRAIN_LOG_COLUMNS})
+                rows.append({c: float(row[c]) if row[c] not in ("", None) else math.nan for c in columns})
             except ValueError:
                 raise ReportError(f"{rel}: line {number} holds a value that is not a number") from None
     return rows
@@ -247,7 +253,7 @@ def build_report(params: dict, root: str | Path = ".", params_path: str = "param
         for task in run["tasks"]
         for method in run["trained"]
     }
-    return Report(list(run["models"]), list(run["tasks"]), methods, results, train_logs)
+    return Report(list(run["models"]), list(run["tasks"]), methods, results, train_logs, ablation_changes(params))
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -317,6 +323,62 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+def _task_headers(report: Report) -> list[str]:
+    return [f"{task} ({next(r.metric for r in report.results if r.task == task)})" for task in report.tasks]
+
+
+def _params_cell(r: Result) -> str:
+    trained = _fmt(r.trainable_params if r.trainable_params is not None else 0)
+    return f"{trained} + {_fmt(r.fitted_params)} fitted" if r.fitted_params else trained
+
+
+def method_table(report: Report) -> list[str]:
+    """Every method but MimIC's ablations, one row per model and method, one score column per task."""
+    methods = [m for m in report.methods if m not in report.ablations]
+    lines = [
+        "## Methods",
+        "",
+        "Every method on the same model, demonstrations, training queries and evaluation. Parameters: trained "
+        "(+ fitted from forward passes, for Task / Function Vector and I2CL's context vectors).",
+        "",
+        "| model | method | type | shots | params | " + " | ".join(_task_headers(report)) + " |",
+        "|---|---|---|---:|---:|" + "---:|" * len(report.tasks),
+    ]
+    for model in report.models:
+        for method in methods:
+            rows = [report.result(model, task, method) for task in report.tasks]
+            first = next(r for r in rows if r is not None)
+            scores = " | ".join(_fmt(r.score) if r else "n/a" for r in rows)
+            lines.append(f"| {model} | {method} | {first.method_type} | {first.shots} | {_params_cell(first)} | "
+                         f"{scores} |")
+    return lines + [""]
+
+
+def ablation_table(report: Report) -> list[str]:
+    """MimIC and each of its ablations (one switch each), with the score change against MimIC."""
+    if not report.ablations or MIMIC_REFERENCE not in report.methods:
+        return []
+    lines = [
+        "## MimIC ablations",
+        "",
+        f"Each ablation changes one switch of `{MIMIC_REFERENCE}`; in brackets the change of the score against it.",
+        "",
+        "| model | method | change | params | " + " | ".join(_task_headers(report)) + " |",
+        "|---|---|---|---:|" + "---:|" * len(report.tasks),
+    ]
+    for model in report.models:
+        for method in [MIMIC_REFERENCE, *report.ablations]:
+            cells = []
+            for task in report.tasks:
+                r, ref = report.result(model, task, method), report.result(model, task, MIMIC_REFERENCE)
+                delta = f" ({r.score - ref.score:+.2f})" if method != MIMIC_REFERENCE else ""
+                cells.append(_fmt(r.score) + delta)
+            change = report.ablations.get(method, "(reference)")
+            first = report.result(model, report.tasks[0], method)
+            lines.append(f"| {model} | {method} | {change} | {_params_cell(first)} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
 def summary_markdown(report: Report) -> str:
     from mimic.metrics import VARIANT_DESCRIPTIONS
 
@@ -329,6 +391,7 @@ def summary_markdown(report: Report) -> str:
     variants = dict.fromkeys(r.metric_variant for r in report.results)
     lines += [f"- `{variant}`: {VARIANT_DESCRIPTIONS[variant]}" for variant in variants]
     lines.append("")
+    lines += method_table(report) + ablation_table(report)
     for task in report.tasks:
         results = [r for r in report.results if r.task == task]
         kind, metric = results[0].kind, results[0].metric
@@ -432,6 +495,8 @@ def plot_training_curves(report: Report, path: Path) -> None:
     for ax, task in zip(axes, report.tasks, strict=True):
         curves = {key: rows for key, rows in report.train_logs.items() if key[1] == task}
         for (model, _, method), rows in curves.items():
+            if not rows:  # a fitted method: no training steps
+                continue
             ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=f"{model} / {method}")
         ax.set_title(task)
         ax.set_xlabel("step")
@@ -455,8 +520,11 @@ def plot_score_vs_shots(report: Report, path: Path) -> None:
             points = sorted((r.shots, r.score) for r in results if r.method_type in ("zero-shot", "icl"))
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=color, label=f"{model} ICL")
-            for j, r in enumerate(r for r in results if r.method_type not in ("zero-shot", "icl")):
-                ax.axhline(r.score, color=color, linestyle=("--", ":", "-.")[j % 3], label=f"{model} {r.method}")
+            others = [r for r in results
+                      if r.method_type not in ("zero-shot", "icl") and r.method not in report.ablations]
+            for j, r in enumerate(others):
+                line_color = colors((j + 1) % 10) if len(report.models) == 1 else color
+                ax.axhline(r.score, color=line_color, linestyle=("--", ":", "-.")[j % 3], label=f"{model} {r.method}")
         metric = next(r.metric for r in report.results if r.task == task)
         ax.set_title(task)
         ax.set_xlabel("shots (0 = zero-shot)")

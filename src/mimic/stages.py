@@ -34,13 +34,13 @@ from mimic.params import (
     ICL_REFERENCE,
     ParamsError,
     eval_settings,
+    method_hp,
     method_shots,
     model_source,
     processor_settings,
     prompt_preset,
     run_methods,
     teacher_shots,
-    train_settings,
 )
 
 SETTINGS_DIR = Path("results") / "settings"
@@ -97,12 +97,13 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
         return {"run": params["run"], "metric_variant": ev["metric_variant"]}
     found = {"model": model_identity(params, model, root), "icd": params["icd"]}
     if stage == "extract-teacher":
-        return {**found, "teacher": {k: teacher[k] for k in ("target", "dtype", "shard_size")},
+        kept = {k: teacher[k] for k in ("target", "dtype", "shard_size")}
+        return {**found, "teacher": {**kept, "logits_topk": teacher.get("logits_topk", 0)},
                 "shots": teacher_shots(params, model)}
     kind = params["tasks"][task]["kind"]
     entry = params["methods"][method]
     if "train" in entry:  # with the model's overrides of the training settings (the per-model protocol)
-        entry = {**entry, "train": train_settings(params, model, method)}
+        entry = {**entry, "train": method_hp(params, method, model)}
     found.update(task_kind=kind, method=entry, shots=method_shots(params, method, model))
     if stage == "train":
         return {**found, "teacher": {k: teacher[k] for k in ("mode", "target")}}

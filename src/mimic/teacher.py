@@ -1,11 +1,17 @@
-"""The ICL teacher cache: hidden states of the query-and-answer positions, every layer, fp16.
+"""The ICL teacher cache: hidden states of the query-and-answer positions, every layer, fp16, and the
+teacher's distribution over the next token at the answer positions (top-k), for every method that
+learns from the teacher (MimIC's alignment, LIVE's KL).
 
 Layout of ``results/teacher/<model>/<task>/``::
 
-    shard-00000.safetensors ...   tensors "<query id>/<draw>" of shape [layers, positions, hidden]
+    shard-00000.safetensors ...   tensors "<query id>/<draw>" of shape [layers, positions, hidden], and
+                                  "<query id>/<draw>/logprobs" [answer tokens, k] (float32) with
+                                  "<query id>/<draw>/indices" [answer tokens, k]: the teacher's top-k
+                                  log-probabilities at the positions that predict the answer tokens
     index.json                    key -> shard file
-    manifest.json                 model, task, shots, seed, dtype, target, shapes, sizes, the settings
-                                  that made the cache, their fingerprint and every shard's sha256
+    manifest.json                 model, task, shots, seed, dtype, target, logits_topk, shapes, sizes,
+                                  the settings that made the cache, their fingerprint and every
+                                  shard's sha256
 
 **Resume, safely.** Shards are written one by one (atomically) into a work directory
 (``results/partial/teacher/<model>/<task>/`` in the pipeline), each stamped with the *fingerprint*
@@ -29,6 +35,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,6 +52,7 @@ from mimic.stages import differences
 
 log = logging.getLogger("mimic.teacher")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+LOGIT_PARTS = ("/logprobs", "/indices")
 CACHE_FORMAT = 2  # 2: settings, fingerprint and shard checksums in the manifest
 PROGRESS_FILE = "progress.json"
 
@@ -54,18 +62,48 @@ def samples(icd: dict, qids: list[str], shots: int | None = None) -> list[tuple[
     return [(q, d, icd["train"][q][d][:shots]) for q in qids for d in range(icd["draws"])]
 
 
+@dataclass
+class TeacherOutputs:
+    """One teacher forward: per row, states [L, n_i, H] of the aligned positions (n_i of them) and, when
+    asked for, the top-k log-probabilities [a_i, k] and token ids [a_i, k] at the a_i answer positions."""
+
+    states: list[torch.Tensor]
+    lengths: list[int]
+    logprobs: list[torch.Tensor] | None = None
+    indices: list[torch.Tensor] | None = None
+
+
 @torch.no_grad()
-def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "train") -> tuple[list, list[int]]:
-    """Run the frozen teacher on (demos + query + answer); return per-row states [L, n_i, H]."""
+def teacher_forward(loaded, data: TaskData, chunk, target: str, logits_topk: int = 0,
+                    split: str = "train") -> TeacherOutputs:
+    """Run the frozen teacher on (demos + query + answer): its ``target`` states at the query-and-answer
+    positions, and with ``logits_topk`` its top-k next-token log-probabilities at the answer positions
+    (the positions whose next token is an answer token: the last prompt token to the one before the last
+    answer token), where the student's answer cross-entropy and LIVE's KL are taken."""
     qids = [q for q, _, _ in chunk]
     t_inputs = teacher_batch(loaded, data, split, qids, [demos for _, _, demos in chunk])
-    s_inputs, _, _ = student_batch(loaded, data, split, qids)
+    s_inputs, _, answer_lengths = student_batch(loaded, data, split, qids)
     lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id, instruction_tokens(loaded, data.kind))
+    keep = max(answer_lengths) + 1 if logits_topk else 1
     with HiddenStateRecorder(loaded.model, target) as rec:
         rec.select(max(lengths))
-        loaded.model(**t_inputs)
+        logits = loaded.model(**t_inputs, logits_to_keep=keep).logits
         states = rec.stacked()  # [L, b, n_max, H]
-    return [states[:, i, states.shape[2] - n :] for i, n in enumerate(lengths)], lengths
+    out = TeacherOutputs([states[:, i, states.shape[2] - n :] for i, n in enumerate(lengths)], lengths)
+    if logits_topk:
+        out.logprobs, out.indices = [], []
+        for i, a in enumerate(answer_lengths):
+            logp = torch.log_softmax(logits[i, keep - 1 - a : keep - 1].float(), dim=-1)  # [a, vocab]
+            top = torch.topk(logp, min(logits_topk, logp.shape[-1]), dim=-1)
+            out.logprobs.append(top.values)
+            out.indices.append(top.indices)
+    return out
+
+
+def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "train") -> tuple[list, list[int]]:
+    """Run the frozen teacher on (demos + query + answer); return per-row states [L, n_i, H] and n_i."""
+    out = teacher_forward(loaded, data, chunk, target, split=split)
+    return out.states, out.lengths
 
 
 def _sha256(path: Path) -> str:
@@ -94,6 +132,7 @@ def cache_settings(icd: dict, settings: dict, meta: dict, provenance: dict | Non
         "target": settings["target"],
         "dtype": settings["dtype"],
         "shard_size": settings["shard_size"],
+        "logits_topk": int(settings.get("logits_topk", 0) or 0),
         "demonstrations_sha256": hashlib.sha256(demos.encode()).hexdigest(),
         **({"inputs": provenance} if provenance else {}),
     }
@@ -166,14 +205,27 @@ def part_batches(plan: list[list[list]], part: int, jobs: int) -> list[list]:
     return flat[part * len(flat) // jobs : (part + 1) * len(flat) // jobs]
 
 
-def _compute(loaded, data: TaskData, batches: list[list], target: str, dtype, bar) -> dict[str, torch.Tensor]:
+def sample_keys(q: str, d: int, topk: int) -> list[str]:
+    """The tensors of one cached sample: its states and, with ``topk``, its answer log-probabilities."""
+    return [f"{q}/{d}{part}" for part in ("", *LOGIT_PARTS * bool(topk))]
+
+
+def _compute(loaded, data: TaskData, batches: list[list], target: str, dtype, topk: int,
+             bar) -> dict[str, torch.Tensor]:
     tensors = {}
     for chunk in batches:
-        states, _ = teacher_states(loaded, data, chunk, target)
-        for (q, d, _), st in zip(chunk, states, strict=True):
-            tensors[f"{q}/{d}"] = st.to("cpu", dtype).contiguous()
+        out = teacher_forward(loaded, data, chunk, target, topk)
+        for j, (q, d, _) in enumerate(chunk):
+            tensors[f"{q}/{d}"] = out.states[j].to("cpu", dtype).contiguous()
+            if topk:
+                tensors[f"{q}/{d}/logprobs"] = out.logprobs[j].to("cpu", torch.float32).contiguous()
+                tensors[f"{q}/{d}/indices"] = out.indices[j].to("cpu", torch.int64).contiguous()
         bar.update(len(chunk))
     return tensors
+
+
+def _topk(settings: dict) -> int:
+    return int(settings.get("logits_topk", 0) or 0)
 
 
 def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict,
@@ -189,7 +241,7 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
     bar = progress(total=len(todo), desc=f"teacher {meta['model']}/{meta['task']}", logger=log)
 
     def shard_tensors(s: int, shard: list) -> dict:
-        return _compute(loaded, data, plan[s], settings["target"], dtype, bar)
+        return _compute(loaded, data, plan[s], settings["target"], dtype, _topk(settings), bar)
 
     made_by = cache_settings(icd, settings, meta, provenance, shots)
     return _build_cache(out_dir, work_dir, made_by, plan, settings, meta, icd, bar, shard_tensors)
@@ -204,13 +256,14 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
     fp = fingerprint(made_by)
     done = _start_work_dir(work, made_by, fp)
     shards = [[sample for batch in batches for sample in batch] for batches in plan]
+    topk = _topk(settings)
     index: dict[str, str] = {}
     checksums: dict[str, str] = {}
     total_bytes, start, reused = 0, time.time(), 0
     for s, shard in enumerate(shards):
         name = f"shard-{s:05d}.safetensors"
         path = work / name
-        keys = [f"{q}/{d}" for q, d, _ in shard]
+        keys = [k for q, d, _ in shard for k in sample_keys(q, d, topk)]
         if _reusable(work, name, keys, fp, done):  # resume: finished by an earlier run of the same settings
             reused += 1
             bar.update(len(shard))
@@ -238,6 +291,7 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
         **meta,
         "dtype": settings["dtype"],
         "target": settings["target"],
+        "logits_topk": topk,
         "n_queries": len(icd["train"]),
         "draws": icd["draws"],
         "n_samples": n_samples,
@@ -276,7 +330,7 @@ def extract_part(loaded, data: TaskData, icd: dict, parts_dir: Path, settings: d
     batches = part_batches(plan, part, jobs)
     bar = progress(total=sum(len(b) for b in batches), desc=f"teacher {meta['model']}/{meta['task']} "
                    f"part {part + 1}/{jobs}", logger=log)
-    tensors = _compute(loaded, data, batches, settings["target"], dtype, bar)
+    tensors = _compute(loaded, data, batches, settings["target"], dtype, _topk(settings), bar)
     bar.close()
     path = part_file(parts_dir, part, jobs)
     stamp = {"fingerprint": fingerprint(made_by), "part": str(part), "jobs": str(jobs),
@@ -311,7 +365,8 @@ def merge_parts(parts_dir: Path, jobs: int, icd: dict, out_dir: Path, settings: 
         if (stamp.get("part"), stamp.get("jobs")) != (str(part), str(jobs)):
             raise IntegrityError(f"{path} holds part {stamp.get('part')} of a {stamp.get('jobs')}-job split, not part "
                                  f"{part} of {jobs} (a copied or stray file); {fix}")
-        expected = {f"{q}/{d}" for batch in part_batches(plan, part, jobs) for q, d, _ in batch}
+        expected = {k for batch in part_batches(plan, part, jobs) for q, d, _ in batch
+                    for k in sample_keys(q, d, _topk(settings))}
         twice = sorted(k for k in keys if k in where)
         if twice:
             raise IntegrityError(f"{path}: sample {twice[0]} is also in {where[twice[0]]} (duplicate samples); {fix}")
@@ -321,12 +376,12 @@ def merge_parts(parts_dir: Path, jobs: int, icd: dict, out_dir: Path, settings: 
                                  f"{jobs} (e.g. {odd[0]}); {fix}")
         where.update({k: path for k in keys})
     opened: dict[Path, object] = {}
-    bar = progress(total=len(where), desc=f"merge teacher {meta['model']}/{meta['task']}", logger=log)
+    bar = progress(total=sum(len(b) for shard in plan for b in shard),
+                   desc=f"merge teacher {meta['model']}/{meta['task']}", logger=log)
 
     def shard_tensors(s: int, shard: list) -> dict:
         tensors = {}
-        for q, d, _ in shard:
-            key = f"{q}/{d}"
+        for key in (k for q, d, _ in shard for k in sample_keys(q, d, _topk(settings))):
             if where[key] not in opened:
                 opened[where[key]] = safe_open(str(where[key]), "pt")
             tensors[key] = opened[where[key]].get_tensor(key)
@@ -384,7 +439,18 @@ class TeacherCache:
         return self._open[name]
 
     def get(self, qid: str, draw: int) -> torch.Tensor:
+        """The teacher's states [L, n, H] at the query-and-answer positions."""
+        return self._tensor(f"{qid}/{draw % self.manifest['draws']}", "teacher states")
+
+    def get_answer_logits(self, qid: str, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's top-k log-probabilities and token ids [a, k] at the answer positions."""
+        if not self.manifest.get("logits_topk"):
+            raise KeyError(f"{self.dir} holds no teacher answer logits (extracted with teacher.logits_topk = 0); "
+                           "set teacher.logits_topk > 0 and re-extract the teacher")
         key = f"{qid}/{draw % self.manifest['draws']}"
+        return self._tensor(f"{key}/logprobs", "teacher logits"), self._tensor(f"{key}/indices", "teacher logits")
+
+    def _tensor(self, key: str, what: str) -> torch.Tensor:
         if key not in self.index:
-            raise IntegrityError(f"{self.dir}: no cached teacher states for {key}; {self.fix}")
+            raise IntegrityError(f"{self.dir}: no cached {what} for {key}; {self.fix}")
         return self._shard(self.index[key]).get_tensor(key)

@@ -86,6 +86,8 @@ def model_inputs(w):
 
 def train_inputs(w):
     inputs = model_inputs(w)
+    # Every trained method depends on the cache, also one whose loss never reads it (HiFICL, LoRA,
+    # CE-only): dvc.yaml's train matrix cannot tell the types apart, and both tools must rerun the same jobs.
     if config["teacher"]["mode"] == "cached":
         inputs["teacher"] = f"results/teacher/{w.model}/{w.task}/manifest.json"  # the cache (see teacher.smk)
     return inputs

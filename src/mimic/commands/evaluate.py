@@ -38,8 +38,8 @@ def reference_predictions(args) -> list[dict] | None:
 def check_checkpoint(args, params: dict) -> str | None:
     """A trained method's checkpoint was made under the current settings; its weights' sha256 (else None)."""
     from mimic import paths
-    from mimic.api import read_config
     from mimic.errors import IntegrityError
+    from mimic.methods import read_config
     from mimic.params import is_trained
     from mimic.stages import differences, file_sha256, result_settings
 
@@ -73,11 +73,11 @@ def run(args) -> int:
     import json
 
     from mimic import paths
-    from mimic.api import count_parameters, load
     from mimic.atomic import atomic_write_text
     from mimic.commands.stage_inputs import load_stage_model, load_task
     from mimic.evaluation import peak_memory_mb, predict
     from mimic.logs import setup_logging
+    from mimic.methods import count_parameters, load
     from mimic.params import eval_settings, is_trained, method_shots, method_type
     from mimic.stages import result_settings
 
@@ -89,10 +89,10 @@ def run(args) -> int:
     data, icd = load_task(args.task, params)
     weights_sha256 = check_checkpoint(args, params)  # before the model loads
     loaded = load_stage_model(params, args.model)
-    trainable = 0
+    counts = {"trainable": 0, "fitted": 0}
     if is_trained(params, args.method):
-        shift = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
-        trainable = count_parameters(shift.config)["total"]
+        module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
+        counts = count_parameters(module.config)
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
     qids = list(data.tables["eval"]["id"])
@@ -104,7 +104,7 @@ def run(args) -> int:
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
                    length_penalty=ev.get("length_penalty", 1.0)) if qids else []
     run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
-                "trainable_params": trainable}
+                "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
     if args.part is not None:
         part, jobs = args.part
         doc = {"model": args.model, "task": args.task, "method": args.method, "part": part, "jobs": jobs,
@@ -140,13 +140,13 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
     headline = HEADLINE[kind]
     result = {
         "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,
-        "shots": shots if mtype in ("icl", "mimic") else 0, "kind": kind, "metric": headline,
+        "shots": shots, "kind": kind, "metric": headline,
         "metric_variant": metric_variant(kind, variant),
         "score": metrics[headline], "metrics": metrics, "n_eval": len(rows),
         "latency_ms_per_query": round(sum(r["latency_ms"] for r in rows) / max(1, len(rows)), 3),
         "peak_memory_mb": run_info["peak_memory_mb"], "device": run_info["device"],
         "batch_size": ev["batch_size"],  # result-neutral (mimic.stages): recorded, not a rerun trigger
-        "trainable_params": run_info["trainable_params"],
+        "trainable_params": run_info["trainable_params"], "fitted_params": run_info["fitted_params"],
         "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
         "skipped": json.loads(paths.task_meta(args.task).read_text()).get("skipped", {}),
     }

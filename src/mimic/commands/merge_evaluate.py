@@ -75,6 +75,7 @@ def run(args) -> int:
         info.append(doc)
     run_info = {"peak_memory_mb": max((d["peak_memory_mb"] for d in info), default=0.0),
                 "device": ",".join(sorted({d["device"] for d in info})),
-                "trainable_params": info[0]["trainable_params"] if info else 0}
+                "trainable_params": info[0]["trainable_params"] if info else 0,
+                "fitted_params": info[0].get("fitted_params", 0) if info else 0}
     write_results(args, params, rows, reference, run_info, log)
     return 0
