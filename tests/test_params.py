@@ -82,7 +82,7 @@ BAD = {
     ),
     "unknown key in a section": (
         _set("teacher.cache_dir", "x"),
-        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, mode, shard_size, target",
+        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, jobs, mode, shard_size, target",
     ),
     "reference sampler without a draw per epoch": (
         lambda p: p["icd"].update(sampler="reference", draws=2),
