@@ -8,8 +8,10 @@
 ``record(root)`` is what ``mimic record`` (run by the Snakefile's ``onsuccess``) does: for every
 stage of dvc.yaml, upstream first, it decides whether the outputs on disk are the stage's
 up-to-date results *by Snakemake's own rule* (all outputs and dependencies exist, no dependency is
-newer than the oldest output, every upstream stage is up to date; for ``validate``: the settings
-files equal what params.yaml gives now) and commits those that DVC does not already have:
+newer than the oldest output unless its content is the one dvc.lock recorded for the stage -- a rerun
+upstream that remade the same bytes, which Snakemake's input checksums also let through --, every
+upstream stage is up to date; for ``validate``: the settings files equal what params.yaml gives
+now) and commits those that DVC does not already have:
 ``dvc commit --force`` of exactly those stages, without rewriting the workspace files (their
 mtimes are what Snakemake decides by). A stage whose outputs are stale or missing is left
 out, so ``dvc status`` still names it: dvc.lock never claims a result it does not hold.
@@ -62,15 +64,25 @@ def _why_stale(stage, root: Path, params: dict | None) -> str | None:
 
         changed = changed_settings(params, root)
         return f"{next(iter(changed))} does not match params.yaml" if changed else None
-    deps = [root / d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
-    missing = [str(p.relative_to(root)) for p in deps if not p.exists()]
+    deps = [(root / d.def_path, d) for d in stage.deps if not isinstance(d, ParamsDependency)]
+    missing = [str(p.relative_to(root)) for p, _ in deps if not p.exists()]
     if missing:
         return f"missing dependency {missing[0]}"
     oldest_out = min(t for p in outs for t in _mtimes(p))
-    for dep in deps:
-        if max(_mtimes(dep)) > oldest_out:
-            return f"{dep.relative_to(root)} is newer than its outputs"
+    for path, dep in deps:
+        # Newer but with the content dvc.lock recorded for this stage: a rerun upstream remade the
+        # same bytes, and Snakemake (input checksums) as DVC (hashes) leave the stage as it is.
+        if max(_mtimes(path)) > oldest_out and _changed(dep):
+            return f"{path.relative_to(root)} is newer than its outputs"
     return None
+
+
+def _changed(dep) -> bool:
+    """Whether the dependency's content differs from what dvc.lock recorded (or nothing is recorded)."""
+    try:
+        return bool(dep.changed())
+    except Exception:  # noqa: BLE001 - anything DVC cannot compare counts as changed
+        return True
 
 
 def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorded | None:
