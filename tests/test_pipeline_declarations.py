@@ -30,8 +30,8 @@ pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
-EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 10, "evaluate": 20, "report": 1,
-                 "all": 1}
+EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 10, "evaluate": 20, "latency": 2,
+                 "report": 1, "all": 1}
 
 
 def copy_workflow(dest: Path) -> Path:

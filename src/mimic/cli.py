@@ -28,6 +28,7 @@ COMMANDS = {
     "extract-teacher": ("extract_teacher", "cache the ICL teacher's hidden states"),
     "train": ("train", "train a method (MimIC) against the cached teacher"),
     "evaluate": ("evaluate", "generate, score, time a method"),
+    "latency": ("latency", "time every method of the run side by side on one batch"),
     "report": ("report", "summary table and plots over models x tasks x methods"),
     "record": ("record", "record the up-to-date pipeline outputs in dvc.lock and DVC's cache"),
     "pretrain-mini": ("pretrain_mini", "pretrain the miniature Idefics2 model on the synthetic suite"),
