@@ -46,7 +46,7 @@ def shrink(params: dict) -> dict:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
-    for name in ("Snakefile", "workflow", "dvc.yaml"):
+    for name in ("workflow", "dvc.yaml", ".dvcignore"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
     (root / "models").mkdir()
