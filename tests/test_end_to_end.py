@@ -99,7 +99,7 @@ def test_outputs_and_logs_exist(run_dir):
     for plot in ("score_by_method", "training_curves", "score_vs_shots"):
         assert (results / "plots" / f"{plot}.png").stat().st_size > 1000
     manifest = json.loads((results / "teacher" / "mini-idefics2" / "shapes-vqa" / "manifest.json").read_text())
-    assert manifest["n_samples"] == 16 and manifest["dtype"] == "float16" and manifest["layers"] == 4
+    assert manifest["n_samples"] == 32 and manifest["dtype"] == "float16" and manifest["layers"] == 4
     log = (results / "checkpoints" / "mini-idefics2" / "shapes-vqa" / "mimic" / "train_log.csv").read_text()
     assert log.splitlines()[0] == "step,epoch,loss,align_loss,ce_loss,kl_loss,lr" and len(log.splitlines()) == 5
     train_log = (results / "logs" / "train" / "mini-idefics2-shapes-vqa-mimic.log").read_text().splitlines()
