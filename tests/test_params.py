@@ -85,7 +85,8 @@ def _set(key: str, value):
 BAD = {
     "unknown top-level key": (
         _set("training", {"lr": 1}),
-        "params.yaml: training: unknown top-level key; known: eval, icd, methods, models, run, seed, tasks, teacher",
+        "params.yaml: training: unknown top-level key; known: eval, icd, latency, methods, models, run, seed, tasks, "
+        "teacher",
     ),
     "unknown key in a section": (
         _set("teacher.cache_dir", "x"),

@@ -30,8 +30,8 @@ pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
-EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 10, "evaluate": 20, "report": 1,
-                 "all": 1}
+EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 10, "evaluate": 20, "latency": 2,
+                 "report": 1, "all": 1}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -360,6 +360,7 @@ FAKE_MIMIC = textwrap.dedent(
         "train": [f"results/checkpoints/{a.model}/{a.task}/{a.method}/{f}"
                   for f in ("mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json")],
         "evaluate": [f"results/eval/{a.model}/{a.task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
+        "latency": [f"results/latency/{a.model}/{a.task}.json"],
         "report": ["results/summary.csv", "results/summary.md"]
         + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],
     }[stage]
@@ -464,6 +465,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         "extract-teacher": 1,
         "train": 1,
         "evaluate": 4,
+        "latency": 1,
         "report": 1,
     }
     assert run_both(snake, dvc) == [set(), set()]  # nothing changed, nothing runs
@@ -472,7 +474,8 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         return {
             c
             for c in everything
-            if c.split()[1] in stages and (method is None or f" --method {method} " in c or c.split()[1] == "report")
+            if c.split()[1] in stages
+            and (method is None or f" --method {method} " in c or c.split()[1] in ("latency", "report"))
         }
 
     rounds = [
@@ -495,9 +498,10 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         },
     ]
     expected = [
-        selected(("train", "evaluate", "report"), "mimic") | selected(("evaluate",), "icl-2"),
+        # (the side-by-side latency times every method: a new checkpoint or other shots rerun it)
+        selected(("train", "evaluate", "latency", "report"), "mimic") | selected(("evaluate",), "icl-2"),
         set(),
-        selected(("extract-teacher",)) | selected(("train", "evaluate", "report"), "mimic"),
+        selected(("extract-teacher",)) | selected(("train", "evaluate", "latency", "report"), "mimic"),
         selected(("evaluate", "report")),
     ]
     for edits, commands in zip(rounds, expected, strict=True):
@@ -514,7 +518,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
 def test_snakemake_and_dvc_share_one_state(tmp_path):
     """Snakemake runs, DVC versions: what one tool ran, the other does not run again, in either order."""
     work = FakePipeline(tmp_path / "shared", "snakemake", RUN, dvc=True)
-    assert len(work.run("snakemake")) == 9
+    assert len(work.run("snakemake")) == 10
     assert "mimic record --params params.yaml" in work.bookkeeping  # the Snakefile's onsuccess
     assert work.dvc("status").strip() == "Data and pipelines are up to date."
     assert work.run("dvc") == set()  # `dvc repro` right after: up to date
@@ -523,8 +527,8 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     first_lock, first_params = (work.dir / "dvc.lock").read_text(), (work.dir / "params.yaml").read_text()
     work.edit("methods.mimic.train.lr", 3.0e-3)
     ran = work.run("dvc")  # only the stages the edit affects
-    assert {c.split()[1] for c in ran} == {"train", "evaluate", "report"}
-    assert all("--method mimic" in c for c in ran if c.split()[1] != "report") and len(ran) == 3
+    assert {c.split()[1] for c in ran} == {"train", "evaluate", "latency", "report"}
+    assert all("--method mimic" in c for c in ran if c.split()[1] not in ("latency", "report")) and len(ran) == 4
     mimic_jobs = ran
     assert work.run("snakemake") == set()  # Snakemake: nothing to do after DVC ran them
     assert work.dvc("status").strip() == "Data and pipelines are up to date."
@@ -546,7 +550,7 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     assert work.run("dvc") == set()
 
     work.edit("icd.seed", 1)  # and the other way round: Snakemake runs, DVC has nothing left to do
-    assert len(work.run("snakemake")) == 8  # sample-icd and everything after it
+    assert len(work.run("snakemake")) == 9  # sample-icd and everything after it
     assert work.run("dvc") == set()
 
     (work.dir / "params.yaml").write_text(first_params)  # the first version, as `git checkout` would

@@ -89,7 +89,7 @@ def test_real_params_plan_the_full_dag(workdir):
     jobs = plan(workdir)
     counts = Counter(job.rule for job in jobs)
     # 3 tasks; methods zero-shot, icl-1, icl-2, icl (untrained) and the 5 trained ones of params.yaml
-    assert counts == {"prepare": 3, "sample_icd": 3, "extract_teacher": 3, "train": 15, "evaluate": 27,
+    assert counts == {"prepare": 3, "sample_icd": 3, "extract_teacher": 3, "train": 15, "evaluate": 27, "latency": 3,
                       "report": 1, "all": 1}
     assert any("--model idefics2-8b-base --task vqav2 --method mimic" in (j.command or "") for j in jobs)
 

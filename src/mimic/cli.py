@@ -30,6 +30,7 @@ COMMANDS = {
     "train": ("train", "train a method (MimIC) against the cached teacher"),
     "evaluate": ("evaluate", "generate, score, time a method"),
     "merge-evaluate": ("merge_evaluate", "join and score the parts of a split evaluation (eval.jobs)"),
+    "latency": ("latency", "time every method of the run side by side on one batch"),
     "report": ("report", "summary table and plots over models x tasks x methods"),
     "record": ("record", "record the up-to-date pipeline outputs in dvc.lock and DVC's cache"),
     "pretrain-mini": ("pretrain_mini", "pretrain the miniature Idefics2 model on the synthetic suite"),

@@ -78,5 +78,10 @@ def metrics_file(model: str, task: str, method: str) -> Path:
     return eval_dir(model, task, method) / "metrics.json"
 
 
+def latency_file(model: str, task: str) -> Path:
+    """Every method of the run timed side by side on one batch (``mimic latency``)."""
+    return RESULTS / "latency" / model / f"{task}.json"
+
+
 def log_file(stage: str, *names: str) -> Path:
     return RESULTS / "logs" / stage / ("-".join(names) + ".log")

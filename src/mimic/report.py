@@ -13,6 +13,11 @@ it. ``summary.csv`` and ``summary.md`` name the variant of every score.
 
     results/summary.csv                 one row per (model, task, method): SUMMARY_COLUMNS
     results/summary.md                  a table per task, MimIC's gap recovery and latency ratio
+
+Latencies: ``latency_ms_per_query`` is the evaluate job's own wall time per query (jobs of a run
+may overlap, so it is not a figure to compare across methods); the compared latencies come from
+``results/latency/<model>/<task>.json`` (``mimic latency``: every method timed side by side in
+one process on one batch, median over rotated rounds), ``n/a`` where that file is absent.
     results/plots/score_by_method.png   grouped bars per task
     results/plots/training_curves.png   training loss per step of every trained method
     results/plots/score_vs_shots.png    ICL by shots, zero-shot at 0, MimIC as a horizontal line
@@ -42,6 +47,8 @@ SUMMARY_COLUMNS = (
     "score",
     "n_eval",
     "latency_ms_per_query",
+    "latency_ms_side_by_side",
+    "latency_ratio_side_by_side",
     "trainable_params",
     "fitted_params",
     "icl_agreement",
@@ -80,6 +87,8 @@ class Result:
     icl_agreement: float | None
     fitted_params: int | None = None
     skipped: object = None
+    latency_ms_side_by_side: float | None = None  # mimic latency: every method on one batch, one process
+    latency_ratio_side_by_side: float | None = None  # median per-round ratio to zero-shot
 
     def row(self) -> dict:
         return {column: getattr(self, column) for column in SUMMARY_COLUMNS}
@@ -253,7 +262,27 @@ def build_report(params: dict, root: str | Path = ".", params_path: str = "param
         for task in run["tasks"]
         for method in run["trained"]
     }
+    for model in run["models"]:
+        for task in run["tasks"]:
+            add_side_by_side_latency(results, model, task, root)
     return Report(list(run["models"]), list(run["tasks"]), methods, results, train_logs, ablation_changes(params))
+
+
+def add_side_by_side_latency(results: list[Result], model: str, task: str, root: Path) -> None:
+    """Fill the side-by-side latency of (model, task)'s results from ``mimic latency``'s file, if there."""
+    rel = paths.latency_file(model, task)
+    if not (root / rel).is_file():
+        return
+    try:
+        doc = json.loads((root / rel).read_text())
+        timed, ratio_key = doc["methods"], f"ratio_to_{doc['baseline']}"
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReportError(f"{rel}: not a latency file of `mimic latency` ({exc!r}); rerun "
+                          f"`mimic latency --model {model} --task {task}`") from None
+    for r in results:
+        if (r.model, r.task) == (model, task) and r.method in timed:
+            r.latency_ms_side_by_side = timed[r.method]["ms_per_query"]
+            r.latency_ratio_side_by_side = timed[r.method][ratio_key]
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -281,10 +310,6 @@ def gap_recovery(mimic: float, zero: float, icl: float) -> float | None:
     return None if icl == zero else (mimic - zero) / (icl - zero)
 
 
-def latency_ratio(mimic: float | None, zero: float | None) -> float | None:
-    return None if not mimic or not zero else mimic / zero
-
-
 def _zero_shot_method(report: Report) -> str | None:
     return next((r.method for r in report.results if r.method_type == "zero-shot"), None)
 
@@ -307,7 +332,7 @@ def comparisons(report: Report) -> list[dict]:
                 "icl": icl,
                 "result": r,
                 "gap_recovery": gap_recovery(r.score, zero.score, icl.score) if zero and icl else None,
-                "latency_ratio": latency_ratio(r.latency_ms_per_query, zero.latency_ms_per_query) if zero else None,
+                "latency_ratio": r.latency_ratio_side_by_side,
             }
         )
     return rows
@@ -321,6 +346,10 @@ def _fmt(value, digits: int = 2) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "n/a"
 
 
 def _task_headers(report: Report) -> list[str]:
@@ -385,7 +414,10 @@ def summary_markdown(report: Report) -> str:
     lines = [
         "# MimIC results",
         "",
-        "Scores (x100) are recomputed from each `predictions.jsonl`; latency is per query. Metric variants:",
+        "Scores (x100) are recomputed from each `predictions.jsonl`. Latency per query: side by side = every "
+        "method timed in one process on one batch, the same number of generated tokens, median over rotated "
+        "rounds (`mimic latency`); eval job = the evaluate job's own wall time (jobs may overlap: not for "
+        "comparing). Metric variants:",
         "",
     ]
     variants = dict.fromkeys(r.metric_variant for r in report.results)
@@ -399,12 +431,14 @@ def summary_markdown(report: Report) -> str:
         lines += [
             f"## {task} ({kind}, {metric}, {task_variants})",
             "",
-            f"| model | method | shots | {metric} | n_eval | latency ms/query | trainable params | ICL agreement % |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            f"| model | method | shots | {metric} | n_eval | ms/query side by side | ratio to zero-shot "
+            "| ms/query eval job | trainable params | ICL agreement % |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             lines.append(
                 f"| {r.model} | {r.method} | {r.shots} | {_fmt(r.score)} | {r.n_eval} | "
+                f"{_fmt(r.latency_ms_side_by_side, 1)} | {_ratio(r.latency_ratio_side_by_side)} | "
                 f"{_fmt(r.latency_ms_per_query, 1)} | {_fmt(r.trainable_params)} | {_fmt(r.icl_agreement, 1)} |"
             )
         lines.append("")
@@ -413,7 +447,8 @@ def summary_markdown(report: Report) -> str:
         "## Trained methods against zero-shot and ICL",
         "",
         "gap recovery = (method - zero-shot) / (ICL - zero-shot): 1 closes the whole gap to the "
-        f"`{ICL_REFERENCE}` teacher, 0 is no better than zero-shot. latency ratio = method / zero-shot.",
+        f"`{ICL_REFERENCE}` teacher, 0 is no better than zero-shot. latency ratio = method / zero-shot, "
+        "measured side by side (median of the per-round ratios).",
         "",
     ]
     rows = comparisons(report)
@@ -427,7 +462,7 @@ def summary_markdown(report: Report) -> str:
         for c in rows:
             zero = _fmt(c["zero"].score) if c["zero"] else "n/a"
             icl = f"{_fmt(c['icl'].score)} ({c['icl'].shots})" if c["icl"] else "n/a"
-            ratio = f"{_fmt(c['latency_ratio'])}x" if c["latency_ratio"] is not None else "n/a"
+            ratio = _ratio(c["latency_ratio"])
             lines.append(
                 f"| {c['model']} | {c['task']} | {c['method']} | {zero} | {icl} | {_fmt(c['result'].score)} | "
                 f"{_fmt(c['gap_recovery'])} | {ratio} |"

@@ -81,6 +81,7 @@ def stage_instances(params: dict) -> list[StageInstance]:
     out += [StageInstance("extract-teacher", pair) for pair in pairs]
     out += [StageInstance("train", (*pair, ("method", x))) for pair in pairs for x in run["trained"]]
     out += [StageInstance("evaluate", (*pair, ("method", x))) for pair in pairs for x in run_methods(params)]
+    out += [StageInstance("latency", pair) for pair in pairs]
     out.append(StageInstance("report"))
     return out
 
@@ -100,6 +101,11 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
         kept = {k: teacher[k] for k in ("target", "dtype", "shard_size")}
         return {**found, "teacher": {**kept, "logits_topk": teacher.get("logits_topk", 0)},
                 "shots": teacher_shots(params, model)}
+    if stage == "latency":  # the methods timed: types and shots (a checkpoint is an input of its own)
+        timed = {m: {"type": params["methods"][m]["type"], "shots": method_shots(params, m, model)}
+                 for m in run_methods(params)}
+        return {**found, "latency": params["latency"], "num_beams": eval_settings(params, model)["num_beams"],
+                "methods": timed}
     kind = params["tasks"][task]["kind"]
     entry = params["methods"][method]
     if "train" in entry:  # with the model's overrides of the training settings (the per-model protocol)

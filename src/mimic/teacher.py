@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 
 from mimic.atomic import atomic_write
 from mimic.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
+from mimic.checkpoint_files import sha256
 from mimic.data.schema import write_json
 from mimic.errors import IntegrityError, MimicError
 from mimic.logs import progress
@@ -106,14 +107,6 @@ def teacher_states(loaded, data: TaskData, chunk, target: str, split: str = "tra
     return out.states, out.lengths
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_settings(icd: dict, settings: dict, meta: dict, provenance: dict | None = None,
                    shots: int | None = None) -> dict:
     """Everything that decides the cached states (not the batch size: it only schedules the work).
@@ -150,7 +143,7 @@ def default_work_dir(out_dir: Path) -> Path:
 def _reusable(work: Path, name: str, keys: list[str], fp: str, done: dict) -> bool:
     """A finished shard of this extraction: listed with its sha256, same fingerprint, same keys."""
     path = work / name
-    if name not in done or not path.is_file() or _sha256(path) != done[name]:
+    if name not in done or not path.is_file() or sha256(path) != done[name]:
         return False
     try:
         with safe_open(str(path), "pt") as f:
@@ -272,7 +265,7 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
             # one metadata key: safetensors writes a metadata map in no fixed order, and the same
             # states must give the same bytes (DVC compares hashes)
             atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp, metadata={"fingerprint": fp}))
-            done[name] = _sha256(path)
+            done[name] = sha256(path)
             write_json(work / PROGRESS_FILE, {"fingerprint": fp, "settings": made_by, "shards": done})
             log.info("wrote %s (%d samples)", name, len(shard))
         index.update({k: name for k in keys})
@@ -428,7 +421,7 @@ class TeacherCache:
             expected = self.manifest["sha256"].get(name)
             if not path.is_file():
                 raise IntegrityError(f"{path} is missing; {self.fix}")
-            actual = _sha256(path)
+            actual = sha256(path)
             if actual != expected:
                 raise IntegrityError(f"{path}: sha256 {actual[:12]}... differs from the manifest's "
                                      f"{str(expected)[:12]}... (the file was changed or damaged); {self.fix}")

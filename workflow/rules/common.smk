@@ -108,9 +108,17 @@ def evaluate_part_inputs(w):
     return {k: v for k, v in evaluate_inputs(w).items() if k != "icl_predictions"}
 
 
+def latency_inputs(w):
+    """The task, its demonstrations and the checkpoint of every trained method of the run."""
+    checkpoints = expand("results/checkpoints/{model}/{task}/{method}/{name}", model=w.model, task=w.task,
+                         method=config["run"]["trained"], name=["mimic.safetensors", "mimic_config.json"])
+    return {**model_inputs(w), "checkpoints": checkpoints}
+
+
 def report_inputs(w):
     run = config["run"]
     return {
+        "latency": expand("results/latency/{model}/{task}.json", model=run["models"], task=run["tasks"]),
         "metrics": expand(
             "results/eval/{model}/{task}/{method}/metrics.json",
             model=run["models"], task=run["tasks"], method=run_methods(config),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -93,7 +94,7 @@ def output_hook(module: nn.Module, edit: Callable[[torch.Tensor], torch.Tensor],
     installed.undo.append(handle.remove)
 
 
-class Method:
+class Method(ABC):
     """One way to make a model answer as if it had seen demonstrations.
 
     type: the ``type:`` of its params.yaml entries (and of its checkpoints).
@@ -116,20 +117,21 @@ class Method:
         """``config`` with the model's shapes filled in (saved with the weights)."""
         return config
 
+    @abstractmethod
     def install(self, model: nn.Module, config, module: nn.Module | None, verify: bool):
         """Build the method's tensors (unless ``module`` is given) and enter the model: ``(module, Installed)``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def counts(self, config) -> dict[str, int]:
         """``{"trainable": ..., "fitted": ...}`` numbers of a completed config, without a model."""
-        raise NotImplementedError
 
     def prepare(self, loaded, data, icd: dict, module: nn.Module) -> None:
         """Anything computed from forward passes before training starts (I2CL's context vectors)."""
+        return None  # most methods compute nothing before training
 
     def fit(self, loaded, data, icd: dict, config, hp: dict) -> tuple[nn.Module, dict]:
         """Fitted methods: the module (not attached) and a summary of the fit."""
-        raise NotImplementedError(f"{self.type} is trained, not fitted")
+        raise TypeError(f"{self.type} is trained, not fitted")
 
 
 METHODS: dict[str, Method] = {}
