@@ -125,8 +125,8 @@ def runs(slurm, tmp_path_factory):
 def test_every_model_job_ran_on_slurm_split_in_four(runs):
     _, cluster, log = runs
     submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
-    # prepare, sample_icd, 4 teacher parts and their merge, train, 4 parts and a merge per method
-    assert len(submitted) == 1 + 1 + 4 + 1 + 1 + 3 * (4 + 1), "\n".join(submitted)
+    # prepare, sample_icd, 4 teacher parts and their merge, train, 4 parts and a merge per method, latency
+    assert len(submitted) == 1 + 1 + 4 + 1 + 1 + 3 * (4 + 1) + 1, "\n".join(submitted)
     assert not (cluster / "results" / "parts").exists() or not any((cluster / "results" / "parts").rglob("part-*"))
 
 

@@ -157,7 +157,7 @@ def test_merges_refuse_missing_duplicate_and_mismatched_parts(workdir, capsys):
     eparts = Path("results/parts/eval") / MODEL / VQA / "icl"
     _ok(params, "evaluate", "--model", MODEL, "--task", VQA, "--method", "icl", "--part", "2/2")
     err = refused("merge-evaluate", "--model", MODEL, "--task", VQA, "--method", "icl")
-    assert "part-00000-of-00002.json is missing (part 1 of 2)" in err
+    assert "part-00000-of-00002.json is missing: rerun `mimic evaluate" in err and "--part 1/2`" in err
     _ok(params, "evaluate", "--model", MODEL, "--task", VQA, "--method", "icl", "--part", "1/2")
     first = json.loads((eparts / "part-00000-of-00002.json").read_text())
     second = eparts / "part-00001-of-00002.json"

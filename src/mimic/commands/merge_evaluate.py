@@ -16,7 +16,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import json
 
     from mimic.commands.evaluate import (
         check_checkpoint,
@@ -25,8 +24,8 @@ def run(args) -> int:
         reference_predictions,
         write_results,
     )
-    from mimic.commands.stage_inputs import load_task
-    from mimic.errors import IntegrityError, MimicError
+    from mimic.commands.stage_inputs import load_task, read_stage_json
+    from mimic.errors import IntegrityError
     from mimic.logs import setup_logging
     from mimic.params import eval_settings
     from mimic.stages import differences, result_settings
@@ -47,12 +46,7 @@ def run(args) -> int:
     rows, seen, info = [], {}, []
     for part in range(jobs):
         path = part_file(args, part, jobs)
-        if not path.is_file():
-            raise MimicError(f"{path} is missing (part {part + 1} of {jobs}); {fix}")
-        try:
-            doc = json.loads(path.read_text())
-        except ValueError as exc:
-            raise IntegrityError(f"{path}: not valid JSON ({exc}); {fix}") from None
+        doc = read_stage_json(path, fix.replace("<i>", str(part + 1)))
         if doc.get("settings") != settings or doc.get("batch_size") != ev["batch_size"]:
             changed = "; ".join(differences(doc.get("settings") or {}, settings)[:3]) or (
                 f"eval.batch_size: {doc.get('batch_size')} -> {ev['batch_size']}")
