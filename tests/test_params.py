@@ -90,7 +90,7 @@ BAD = {
     ),
     "unknown key in a section": (
         _set("teacher.cache_dir", "x"),
-        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, logits_topk, mode, shard_size, "
+        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, jobs, logits_topk, mode, shard_size, "
         "target",
     ),
     "reference sampler without a draw per epoch": (

@@ -90,7 +90,8 @@ def test_the_eval_length_of_one_task_kind_changes_only_that_kind(params, root):
 @pytest.mark.parametrize("key", RESULT_NEUTRAL)
 def test_result_neutral_settings_change_nothing(params, root, key):
     write_settings(params, root)
-    value = {"teacher.batch_size": 3, "eval.batch_size": 5, "models.*.threads": 2, "models.*.device": "cuda:1"}[key]
+    value = {"teacher.batch_size": 3, "eval.batch_size": 5, "models.*.threads": 2, "models.*.device": "cuda:1",
+             "teacher.jobs": 4, "eval.jobs": 3}[key]
     assert changed_settings(edited(params, key.replace("*", "mini-idefics2"), value), root) == {}
 
 

@@ -11,6 +11,8 @@
     results/logs/<stage>/<model>-<task>-<method>.log         every stage (last line: wall time, peak memory)
     results/settings/<stage>/...json                         mimic validate (mimic.stages): each stage's settings
     results/partial/teacher/<model>/<task>/                  an unfinished teacher extraction (resumed)
+    results/parts/teacher/<model>/<task>/part-I-of-N.*       one job of a split extraction (teacher.jobs > 1)
+    results/parts/eval/<model>/<task>/<method>/part-I-of-N.* one job of a split evaluation (eval.jobs > 1)
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ def teacher_dir(model: str, task: str) -> Path:
 def teacher_partial_dir(model: str, task: str) -> Path:
     """Where an extraction keeps its finished shards until the cache is complete (resume)."""
     return RESULTS / "partial" / "teacher" / model / task
+
+
+def teacher_parts_dir(model: str, task: str) -> Path:
+    """Where the jobs of a split teacher extraction put their parts until `mimic merge-teacher` joins them."""
+    return RESULTS / "parts" / "teacher" / model / task
+
+
+def eval_parts_dir(model: str, task: str, method: str) -> Path:
+    """Where the jobs of a split evaluation put their predictions until `mimic merge-evaluate` joins them."""
+    return RESULTS / "parts" / "eval" / model / task / method
 
 
 def teacher_manifest(model: str, task: str) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from base64 import urlsafe_b64decode
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,47 @@ def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
     dropped = []
     for output, endtime, record in _snakemake_records(root):
         if abs(output.stat().st_mtime - endtime) > _TOLERANCE_S:
+            record.unlink()
+            dropped.append(str(output.relative_to(root)))
+    return dropped
+
+
+# The rules that make a split output (teacher.jobs / eval.jobs > 1) and the one that makes it in one job.
+_SPLIT_RULES = {
+    "teacher": ("teacher", "extract_teacher", "merge_teacher"),
+    "eval": ("eval", "evaluate", "merge_evaluate"),
+}
+_PART_OF = re.compile(r"part-\d+-of-(\d+)\.")
+
+
+def forget_resplit_outputs(params: dict, root: str | os.PathLike = ".") -> list[str]:
+    """Drop Snakemake's records of outputs made under another ``teacher.jobs`` / ``eval.jobs``.
+
+    How many jobs an extraction or evaluation is split into is result-neutral (the merged outputs are the
+    single job's), but it changes which rule makes the output (``extract_teacher`` or ``merge_teacher``)
+    and the parts it reads, and Snakemake would rerun the job for that ("code" and "input" rerun triggers).
+    Such a record is dropped, and the job is judged by mtimes alone: by its settings file, which holds
+    what its results depend on. The parts themselves are temp(): missing parts of a finished output do
+    not rerun it. The Snakefile calls this before Snakemake plans the jobs.
+    """
+    root = Path(root)
+    dropped = []
+    for output, _, record in _snakemake_records(root):
+        parts = output.relative_to(root).parts
+        if len(parts) < 2 or parts[0] != "results" or parts[1] not in _SPLIT_RULES:
+            continue
+        section, single, merged = _SPLIT_RULES[parts[1]]
+        jobs = params[section].get("jobs", 1)
+        try:
+            made = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        rule = made.get("rule")
+        if rule not in (single, merged):
+            continue
+        split_as = {int(m.group(1)) for f in made.get("input") or [] if (m := _PART_OF.search(f))}
+        now = single if jobs == 1 else merged
+        if rule != now or (rule == merged and split_as != {jobs}):
             record.unlink()
             dropped.append(str(output.relative_to(root)))
     return dropped

@@ -15,7 +15,8 @@ rerun trigger both tools share:
 
 Result-neutral settings are left out on purpose, so changing them reruns nothing:
 :data:`RESULT_NEUTRAL` lists them. They change how the work is scheduled (batching, threads,
-device), not what is computed; the numbers can differ by floating-point rounding only, as they
+device, how many jobs an extraction or evaluation is split into), not what is computed; the
+numbers can differ by floating-point rounding only, as they
 do between two GPUs. ``metrics.json`` records the device and the evaluation batch size it was
 made with; force a rerun (``snakemake --forcerun evaluate``, ``dvc repro -f``) to remeasure.
 """
@@ -44,7 +45,8 @@ from mimic.params import (
 
 SETTINGS_DIR = Path("results") / "settings"
 DIGEST_CACHE = Path("results") / ".file-digests.json"
-RESULT_NEUTRAL = ("teacher.batch_size", "eval.batch_size", "models.*.threads", "models.*.device")
+RESULT_NEUTRAL = ("teacher.batch_size", "eval.batch_size", "models.*.threads", "models.*.device",
+                  "teacher.jobs", "eval.jobs")
 # The files of a model directory that do not change what it computes.
 _NOT_MODEL_FILES = ("README", "LICENSE", ".")
 

@@ -185,6 +185,42 @@ def _replace_dir(work: Path, out_dir: Path) -> None:
         shutil.rmtree(old)
 
 
+def batch_plan(todo: list, shard_size: int, batch_size: int) -> list[list[list]]:
+    """The cache's shards (``shard_size`` samples each), each as its batches (``batch_size`` samples, never
+    across a shard boundary): the unit of work whose states do not depend on how the work is split."""
+    shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+    return [[shard[i : i + batch_size] for i in range(0, len(shard), batch_size)] for shard in shards]
+
+
+def part_batches(plan: list[list[list]], part: int, jobs: int) -> list[list]:
+    """The batches of part ``part`` (0-based) of ``jobs``: a contiguous run of the plan's batches."""
+    flat = [batch for shard in plan for batch in shard]
+    return flat[part * len(flat) // jobs : (part + 1) * len(flat) // jobs]
+
+
+def sample_keys(q: str, d: int, topk: int) -> list[str]:
+    """The tensors of one cached sample: its states and, with ``topk``, its answer log-probabilities."""
+    return [f"{q}/{d}{part}" for part in ("", *LOGIT_PARTS * bool(topk))]
+
+
+def _compute(loaded, data: TaskData, batches: list[list], target: str, dtype, topk: int,
+             bar) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for chunk in batches:
+        out = teacher_forward(loaded, data, chunk, target, topk)
+        for j, (q, d, _) in enumerate(chunk):
+            tensors[f"{q}/{d}"] = out.states[j].to("cpu", dtype).contiguous()
+            if topk:
+                tensors[f"{q}/{d}/logprobs"] = out.logprobs[j].to("cpu", torch.float32).contiguous()
+                tensors[f"{q}/{d}/indices"] = out.indices[j].to("cpu", torch.int64).contiguous()
+        bar.update(len(chunk))
+    return tensors
+
+
+def _topk(settings: dict) -> int:
+    return int(settings.get("logits_topk", 0) or 0)
+
+
 def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, meta: dict,
             provenance: dict | None = None, work_dir: Path | None = None, shots: int | None = None) -> dict:
     """Extract the teacher cache into ``out_dir`` (resuming in ``work_dir``); the teacher takes the
@@ -192,38 +228,40 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
 
     Returns the manifest, with this run's ``seconds`` and ``reused_shards`` (not written to it).
     """
-    out_dir = Path(out_dir)
-    work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
-    made_by = cache_settings(icd, settings, meta, provenance, shots)
-    fp = fingerprint(made_by)
-    done = _start_work_dir(work, made_by, fp)
     dtype = DTYPES[settings["dtype"]]
     todo = samples(icd, sorted(icd["train"]), shots)
-    shard_size, batch_size = settings["shard_size"], settings["batch_size"]
-    topk = int(settings.get("logits_topk", 0) or 0)
-    shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+    plan = batch_plan(todo, settings["shard_size"], settings["batch_size"])
+    bar = progress(total=len(todo), desc=f"teacher {meta['model']}/{meta['task']}", logger=log)
+
+    def shard_tensors(s: int, shard: list) -> dict:
+        return _compute(loaded, data, plan[s], settings["target"], dtype, _topk(settings), bar)
+
+    made_by = cache_settings(icd, settings, meta, provenance, shots)
+    return _build_cache(out_dir, work_dir, made_by, plan, settings, meta, icd, bar, shard_tensors)
+
+
+def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list[list[list]], settings: dict,
+                 meta: dict, icd: dict, bar, shard_tensors) -> dict:
+    """Write every shard (``shard_tensors(s, samples)`` gives its tensors), the index and the manifest into
+    the work directory (reusing the shards an interrupted run finished), then swap it in for ``out_dir``."""
+    out_dir = Path(out_dir)
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
+    fp = fingerprint(made_by)
+    done = _start_work_dir(work, made_by, fp)
+    shards = [[sample for batch in batches for sample in batch] for batches in plan]
+    topk = _topk(settings)
     index: dict[str, str] = {}
     checksums: dict[str, str] = {}
     total_bytes, start, reused = 0, time.time(), 0
-    bar = progress(total=len(todo), desc=f"teacher {meta['model']}/{meta['task']}", logger=log)
     for s, shard in enumerate(shards):
         name = f"shard-{s:05d}.safetensors"
         path = work / name
-        keys = [f"{q}/{d}{part}" for q, d, _ in shard for part in ("", *LOGIT_PARTS * bool(topk))]
+        keys = [k for q, d, _ in shard for k in sample_keys(q, d, topk)]
         if _reusable(work, name, keys, fp, done):  # resume: finished by an earlier run of the same settings
             reused += 1
             bar.update(len(shard))
         else:
-            tensors = {}
-            for i in range(0, len(shard), batch_size):
-                chunk = shard[i : i + batch_size]
-                out = teacher_forward(loaded, data, chunk, settings["target"], topk)
-                for j, (q, d, _) in enumerate(chunk):
-                    tensors[f"{q}/{d}"] = out.states[j].to("cpu", dtype).contiguous()
-                    if topk:
-                        tensors[f"{q}/{d}/logprobs"] = out.logprobs[j].to("cpu", torch.float32).contiguous()
-                        tensors[f"{q}/{d}/indices"] = out.indices[j].to("cpu", torch.int64).contiguous()
-                bar.update(len(chunk))
+            tensors = shard_tensors(s, shard)
             # one metadata key: safetensors writes a metadata map in no fixed order, and the same
             # states must give the same bytes (DVC compares hashes)
             atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp, metadata={"fingerprint": fp}))
@@ -241,6 +279,7 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
     first = next(iter(index))
     with safe_open(str(work / index[first]), "pt") as f:
         layers, _, hidden = f.get_slice(first).get_shape()
+    n_samples = sum(len(shard) for shard in shards)
     manifest = {
         **meta,
         "dtype": settings["dtype"],
@@ -248,13 +287,13 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
         "logits_topk": topk,
         "n_queries": len(icd["train"]),
         "draws": icd["draws"],
-        "n_samples": len(todo),
+        "n_samples": n_samples,
         "n_shards": len(shards),
         "layers": layers,
         "hidden_size": hidden,
         "shape": "[layers, query-and-answer positions, hidden] per sample",
         "total_bytes": total_bytes,
-        "bytes_per_sample": round(total_bytes / max(1, len(todo)), 1),
+        "bytes_per_sample": round(total_bytes / max(1, n_samples), 1),
         "format": CACHE_FORMAT,
         "settings": made_by,
         "fingerprint": fp,
@@ -266,6 +305,83 @@ def extract(loaded, data: TaskData, icd: dict, out_dir: Path, settings: dict, me
     (work / PROGRESS_FILE).unlink()
     _replace_dir(work, out_dir)
     return {**manifest, "seconds": round(time.time() - start, 1), "reused_shards": reused}
+
+
+def part_file(parts_dir: Path, part: int, jobs: int) -> Path:
+    """Where part ``part`` (0-based) of a ``jobs``-way split extraction goes."""
+    return Path(parts_dir) / f"part-{part:05d}-of-{jobs:05d}.safetensors"
+
+
+def extract_part(loaded, data: TaskData, icd: dict, parts_dir: Path, settings: dict, meta: dict, part: int,
+                 jobs: int, provenance: dict | None = None, shots: int | None = None) -> Path:
+    """One job of a ``jobs``-way split extraction: the states of its batches (:func:`part_batches`), in one
+    file stamped with the fingerprint of the settings and its place in the split. :func:`merge_parts`
+    turns the parts into exactly the cache :func:`extract` makes (the same batches give the same states)."""
+    dtype = DTYPES[settings["dtype"]]
+    made_by = cache_settings(icd, settings, meta, provenance, shots)
+    plan = batch_plan(samples(icd, sorted(icd["train"]), shots), settings["shard_size"], settings["batch_size"])
+    batches = part_batches(plan, part, jobs)
+    bar = progress(total=sum(len(b) for b in batches), desc=f"teacher {meta['model']}/{meta['task']} "
+                   f"part {part + 1}/{jobs}", logger=log)
+    tensors = _compute(loaded, data, batches, settings["target"], dtype, _topk(settings), bar)
+    bar.close()
+    path = part_file(parts_dir, part, jobs)
+    stamp = {"fingerprint": fingerprint(made_by), "part": str(part), "jobs": str(jobs),
+             "batch_size": str(settings["batch_size"])}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=stamp))
+    log.info("wrote %s (%d samples in %d batches)", path, len(tensors), len(batches))
+    return path
+
+
+def merge_parts(parts_dir: Path, jobs: int, icd: dict, out_dir: Path, settings: dict, meta: dict,
+                provenance: dict | None = None, work_dir: Path | None = None, shots: int | None = None) -> dict:
+    """The cache of a split extraction: every part checked (there, made under these settings and this
+    split, holding exactly its batches' samples) before anything is written, then the shards, index and
+    manifest written as :func:`extract` writes them (the same bytes)."""
+    made_by = cache_settings(icd, settings, meta, provenance, shots)
+    fp = fingerprint(made_by)
+    plan = batch_plan(samples(icd, sorted(icd["train"]), shots), settings["shard_size"], settings["batch_size"])
+    fix = (f"rerun `mimic extract-teacher --model {meta['model']} --task {meta['task']} --part <i>/{jobs}` "
+           "for it")
+    where: dict[str, Path] = {}
+    for part in range(jobs):
+        path = part_file(parts_dir, part, jobs)
+        if not path.is_file():
+            raise MimicError(f"{path} is missing (part {part + 1} of {jobs}); {fix}")
+        try:
+            with safe_open(str(path), "pt") as f:
+                stamp, keys = f.metadata() or {}, list(f.keys())
+        except Exception as exc:  # noqa: BLE001 - safetensors' errors do not name the file
+            raise IntegrityError(f"{path}: not a readable safetensors file ({exc}); {fix}") from None
+        if stamp.get("fingerprint") != fp or stamp.get("batch_size") != str(settings["batch_size"]):
+            raise IntegrityError(f"{path} was extracted under other settings than params.yaml gives now; {fix}")
+        if (stamp.get("part"), stamp.get("jobs")) != (str(part), str(jobs)):
+            raise IntegrityError(f"{path} holds part {stamp.get('part')} of a {stamp.get('jobs')}-job split, not part "
+                                 f"{part} of {jobs} (a copied or stray file); {fix}")
+        expected = {k for batch in part_batches(plan, part, jobs) for q, d, _ in batch
+                    for k in sample_keys(q, d, _topk(settings))}
+        twice = sorted(k for k in keys if k in where)
+        if twice:
+            raise IntegrityError(f"{path}: sample {twice[0]} is also in {where[twice[0]]} (duplicate samples); {fix}")
+        if set(keys) != expected:
+            odd = sorted(set(keys) ^ expected)
+            raise IntegrityError(f"{path}: holds {len(keys)} samples, not the {len(expected)} of part {part} of "
+                                 f"{jobs} (e.g. {odd[0]}); {fix}")
+        where.update({k: path for k in keys})
+    opened: dict[Path, object] = {}
+    bar = progress(total=sum(len(b) for shard in plan for b in shard),
+                   desc=f"merge teacher {meta['model']}/{meta['task']}", logger=log)
+
+    def shard_tensors(s: int, shard: list) -> dict:
+        tensors = {}
+        for key in (k for q, d, _ in shard for k in sample_keys(q, d, _topk(settings))):
+            if where[key] not in opened:
+                opened[where[key]] = safe_open(str(where[key]), "pt")
+            tensors[key] = opened[where[key]].get_tensor(key)
+        bar.update(len(shard))
+        return tensors
+
+    return _build_cache(out_dir, work_dir, made_by, plan, settings, meta, icd, bar, shard_tensors)
 
 
 class TeacherCache:

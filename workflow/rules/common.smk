@@ -3,7 +3,7 @@
 import re
 
 from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, trained_methods
-from mimic.record import forget_replaced_outputs
+from mimic.record import forget_replaced_outputs, forget_resplit_outputs
 from mimic.stages import settings_file, write_settings
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
@@ -19,6 +19,32 @@ except ParamsError as err:
 # Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
 # alone, not by the input checksums Snakemake recorded for the ones it made (mimic.record).
 forget_replaced_outputs()
+# Outputs made under another teacher.jobs / eval.jobs (by the other rule, or from another set of
+# parts) are judged by mtime alone too: how the work was split does not change the results.
+forget_resplit_outputs(config)
+
+
+def teacher_jobs():
+    return config["teacher"].get("jobs", 1)
+
+
+def eval_jobs():
+    return config["eval"].get("jobs", 1)
+
+
+def part_files(folder, jobs, ext):
+    """The parts of a split job (0-based numbers, as the part rules' wildcards)."""
+    return [f"{folder}/part-{i:05d}-of-{jobs:05d}.{ext}" for i in range(jobs)]
+
+
+# A model job (extract_teacher, train, evaluate and their parts) takes every core it is given: locally
+# Snakemake caps this at --cores (so model jobs never share the machine and latencies are clean), on a
+# cluster the profile's cpus_per_task decides. models.<name>.threads, where set, is what torch uses.
+MODEL_THREADS = 1024
+
+
+def model_threads(wildcards):
+    return config["models"][wildcards.model].get("threads") or MODEL_THREADS
 
 
 def one_of(names):
@@ -28,6 +54,8 @@ def one_of(names):
 
 
 wildcard_constraints:
+    part=r"\d{5}",
+    jobs=r"\d{5}",
     model=one_of(config["models"]),
     task=one_of(config["tasks"]),
     method=one_of(config["methods"]),
@@ -73,6 +101,11 @@ def evaluate_inputs(w):
     if w.method != ICL_REFERENCE:
         inputs["icl_predictions"] = f"results/eval/{w.model}/{w.task}/{ICL_REFERENCE}/predictions.jsonl"
     return inputs
+
+
+def evaluate_part_inputs(w):
+    """A part of a split evaluation: what `mimic evaluate` reads, less the ICL reference (the merge compares)."""
+    return {k: v for k, v in evaluate_inputs(w).items() if k != "icl_predictions"}
 
 
 def latency_inputs(w):

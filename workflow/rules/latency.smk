@@ -6,10 +6,9 @@ rule latency:
         latency=update("results/latency/{model}/{task}.json"),
     log:
         "results/logs/latency/{model}-{task}.log",
-    # Timings: the job takes every core, so no other model job shares the machine while it measures.
-    threads: workflow.cores
-    resources:
-        gpu=1,
+    # Timings: a model job takes every core it is given (model_threads), so no other model job shares
+    # the machine while it measures.
+    threads: model_threads
     conda:
         "../envs/mimic.yaml"
     shell:

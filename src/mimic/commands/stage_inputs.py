@@ -5,20 +5,27 @@ from __future__ import annotations
 import json
 
 
+def read_stage_json(path, fix: str):
+    """An earlier stage's JSON output; a missing or unreadable file is one line that ends with `fix`."""
+    from mimic.errors import IntegrityError, MimicError
+
+    if not path.is_file():
+        raise MimicError(f"{path} is missing: {fix}")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise IntegrityError(f"{path}: not valid JSON ({exc}); {fix}") from None
+
+
 def load_task(task: str, params: dict):
     from mimic import paths
     from mimic.batches import TaskData
     from mimic.data.schema import SPLITS, read_table
-    from mimic.errors import IntegrityError, MimicError
+    from mimic.errors import MimicError
 
     tables = {s: read_table(paths.split_table(task, s)) for s in SPLITS}
     icd_path = paths.icd_file(task)
-    if not icd_path.is_file():
-        raise MimicError(f"{icd_path} is missing: run `mimic sample-icd --task {task}` first")
-    try:
-        icd = json.loads(icd_path.read_text())
-    except ValueError as exc:
-        raise IntegrityError(f"{icd_path}: not valid JSON ({exc}); rerun `mimic sample-icd --task {task}`") from None
+    icd = read_stage_json(icd_path, f"run `mimic sample-icd --task {task}`")
     if icd["shots"] != params["icd"]["shots"]:
         raise MimicError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
