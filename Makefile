@@ -22,7 +22,7 @@ $(VENV)/.run: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[pipeline,test]"
+	$(PIP) install --quiet -e ".[pipeline,test,slurm]"
 	touch $@ $(VENV)/.run
 
 setup: $(VENV)/.run

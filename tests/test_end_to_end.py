@@ -30,11 +30,14 @@ def shrink(params: dict) -> dict:
     params["run"] = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa", "shapes-caption"],
                      "untrained": ["zero-shot", "icl-2"], "trained": ["mimic"]}
     for task in ("shapes-vqa", "shapes-caption"):
-        params["tasks"][task].update(n_train=8, n_support=16, n_eval=6)
+        params["tasks"][task].update(n_train=16, n_support=16, n_eval=6)
     params["icd"].update(shots=4, draws=2)
-    params["methods"]["mimic"]["train"].update(epochs=2, batch_size=4)
+    # the smallest training where MimIC still learns the task (8 training queries, or 4 epochs, or
+    # lr 1e-2 leave it at zero-shot's 0.00 on shapes-vqa; this gives 83.33 against ICL's 100.00)
+    params["methods"]["mimic"]["train"].update(epochs=8, batch_size=4, lr=5.0e-2)
     params["teacher"].update(shard_size=6, batch_size=4)
     params["eval"].update(batch_size=4)
+    params["latency"].update(queries=4, new_tokens=4, rounds=2)
     return params
 
 
@@ -75,6 +78,20 @@ def test_report_numbers_come_from_the_predictions(run_dir):
             assert float(row["icl_agreement"]) == pytest.approx(100 * same / len(preds), abs=0.01)
     mimic_rows = [r for r in rows if r["method"] == "mimic"]
     assert all(int(r["trainable_params"]) == 2 * 4 * 4 * 32 + 4 * 4 for r in mimic_rows)
+    # every latency the report compares was measured side by side (mimic latency), zero-shot the unit
+    for task in ("shapes-vqa", "shapes-caption"):
+        timed = json.loads((run_dir / "results" / "latency" / "mini-idefics2" / f"{task}.json").read_text())
+        for row in (r for r in rows if r["task"] == task):
+            assert float(row["latency_ms_side_by_side"]) == timed["methods"][row["method"]]["ms_per_query"]
+            assert float(row["latency_ratio_side_by_side"]) == timed["methods"][row["method"]]["ratio_to_zero-shot"]
+
+
+def test_mimic_is_well_above_zero_shot_on_the_main_task(run_dir):
+    """What the default run must show, on the smallest settings where it still holds."""
+    scores = {r["method"]: float(r["score"]) for r in csv.DictReader((run_dir / "results" / "summary.csv").open())
+              if r["task"] == "shapes-vqa"}
+    assert scores["icl"] >= scores["zero-shot"] + 50  # the demonstrations carry the task
+    assert scores["mimic"] >= scores["zero-shot"] + 50  # and MimIC, without them, recovers most of it
 
 
 def test_outputs_and_logs_exist(run_dir):
@@ -82,9 +99,10 @@ def test_outputs_and_logs_exist(run_dir):
     for plot in ("score_by_method", "training_curves", "score_vs_shots"):
         assert (results / "plots" / f"{plot}.png").stat().st_size > 1000
     manifest = json.loads((results / "teacher" / "mini-idefics2" / "shapes-vqa" / "manifest.json").read_text())
-    assert manifest["n_samples"] == 16 and manifest["dtype"] == "float16" and manifest["layers"] == 4
+    assert manifest["n_samples"] == 32 and manifest["dtype"] == "float16" and manifest["layers"] == 4
     log = (results / "checkpoints" / "mini-idefics2" / "shapes-vqa" / "mimic" / "train_log.csv").read_text()
-    assert log.splitlines()[0] == "step,epoch,loss,align_loss,ce_loss,lr" and len(log.splitlines()) == 5
+    assert log.splitlines()[0] == "step,epoch,loss,align_loss,ce_loss,kl_loss,lr"
+    assert len(log.splitlines()) == 1 + 8 * 4  # 8 epochs x 16 queries / batch 4
     train_log = (results / "logs" / "train" / "mini-idefics2-shapes-vqa-mimic.log").read_text().splitlines()
     assert "mimic train done in" in train_log[-1] and "peak memory" in train_log[-1]  # time and memory of the job
     assert not list(run_dir.rglob("*.tmp"))

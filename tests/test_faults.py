@@ -257,7 +257,8 @@ def test_snakemake_runs_dvc_versions(ws):
         repro = ws.run("dvc", "repro")
         assert repro.returncode == 0, repro.output[-3000:]
         ran = set(re.findall(r"Running stage '([^']+)'", repro.output))
-        assert ran == {"validate", f"train@{MODEL}-{TASK}-mimic", f"evaluate-trained@{MODEL}-{TASK}-mimic", "report"}
+        assert ran == {"validate", f"train@{MODEL}-{TASK}-mimic", f"evaluate-trained@{MODEL}-{TASK}-mimic",
+                       f"latency@{MODEL}-{TASK}", "report"}
         ws.up_to_date()  # Snakemake has nothing to do after DVC ran them
         after = ws.outputs()
         assert after[f"{CHECKPOINT}/mimic.safetensors"] != before[f"{CHECKPOINT}/mimic.safetensors"]
@@ -367,7 +368,7 @@ def test_a_damaged_checkpoint_under_snakemake_keeps_every_output(ws):
     with ws.damaged(rel, garbage, restore="dvc"):
         run = ws.run("snakemake", "all")
         check_failure(ws, "checkpoint weights, same-size garbage", "snakemake", run, rel, before, changed=(rel,))
-    assert ws.converge(before) <= {"evaluate", "report"}
+    assert ws.converge(before) <= {"evaluate", "latency", "report"}
 
 
 def test_a_truncated_icd_file_under_snakemake_keeps_the_teacher_cache(ws):
@@ -376,7 +377,7 @@ def test_a_truncated_icd_file_under_snakemake_keeps_the_teacher_cache(ws):
     with ws.damaged(rel, truncated):
         run = ws.run("snakemake", "all")
         check_failure(ws, "icd.json truncated", "snakemake", run, rel, before, changed=(rel,))
-    assert ws.converge(before) <= {"extract_teacher", "train", "evaluate", "report"}  # the failed job and after
+    assert ws.converge(before) <= {"extract_teacher", "train", "evaluate", "latency", "report"}  # the failed job, after
 
 
 # -- training that diverges -------------------------------------------------------------------------
@@ -395,7 +396,7 @@ def test_diverging_training_names_the_step_and_keeps_the_checkpoint(ws, tool):
         assert ws.run("dvc", "repro").returncode == 0
         ws.up_to_date()
     else:
-        assert ws.converge(before) <= {"train", "evaluate", "report"}  # the failed job and what follows it
+        assert ws.converge(before) <= {"train", "evaluate", "latency", "report"}  # the failed job and what follows
 
 
 # -- kill -9 ----------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def setup(tmp_path_factory):
 def interrupted_extract(monkeypatch, setup, out, work, settings, after_batches: int):
     """Run extract until ``after_batches`` teacher batches are done, then fail as a kill would."""
     calls = {"n": 0}
-    real = teacher_module.teacher_states
+    real = teacher_module.teacher_forward
 
     def dying(*args, **kwargs):
         if calls["n"] == after_batches:
@@ -59,11 +59,11 @@ def interrupted_extract(monkeypatch, setup, out, work, settings, after_batches: 
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(teacher_module, "teacher_states", dying)
+    monkeypatch.setattr(teacher_module, "teacher_forward", dying)
     loaded, data, icd = setup
     with pytest.raises(KeyboardInterrupt):
         extract(loaded, data, icd, out, settings, META, work_dir=work)
-    monkeypatch.setattr(teacher_module, "teacher_states", real)
+    monkeypatch.setattr(teacher_module, "teacher_forward", real)
 
 
 def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_path, monkeypatch):

@@ -185,11 +185,13 @@ def test_each_epoch_uses_draw_epoch_mod_draws(mini, monkeypatch):
     demos = []
     import mimic.training as training
 
-    def spy_states(loaded_, data_, chunk, target, split="train"):
-        demos.extend((q, d, list(ids)) for q, d, ids in chunk)
-        return teacher_states(loaded_, data_, chunk, target, split)
+    real_forward = training.teacher_forward
 
-    monkeypatch.setattr(training, "teacher_states", spy_states)
+    def spy_forward(loaded_, data_, chunk, target, logits_topk=0, split="train"):
+        demos.extend((q, d, list(ids)) for q, d, ids in chunk)
+        return real_forward(loaded_, data_, chunk, target, logits_topk, split)
+
+    monkeypatch.setattr(training, "teacher_forward", spy_forward)
     train(loaded, data, icd, MimicConfig(), {**HP, "epochs": 3, "batch_size": 4}, "mlp", None)
     mimic.detach(loaded.model)
     assert [d for _, d, _ in demos] == [0] * per_epoch + [1] * per_epoch + [0] * per_epoch

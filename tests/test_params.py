@@ -33,10 +33,15 @@ def params():
     return load_params(REPO / "params.yaml")
 
 
+UNTRAINED = ["zero-shot", "icl-1", "icl-2", "icl-4", "icl-rices-1", "icl-rices-2", "icl-rices-4"]
+TRAINED = ["mimic"]
+
+
 def test_the_real_params_yaml_validates(params):
-    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl-rices-1", "icl-rices-2", "icl-rices-4",
-                                   "icl", "mimic"]
-    assert trained_methods(params) == ["mimic"]
+    assert run_methods(params) == [*UNTRAINED, "icl", *TRAINED]
+    assert trained_methods(params) == ["mimic", "mimic-mlp", "mimic-per-layer", "mimic-constant", "mimic-ce-only",
+                                       "mimic-align-only", "live", "task-vector", "function-vector", "i2cl", "hificl",
+                                       "lora", "mimic-lora"]
     assert schema_path() == REPO / "workflow" / "schemas" / "params.schema.yaml"
 
 
@@ -51,9 +56,12 @@ def test_the_schema_is_valid_and_knows_exactly_the_method_types():
 
 
 def test_helpers(params):
-    assert [method_shots(params, m) for m in run_methods(params)] == [0, 1, 2, 4, 1, 2, 4, 8, 8]
-    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 8 + [True]
-    assert [method_demos(params, m) for m in run_methods(params)] == ["sampler"] * 4 + ["rices"] * 3 + ["sampler"] * 2
+    shots = {"hificl": 0, "lora": 0}  # they learn from the answers alone; every other trained method from 8 shots
+    want = [0, 1, 2, 4, 1, 2, 4, 8] + [shots.get(m, 8) for m in TRAINED]
+    assert [method_shots(params, m) for m in run_methods(params)] == want
+    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 8 + [True] * len(TRAINED)
+    assert [method_demos(params, m) for m in run_methods(params)] == (["sampler"] * 4 + ["rices"] * 3
+                                                                      + ["sampler"] * (1 + len(TRAINED)))
     assert model_source(params, "mini-idefics2") == "models/mini-idefics2"
     assert model_source(params, "idefics2-8b-base") == "HuggingFaceM4/idefics2-8b-base"
     local = copy.deepcopy(params)
@@ -81,11 +89,13 @@ def _set(key: str, value):
 BAD = {
     "unknown top-level key": (
         _set("training", {"lr": 1}),
-        "params.yaml: training: unknown top-level key; known: eval, icd, methods, models, run, seed, tasks, teacher",
+        "params.yaml: training: unknown top-level key; known: eval, icd, latency, methods, models, run, seed, tasks, "
+        "teacher",
     ),
     "unknown key in a section": (
         _set("teacher.cache_dir", "x"),
-        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, mode, shard_size, target",
+        "params.yaml: teacher.cache_dir: unknown key; known: batch_size, dtype, jobs, logits_topk, mode, shard_size, "
+        "target",
     ),
     "reference sampler without a draw per epoch": (
         lambda p: p["icd"].update(sampler="reference", draws=2),
@@ -106,8 +116,9 @@ BAD = {
         "params.yaml: teacher.target = 'hidden': must be one of mlp, layer, attn",
     ),
     "bad method type": (
-        _set("methods.mimic.type", "lora"),
-        "params.yaml: methods.mimic.type = 'lora': must be one of zero-shot, icl, mimic",
+        _set("methods.mimic.type", "prefix-tuning"),
+        "params.yaml: methods.mimic.type = 'prefix-tuning': must be one of zero-shot, icl, mimic, live, task-vector, "
+        "function-vector, i2cl, hificl, lora, mimic-lora",
     ),
     "bad insertion point": (
         _set("methods.mimic.shift.insert", "ffn"),
@@ -165,7 +176,9 @@ BAD = {
     "unknown method in run.untrained": (
         _set("run.untrained", ["zero_shot"]),
         "params.yaml: run.untrained[0] = 'zero_shot': unknown method; "
-        "known: zero-shot, icl-1, icl-2, icl-4, icl-rices-1, icl-rices-2, icl-rices-4, icl, mimic",
+        "known: zero-shot, icl-1, icl-2, icl-4, icl-rices-1, icl-rices-2, icl-rices-4, icl, mimic, mimic-mlp, "
+        "mimic-per-layer, mimic-constant, mimic-ce-only, mimic-align-only, live, task-vector, function-vector, i2cl, "
+        "hificl, lora, mimic-lora",
     ),
     "duplicate task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "shapes-vqa"]),

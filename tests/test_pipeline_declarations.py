@@ -31,7 +31,7 @@ pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
 EXPECTED_JOBS = {"prepare": 3, "embed": 3, "sample_icd": 3, "extract_teacher": 3, "train": 3, "evaluate": 27,
-                 "report": 1, "all": 1}
+                 "latency": 3, "report": 1, "all": 1}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -310,9 +310,11 @@ def test_a_drift_in_the_snakefile_is_caught(workflow, params, tmp_path):
     assert line in rules.read_text()
     rules.write_text(rules.read_text().replace(line, f"{line}\n        {extra}"))
     problems = differences(plan(drifted), dvc_stages(workflow), params)
-    assert len(problems) == 3  # the train job of each task
+    trained, tasks = params["run"]["trained"], params["run"]["tasks"]
+    assert len(problems) == len(tasks) * len(trained)  # every train job of each task
     assert all("outputs differ; snakemake only ['results/checkpoints/mini-idefics2/" in p for p in problems)
-    assert all(p.endswith("/mimic/optimizer.pt'], dvc only []") for p in problems)
+    assert sorted(p.rsplit("/", 2)[1] for p in problems) == sorted(trained * len(tasks))
+    assert all(p.endswith("/optimizer.pt'], dvc only []") for p in problems)
 
 
 def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
@@ -326,7 +328,8 @@ def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
     teacher_jobs = [p for p in problems if p.startswith("only dvc runs: mimic extract-teacher ")]
     teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"  # the cache
     train_deps = [p for p in problems if p.startswith("mimic train ") and teacher_deps in p]
-    assert len(teacher_jobs) == len(train_deps) == 3
+    tasks = len(data["run"]["tasks"])
+    assert len(teacher_jobs) == tasks and len(train_deps) == tasks * len(data["run"]["trained"])
     assert sorted(problems) == sorted(teacher_jobs + train_deps)
 
 
@@ -359,6 +362,7 @@ FAKE_MIMIC = textwrap.dedent(
         "train": [f"results/checkpoints/{a.model}/{a.task}/{a.method}/{f}"
                   for f in ("mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json")],
         "evaluate": [f"results/eval/{a.model}/{a.task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
+        "latency": [f"results/latency/{a.model}/{a.task}.json"],
         "report": ["results/summary.csv", "results/summary.md"]
         + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],
     }[stage]
@@ -464,6 +468,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         "extract-teacher": 1,
         "train": 1,
         "evaluate": 4,
+        "latency": 1,
         "report": 1,
     }
     assert run_both(snake, dvc) == [set(), set()]  # nothing changed, nothing runs
@@ -472,7 +477,8 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         return {
             c
             for c in everything
-            if c.split()[1] in stages and (method is None or f" --method {method} " in c or c.split()[1] == "report")
+            if c.split()[1] in stages
+            and (method is None or f" --method {method} " in c or c.split()[1] in ("latency", "report"))
         }
 
     rounds = [
@@ -495,9 +501,10 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         },
     ]
     expected = [
-        selected(("train", "evaluate", "report"), "mimic") | selected(("evaluate",), "icl-2"),
+        # (the side-by-side latency times every method: a new checkpoint or other shots rerun it)
+        selected(("train", "evaluate", "latency", "report"), "mimic") | selected(("evaluate",), "icl-2"),
         set(),
-        selected(("extract-teacher",)) | selected(("train", "evaluate", "report"), "mimic"),
+        selected(("extract-teacher",)) | selected(("train", "evaluate", "latency", "report"), "mimic"),
         selected(("evaluate", "report")),
     ]
     for edits, commands in zip(rounds, expected, strict=True):
@@ -514,7 +521,8 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
 def test_snakemake_and_dvc_share_one_state(tmp_path):
     """Snakemake runs, DVC versions: what one tool ran, the other does not run again, in either order."""
     work = FakePipeline(tmp_path / "shared", "snakemake", RUN, dvc=True)
-    assert len(work.run("snakemake")) == 10  # prepare, embed, sample-icd, teacher, train, 4 evaluations, report
+    assert len(work.run("snakemake")) == 11  # prepare, embed, sample-icd, teacher, train, 4 evaluations, latency,
+    # report
     assert "mimic record --params params.yaml" in work.bookkeeping  # the Snakefile's onsuccess
     assert work.dvc("status").strip() == "Data and pipelines are up to date."
     assert work.run("dvc") == set()  # `dvc repro` right after: up to date
@@ -523,8 +531,8 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     first_lock, first_params = (work.dir / "dvc.lock").read_text(), (work.dir / "params.yaml").read_text()
     work.edit("methods.mimic.train.lr", 3.0e-3)
     ran = work.run("dvc")  # only the stages the edit affects
-    assert {c.split()[1] for c in ran} == {"train", "evaluate", "report"}
-    assert all("--method mimic" in c for c in ran if c.split()[1] != "report") and len(ran) == 3
+    assert {c.split()[1] for c in ran} == {"train", "evaluate", "latency", "report"}
+    assert all("--method mimic" in c for c in ran if c.split()[1] not in ("latency", "report")) and len(ran) == 4
     mimic_jobs = ran
     assert work.run("snakemake") == set()  # Snakemake: nothing to do after DVC ran them
     assert work.dvc("status").strip() == "Data and pipelines are up to date."
@@ -546,7 +554,7 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     assert work.run("dvc") == set()
 
     work.edit("icd.seed", 1)  # and the other way round: Snakemake runs, DVC has nothing left to do
-    assert len(work.run("snakemake")) == 8  # sample-icd and everything after it
+    assert len(work.run("snakemake")) == 9  # sample-icd and everything after it
     assert work.run("dvc") == set()
 
     (work.dir / "params.yaml").write_text(first_params)  # the first version, as `git checkout` would

@@ -90,6 +90,17 @@ def write_train_log(root: Path, task: str, method: str = "mimic") -> None:
             writer.writerow([step, (step - 1) // 5, 2.0 / step, 1.0 / step, 2.0 / step, 5e-3])
 
 
+# `mimic latency` of the first task: ms per query and the median per-round ratio to zero-shot
+SIDE_BY_SIDE = {"zero-shot": (9.0, 1.0), "icl-1": (15.0, 1.61), "icl": (30.0, 3.2), "mimic": (9.5, 1.04)}
+
+
+def write_latency(root: Path, task: str) -> None:
+    path = root / "results" / "latency" / MODEL / f"{task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    methods = {m: {"ms_per_query": ms, "ratio_to_zero-shot": ratio} for m, (ms, ratio) in SIDE_BY_SIDE.items()}
+    path.write_text(json.dumps({"baseline": "zero-shot", "methods": methods}))
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     params_path = write_params(tmp_path)
@@ -97,6 +108,7 @@ def run_dir(tmp_path):
         for method, (predictions, score) in PREDICTIONS.items():
             write_eval(tmp_path, task, method, predictions, score)
         write_train_log(tmp_path, task)
+    write_latency(tmp_path, TASKS[0])  # none for the second task: its side-by-side cells are empty
     return tmp_path, params_path
 
 
@@ -118,7 +130,12 @@ def test_summary_numbers_are_recomputed_from_predictions(run_dir):
         assert int(row["shots"]) == SHOTS[row["method"]]
         assert row["metric"] == "vqa_accuracy" and row["metric_variant"] == "official"
         assert int(row["n_eval"]) == 4
-        assert float(row["latency_ms_per_query"]) == LATENCY[row["method"]]
+        assert float(row["latency_ms_per_query"]) == LATENCY[row["method"]]  # the evaluate job's own
+        if row["task"] == TASKS[0]:
+            ms, ratio = SIDE_BY_SIDE[row["method"]]
+            assert (float(row["latency_ms_side_by_side"]), float(row["latency_ratio_side_by_side"])) == (ms, ratio)
+        else:
+            assert row["latency_ms_side_by_side"] == row["latency_ratio_side_by_side"] == ""
     assert {r["method"]: r["icl_agreement"] for r in rows}["icl"] == ""  # null stays empty
 
     md = (root / "results" / "summary.md").read_text()
@@ -128,8 +145,10 @@ def test_summary_numbers_are_recomputed_from_predictions(run_dir):
     assert "`reference`" not in md
     assert md.count("skipped = ") == 2  # icl-1's count, once per task
     assert '- shapes-vqa: skipped = {"eval": 1, "support": 0, "train": 0}' in md
-    # gap recovery (65 - 0) / (75 - 0) = 0.87, latency ratio 11 / 10 = 1.10x
-    assert "| mini-idefics2 | shapes-vqa | mimic | 0.00 | 75.00 (8) | 65.00 | 0.87 | 1.10x |" in md
+    # gap recovery (65 - 0) / (75 - 0) = 0.87; the latency ratio measured side by side, not 11 / 10 of the jobs
+    assert f"| mini-idefics2 | {TASKS[0]} | mimic | 0.00 | 75.00 (8) | 65.00 | 0.87 | 1.04x |" in md
+    assert f"| mini-idefics2 | {TASKS[1]} | mimic | 0.00 | 75.00 (8) | 65.00 | 0.87 | n/a |" in md
+    assert "| mini-idefics2 | mimic | 8 | 65.00 | 4 | 9.5 | 1.04x | 11.0 | 204 | 0.5 |" in md
 
     for name in ("score_by_method", "training_curves", "score_vs_shots"):
         png = root / "results" / "plots" / f"{name}.png"

@@ -47,7 +47,7 @@ def names(paths) -> set[str]:
 
 def test_one_settings_file_per_job_of_the_run(params, root):
     written = write_settings(params, root)
-    assert len(written) == len(stage_instances(params)) == 2 + 2 + 2 + 2 + 2 + 2 * 4 + 1
+    assert len(written) == len(stage_instances(params)) == 2 + 2 + 2 + 2 + 2 + 2 * 4 + 2 + 1
     assert "train/mini-idefics2/shapes-vqa/mimic.json" in names(written)
     doc = json.loads((root / "results/settings/train/mini-idefics2/shapes-vqa/mimic.json").read_text())
     assert doc["settings"]["method"] == params["methods"]["mimic"]
@@ -58,15 +58,17 @@ def test_one_settings_file_per_job_of_the_run(params, root):
 # An edit -> the settings files it changes (for shapes-vqa and shapes-caption of mini-idefics2).
 EVALUATE = {f"evaluate/mini-idefics2/{{t}}/{m}.json" for m in ("zero-shot", "icl-2", "icl", "mimic")}
 TRAIN, TEACHER = "train/mini-idefics2/{t}/mimic.json", "extract-teacher/mini-idefics2/{t}.json"
+LATENCY = "latency/mini-idefics2/{t}.json"  # a trained method's settings reach it through its checkpoint
 EDITS = {
     "methods.mimic.train.lr": (3.0e-3, {TRAIN, "evaluate/mini-idefics2/{t}/mimic.json"}),
-    "methods.icl-2.shots": (3, {"evaluate/mini-idefics2/{t}/icl-2.json"}),
-    "icd.seed": (1, {"sample-icd/{t}.json", TEACHER, TRAIN, *EVALUATE}),
+    "methods.icl-2.shots": (3, {"evaluate/mini-idefics2/{t}/icl-2.json", LATENCY}),
+    "icd.seed": (1, {"sample-icd/{t}.json", TEACHER, TRAIN, *EVALUATE, LATENCY}),
     "teacher.target": ("layer", {TEACHER, TRAIN}),
     "teacher.shard_size": (7, {TEACHER}),
-    "eval.num_beams": (3, EVALUATE),
+    "eval.num_beams": (3, {*EVALUATE, LATENCY}),
+    "latency.rounds": (3, {LATENCY}),
     "tasks.shapes-vqa.n_eval": (7, {"prepare/shapes-vqa.json", "embed/shapes-vqa.json"}),
-    "icd.embedding": (None, {"embed/{t}.json", "sample-icd/{t}.json", TEACHER, TRAIN, *EVALUATE}),
+    "icd.embedding": (None, {"embed/{t}.json", "sample-icd/{t}.json", TEACHER, TRAIN, *EVALUATE, LATENCY}),
     "eval.metric_variant": ("reference", {"report.json", *EVALUATE}),
 }
 
@@ -89,14 +91,15 @@ def test_the_eval_length_of_one_task_kind_changes_only_that_kind(params, root):
 @pytest.mark.parametrize("key", RESULT_NEUTRAL)
 def test_result_neutral_settings_change_nothing(params, root, key):
     write_settings(params, root)
-    value = {"teacher.batch_size": 3, "eval.batch_size": 5, "models.*.threads": 2, "models.*.device": "cuda:1"}[key]
+    value = {"teacher.batch_size": 3, "eval.batch_size": 5, "models.*.threads": 2, "models.*.device": "cuda:1",
+             "teacher.jobs": 4, "eval.jobs": 3}[key]
     assert changed_settings(edited(params, key.replace("*", "mini-idefics2"), value), root) == {}
 
 
 def test_the_model_enters_by_the_content_of_its_files(params, root):
     write_settings(params, root)
     model_jobs = {str(i.settings_file) for i in stage_instances(params)
-                  if i.stage in ("embed", "extract-teacher", "train", "evaluate")}  # embed: its vision tower
+                  if i.stage in ("embed", "extract-teacher", "train", "evaluate", "latency")}  # embed: its vision tower
     (root / MODEL / "README.md").write_text("notes")  # not read by loading: no change
     assert changed_settings(params, root) == {}
     weights = root / MODEL / "model.safetensors"
@@ -119,4 +122,5 @@ def test_the_settings_of_the_default_params_yaml_are_valid_json_for_dvc(root):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for path in write_settings(params, root):
         doc = json.loads((root / path).read_text())
-        assert doc["stage"] in ("prepare", "embed", "sample-icd", "extract-teacher", "train", "evaluate", "report")
+        assert doc["stage"] in ("prepare", "embed", "sample-icd", "extract-teacher", "train", "evaluate", "latency",
+                                "report")

@@ -64,22 +64,22 @@ def test_resume_computes_only_the_unfinished_samples_and_reproduces_every_byte(t
 
     loaded, data, icd = _setup(tmp_path)
     out, work = tmp_path / "teacher", tmp_path / "partial"
-    real = teacher.teacher_states
+    real = teacher.teacher_forward
     computed = []
 
-    def spy(loaded_, data_, chunk, target, split="train"):
+    def spy(loaded_, data_, chunk, target, logits_topk=0, split="train"):
         if len(computed) >= 6:  # shard 0 (4 samples: batches of 3 + 1) done, then killed in shard 1
             raise KeyboardInterrupt("killed")
         computed.extend((q, d) for q, d, _ in chunk)
-        return real(loaded_, data_, chunk, target, split)
+        return real(loaded_, data_, chunk, target, logits_topk, split)
 
-    monkeypatch.setattr(teacher, "teacher_states", spy)
+    monkeypatch.setattr(teacher, "teacher_forward", spy)
     with pytest.raises(KeyboardInterrupt):
         extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"}, work_dir=work)
     first = work / "shard-00000.safetensors"
     kept = (first.read_bytes(), first.stat().st_ino, first.stat().st_mtime_ns)
     computed.clear()
-    monkeypatch.setattr(teacher, "teacher_states", lambda *a, **k: computed.extend((q, d) for q, d, _ in a[2])
+    monkeypatch.setattr(teacher, "teacher_forward", lambda *a, **k: computed.extend((q, d) for q, d, _ in a[2])
                         or real(*a, **k))
     manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"}, work_dir=work)
     samples = [(q, d) for q in sorted(icd["train"]) for d in range(2)]
@@ -87,7 +87,7 @@ def test_resume_computes_only_the_unfinished_samples_and_reproduces_every_byte(t
     assert manifest["n_samples"] == 12 and manifest["reused_shards"] == 1
     shard = out / "shard-00000.safetensors"
     assert (shard.read_bytes(), shard.stat().st_ino) == kept[:2]  # the very file, not rewritten
-    monkeypatch.setattr(teacher, "teacher_states", real)
+    monkeypatch.setattr(teacher, "teacher_forward", real)
     extract(loaded, data, icd, tmp_path / "fresh", SETTINGS, {"model": "mini", "task": "t"},
             work_dir=tmp_path / "fresh-work")
     for path in sorted(out.iterdir()):

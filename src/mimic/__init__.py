@@ -1,8 +1,10 @@
 """MimIC: Mimic In-Context Learning for multimodal tasks (Jiang et al., CVPR 2025).
 
 Learned per-head shift vectors with a query-dependent magnitude, attached to any
-transformers model through its attention interface. The public names below are imported
-lazily, so that ``import mimic.metrics`` (or ``mimic report``) does not import torch.
+transformers model through its attention interface; the other methods of the comparison
+(LIVE, Task / Function Vector, I2CL, HiFICL, LoRA) attach, save and load the same way
+(``mimic.methods``). The public names below are imported lazily, so that
+``import mimic.metrics`` (or ``mimic report``) does not import torch.
 """
 
 from importlib import import_module
@@ -11,13 +13,13 @@ _EXPORTS = {
     "ModelAdapter": "mimic.adapters",
     "adapter_for": "mimic.adapters",
     "register_adapter": "mimic.adapters",
-    "attach": "mimic.api",
-    "count_parameters": "mimic.api",
-    "detach": "mimic.api",
-    "disabled": "mimic.api",
-    "load": "mimic.api",
-    "read_config": "mimic.api",
-    "save": "mimic.api",
+    "attach": "mimic.methods",
+    "count_parameters": "mimic.methods",
+    "detach": "mimic.methods",
+    "disabled": "mimic.methods",
+    "load": "mimic.methods",
+    "read_config": "mimic.methods",
+    "save": "mimic.methods",
     "MimicConfig": "mimic.config",
     "HiddenStateRecorder": "mimic.recording",
     "MimicShift": "mimic.shift",

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -17,19 +16,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for
-from mimic.atomic import atomic_write, atomic_write_text
 from mimic.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
+from mimic.checkpoint_files import CONFIG_FILE, how_to_fix, read_doc, read_weights, write_checkpoint
 from mimic.compat import dry_run, probe_ids, reference_forward, refusal_reason
 from mimic.config import MimicConfig
 from mimic.errors import IntegrityError
 from mimic.shift import MimicShift
-
-WEIGHTS_FILE = "mimic.safetensors"
-CONFIG_FILE = "mimic_config.json"
 
 
 @dataclass
@@ -88,9 +83,7 @@ def attach(
     """
     if attachment(model) is not None:
         raise RuntimeError("MimIC is already attached to this model; call mimic.detach(model) first")
-    reason = refusal_reason(model, ADAPTERS.get(getattr(model.config, "model_type", None)))
-    if reason is not None:
-        raise ValueError(f"MimIC cannot attach to {model.config.model_type!r}: its attention {reason}")
+    check_supported(model)
     register()
     adapter = adapter_for(model)
     config = _complete(config or MimicConfig(), model, adapter)
@@ -143,6 +136,13 @@ def attach(
     return shift
 
 
+def check_supported(model: nn.Module) -> None:
+    """Refuse, in one line, a model whose attention the split of softmax attention does not describe."""
+    reason = refusal_reason(model, ADAPTERS.get(getattr(model.config, "model_type", None)))
+    if reason is not None:
+        raise ValueError(f"MimIC cannot attach to {model.config.model_type!r}: its attention {reason}")
+
+
 def _probe_inputs(model: nn.Module, adapter: ModelAdapter) -> dict:
     """A few ordinary token ids, no images: the input of ``attach``'s dry run."""
     ids = probe_ids(model, adapter.text_config(model))
@@ -182,70 +182,34 @@ def disabled(model: nn.Module):
             t.enabled = True
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save(shift: MimicShift, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write ``mimic.safetensors`` and ``mimic_config.json`` into directory ``path`` (atomically).
 
     Refuses non-finite weights. The config records the weights' sha256 (``extra.weights_sha256``),
     which :func:`load` verifies, and ``metadata`` (e.g. the settings that made the checkpoint).
     """
-    path = Path(path)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in shift.state_dict().items()}
-    broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-    if broken:
-        raise IntegrityError(f"{path / WEIGHTS_FILE}: not written, tensors {broken} hold nan or inf")
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    doc = json.loads(shift.config.to_json())
-    doc["extra"] = {**doc.get("extra", {}), **(metadata or {}), "weights_sha256": _sha256(path / WEIGHTS_FILE)}
-    atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
-    return path
+    doc = {"type": "mimic", **json.loads(shift.config.to_json())}
+    doc["extra"] = {**doc.get("extra", {}), **(metadata or {})}
+    return write_checkpoint(Path(path), shift.state_dict(), doc)
 
 
 def read_config(path: str | os.PathLike) -> MimicConfig:
     path = Path(path)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing: not a MimIC checkpoint directory written by mimic.save")
+    doc = read_doc(path)
+    kind = doc.pop("type", "mimic")
+    if kind != "mimic":
+        raise ValueError(f"{path / CONFIG_FILE} holds a {kind!r} checkpoint, not MimIC's; load it with mimic.load")
     try:
-        return MimicConfig.from_json((path / CONFIG_FILE).read_text())
+        return MimicConfig.from_dict(doc)
     except (ValueError, TypeError) as exc:
         raise IntegrityError(f"{path / CONFIG_FILE}: not a MimIC config ({' '.join(str(exc).split())}); "
-                             f"{_fix(path / CONFIG_FILE)}") from None
-
-
-def _fix(file: Path) -> str:
-    return f"restore it (`dvc checkout --force {file}`) or train the checkpoint again (`mimic train ...`)"
-
-
-def _read_weights(path: Path, config: MimicConfig) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors, after checking the recorded sha256, the format and finiteness."""
-    weights = path / WEIGHTS_FILE
-    expected = config.extra.get("weights_sha256")
-    if expected is not None and _sha256(weights) != expected:
-        raise IntegrityError(f"{weights}: sha256 differs from the one {CONFIG_FILE} records (the file was changed "
-                             f"or damaged); {_fix(weights)}")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as exc:  # noqa: BLE001 - safetensors' errors do not name the file
-        raise IntegrityError(f"{weights}: not a readable safetensors file ({exc}); {_fix(weights)}") from None
-    broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-    if broken:
-        raise IntegrityError(f"{weights}: tensors {broken} hold nan or inf; {_fix(weights)}")
-    return tensors
+                             f"{how_to_fix(path / CONFIG_FILE)}") from None
 
 
 def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> MimicShift:
     """Attach the checkpoint at ``path`` to ``model``; fails clearly if the shapes differ."""
     config = read_config(path)
-    tensors = _read_weights(Path(path), config)
+    tensors = read_weights(Path(path), config.extra.get("weights_sha256"))
     adapter = adapter_for(model)
     have = adapter.shapes(model)
     want = {k: getattr(config, k) for k in ("num_layers", "num_heads", "head_dim")}

@@ -40,13 +40,18 @@ BASES = ("sdpa", "eager")
 
 @dataclass
 class AttentionCall:
-    """What one attention call saw: masked, scaled scores [b,H,q,k] (float32) and values [b,KV,k,d].
+    """What one attention call saw, for shifts that ask (the others get ``None``).
 
-    Built only for a shift with ``needs_scores = True``: it costs a second [b,H,q,k] tensor.
+    ``needs_scores = True`` (the exactness oracle's capture): the masked, scaled scores [b,H,q,k]
+    (float32) and the values [b,KV,k,d]; it costs a second [b,H,q,k] tensor. ``needs_output = True``
+    (HiFICL, Function Vector's head capture and patch): the base attention's own head outputs
+    [b,H,q,d] (before ``o_proj``) and the scale of its scores.
     """
 
-    scores: torch.Tensor
-    value: torch.Tensor
+    scores: torch.Tensor | None = None
+    value: torch.Tensor | None = None
+    output: torch.Tensor | None = None
+    scaling: float | None = None
 
 
 @dataclass
@@ -125,6 +130,10 @@ def mimic_attention(module, query, key, value, attention_mask, scaling=None, dro
             call = AttentionCall(scores, value)
         else:
             log_z2 = chunked_log_z2(query, key, attention_mask, scale, causal_if_none, softcap)
+    if getattr(shift, "needs_output", False):
+        call = call or AttentionCall()
+        call.output = out.transpose(1, 2)  # [b, H, q, d], a view
+        call.scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     if target.insert == "attn" and call is None and hasattr(shift, "add_to"):
         return shift.add_to(target.row, out, query, log_z2), weights
     delta = shift(target.row, query, log_z2, call)

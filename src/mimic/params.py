@@ -12,9 +12,10 @@ sampled demonstrations, a model has a path or a hub id, ...). Every problem is a
 The Snakefile (workflow/rules/common.smk) and every ``mimic`` stage call :func:`load_params`,
 so a bad file fails before any job runs; :func:`check_params` checks an already parsed dict.
 
-Methods come in two families. ``TRAINED_TYPES`` is the one list of method types that are
-trained (have a ``mimic train`` stage and a checkpoint); adding a trained baseline (LIVE,
-LoRA, function/task vectors) means adding its type there and to the schema's type enum.
+Methods come in two families. ``TRAINED_TYPES`` is the one list of method types that have a
+``mimic train`` stage and a checkpoint (trained by gradient, or fitted: ``FITTED_TYPES``); it
+equals the types registered in :mod:`mimic.methods` (a test keeps them in sync, without this
+module importing torch). Adding a method means adding its type here and to the schema.
 """
 
 from __future__ import annotations
@@ -32,8 +33,19 @@ from mimic.errors import MimicError
 
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
 UNTRAINED_TYPES = ("zero-shot", "icl")
-TRAINED_TYPES = ("mimic",)
+TRAINED_TYPES = ("mimic", "live", "task-vector", "function-vector", "i2cl", "hificl", "lora", "mimic-lora")
+FITTED_TYPES = ("task-vector", "function-vector")  # fitted from forward passes: a `fit:` section, no `train:`
+DEMONSTRATION_FREE_TYPES = ("hificl", "lora")  # learn from the answers alone: 0 shots in the tables
+MODEL_LR_TYPES = ("mimic", "mimic-lora")  # types that take models.<name>.train.lr (the paper's MimIC lr)
 ICL_REFERENCE = "icl"  # the method every other method is compared to (the ICL teacher)
+MIMIC_REFERENCE = "mimic"  # the MimIC entry its ablations (other entries of type mimic) are compared to
+
+# Optional `train:` settings and their defaults (the paper's / reference code's choices).
+TRAIN_DEFAULTS = {
+    "max_grad_norm": 1.0,  # clip the global gradient norm before each step (None: no clipping)
+    "decay_bias": False,  # weight decay on biases too (the reference code exempts them)
+    "ce_tokens": "answer",  # CE on the answer tokens; "prompt": every token after BOS (the reference code)
+}
 
 # Stages whose log and benchmark files join the names with "-" (mimic.paths.log_file).
 _JOINED_STAGES = {"extract-teacher": ("models", "tasks"), "evaluate": ("models", "tasks", "methods")}
@@ -220,8 +232,11 @@ def _check_references(params: dict, source: str) -> None:
                 "(the demonstrations sampled per query)"
             )
         train = entry.get("train")
-        if train is not None and train["align_weight"] == 0 and train["ce_weight"] == 0:
-            fail(f"methods.{name}.train: align_weight and ce_weight are both 0, so there is nothing to train")
+        weights = ("align_weight", "ce_weight", "kl_weight")
+        if train is not None and not any(train.get(w, 0) > 0 for w in weights):
+            present = [w for w in weights if w in train]
+            verb = {1: "is", 2: "are both"}.get(len(present), "are all")
+            fail(f"methods.{name}.train: {' and '.join(present)} {verb} 0, so there is nothing to train")
 
     shots = params["icd"]["shots"]
     for task in run["tasks"]:
@@ -320,15 +335,51 @@ def run_methods(params: dict) -> list[str]:
     return [*params["run"]["untrained"], ICL_REFERENCE, *params["run"]["trained"]]
 
 
+def method_hp(params: dict, method: str, model: str | None = None) -> dict:
+    """A fitted method's ``fit:`` settings, or a trained one's ``train:`` settings with ``model``'s overrides
+    (``models.<model>.train``, the paper's protocol: :func:`train_settings`). The model's ``lr`` is MimIC's
+    (types in :data:`MODEL_LR_TYPES`); every other type keeps its own learning rate."""
+    entry = params["methods"][method]
+    if entry["type"] in FITTED_TYPES:
+        return dict(entry.get("fit") or {})
+    if model is None:
+        return dict(entry["train"])
+    hp = train_settings(params, model, method)
+    if entry["type"] not in MODEL_LR_TYPES:
+        hp["lr"] = entry["train"]["lr"]
+    return hp
+
+
+def ablation_changes(params: dict) -> dict[str, str]:
+    """MimIC's ablations in the run: every trained method of type mimic but the reference ``mimic``, with
+    what it changes (``insert: attn -> mlp``), the optional train settings at their defaults."""
+    methods = params["methods"]
+    reference = methods.get(MIMIC_REFERENCE)
+    if reference is None or reference["type"] != "mimic" or MIMIC_REFERENCE not in params["run"]["trained"]:
+        return {}  # no reference to compare with: every mimic entry is a method of its own
+    changes = {}
+    for name in params["run"]["trained"]:
+        entry = methods[name]
+        if name == MIMIC_REFERENCE or entry["type"] != "mimic":
+            continue
+        diffs = []
+        for section, defaults in (("shift", {}), ("train", TRAIN_DEFAULTS)):
+            a, b = {**defaults, **reference.get(section, {})}, {**defaults, **entry.get(section, {})}
+            diffs += [f"{k}: {_show(a.get(k))} -> {_show(b.get(k))}" for k in sorted(set(a) | set(b))
+                      if a.get(k) != b.get(k)]
+        changes[name] = ", ".join(diffs) or "same as mimic"
+    return changes
+
+
 def method_shots(params: dict, method: str, model: str | None = None) -> int:
     """Demonstrations a method sees (icl) or mimics (trained: the teacher's); 0 for zero-shot.
 
     An icl method without ``shots`` (the ``icl`` reference) and every trained method use the
     ICL teacher's shots: ``models.<model>.shots`` if set (the paper's per-model protocol), else
-    ``icd.shots``.
+    ``icd.shots``; methods that learn from the answers alone (:data:`DEMONSTRATION_FREE_TYPES`) 0.
     """
     kind = method_type(params, method)
-    if kind == "zero-shot":
+    if kind == "zero-shot" or kind in DEMONSTRATION_FREE_TYPES:
         return 0
     if kind == "icl" and "shots" in params["methods"][method]:
         return int(params["methods"][method]["shots"])

@@ -12,6 +12,8 @@
     results/logs/<stage>/<model>-<task>-<method>.log         every stage (last line: wall time, peak memory)
     results/settings/<stage>/...json                         mimic validate (mimic.stages): each stage's settings
     results/partial/teacher/<model>/<task>/                  an unfinished teacher extraction (resumed)
+    results/parts/teacher/<model>/<task>/part-I-of-N.*       one job of a split extraction (teacher.jobs > 1)
+    results/parts/eval/<model>/<task>/<method>/part-I-of-N.* one job of a split evaluation (eval.jobs > 1)
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def teacher_partial_dir(model: str, task: str) -> Path:
     return RESULTS / "partial" / "teacher" / model / task
 
 
+def teacher_parts_dir(model: str, task: str) -> Path:
+    """Where the jobs of a split teacher extraction put their parts until `mimic merge-teacher` joins them."""
+    return RESULTS / "parts" / "teacher" / model / task
+
+
+def eval_parts_dir(model: str, task: str, method: str) -> Path:
+    """Where the jobs of a split evaluation put their predictions until `mimic merge-evaluate` joins them."""
+    return RESULTS / "parts" / "eval" / model / task / method
+
+
 def teacher_manifest(model: str, task: str) -> Path:
     return teacher_dir(model, task) / "manifest.json"
 
@@ -69,6 +81,11 @@ def predictions_file(model: str, task: str, method: str) -> Path:
 
 def metrics_file(model: str, task: str, method: str) -> Path:
     return eval_dir(model, task, method) / "metrics.json"
+
+
+def latency_file(model: str, task: str) -> Path:
+    """Every method of the run timed side by side on one batch (``mimic latency``)."""
+    return RESULTS / "latency" / model / f"{task}.json"
 
 
 def log_file(stage: str, *names: str) -> Path:

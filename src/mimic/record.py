@@ -8,8 +8,10 @@
 ``record(root)`` is what ``mimic record`` (run by the Snakefile's ``onsuccess``) does: for every
 stage of dvc.yaml, upstream first, it decides whether the outputs on disk are the stage's
 up-to-date results *by Snakemake's own rule* (all outputs and dependencies exist, no dependency is
-newer than the oldest output, every upstream stage is up to date; for ``validate``: the settings
-files equal what params.yaml gives now) and commits those that DVC does not already have:
+newer than the oldest output unless its content is the one dvc.lock recorded for the stage -- a rerun
+upstream that remade the same bytes, which Snakemake's input checksums also let through --, every
+upstream stage is up to date; for ``validate``: the settings files equal what params.yaml gives
+now) and commits those that DVC does not already have:
 ``dvc commit --force`` of exactly those stages, without rewriting the workspace files (their
 mtimes are what Snakemake decides by). A stage whose outputs are stale or missing is left
 out, so ``dvc status`` still names it: dvc.lock never claims a result it does not hold.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from base64 import urlsafe_b64decode
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,15 +65,25 @@ def _why_stale(stage, root: Path, params: dict | None) -> str | None:
 
         changed = changed_settings(params, root)
         return f"{next(iter(changed))} does not match params.yaml" if changed else None
-    deps = [root / d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
-    missing = [str(p.relative_to(root)) for p in deps if not p.exists()]
+    deps = [(root / d.def_path, d) for d in stage.deps if not isinstance(d, ParamsDependency)]
+    missing = [str(p.relative_to(root)) for p, _ in deps if not p.exists()]
     if missing:
         return f"missing dependency {missing[0]}"
     oldest_out = min(t for p in outs for t in _mtimes(p))
-    for dep in deps:
-        if max(_mtimes(dep)) > oldest_out:
-            return f"{dep.relative_to(root)} is newer than its outputs"
+    for path, dep in deps:
+        # Newer but with the content dvc.lock recorded for this stage: a rerun upstream remade the
+        # same bytes, and Snakemake (input checksums) as DVC (hashes) leave the stage as it is.
+        if max(_mtimes(path)) > oldest_out and _changed(dep):
+            return f"{path.relative_to(root)} is newer than its outputs"
     return None
+
+
+def _changed(dep) -> bool:
+    """Whether the dependency's content differs from what dvc.lock recorded (or nothing is recorded)."""
+    try:
+        return bool(dep.changed())
+    except Exception:  # noqa: BLE001 - anything DVC cannot compare counts as changed
+        return True
 
 
 def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorded | None:
@@ -149,6 +162,47 @@ def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
     dropped = []
     for output, endtime, record in _snakemake_records(root):
         if abs(output.stat().st_mtime - endtime) > _TOLERANCE_S:
+            record.unlink()
+            dropped.append(str(output.relative_to(root)))
+    return dropped
+
+
+# The rules that make a split output (teacher.jobs / eval.jobs > 1) and the one that makes it in one job.
+_SPLIT_RULES = {
+    "teacher": ("teacher", "extract_teacher", "merge_teacher"),
+    "eval": ("eval", "evaluate", "merge_evaluate"),
+}
+_PART_OF = re.compile(r"part-\d+-of-(\d+)\.")
+
+
+def forget_resplit_outputs(params: dict, root: str | os.PathLike = ".") -> list[str]:
+    """Drop Snakemake's records of outputs made under another ``teacher.jobs`` / ``eval.jobs``.
+
+    How many jobs an extraction or evaluation is split into is result-neutral (the merged outputs are the
+    single job's), but it changes which rule makes the output (``extract_teacher`` or ``merge_teacher``)
+    and the parts it reads, and Snakemake would rerun the job for that ("code" and "input" rerun triggers).
+    Such a record is dropped, and the job is judged by mtimes alone: by its settings file, which holds
+    what its results depend on. The parts themselves are temp(): missing parts of a finished output do
+    not rerun it. The Snakefile calls this before Snakemake plans the jobs.
+    """
+    root = Path(root)
+    dropped = []
+    for output, _, record in _snakemake_records(root):
+        parts = output.relative_to(root).parts
+        if len(parts) < 2 or parts[0] != "results" or parts[1] not in _SPLIT_RULES:
+            continue
+        section, single, merged = _SPLIT_RULES[parts[1]]
+        jobs = params[section].get("jobs", 1)
+        try:
+            made = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        rule = made.get("rule")
+        if rule not in (single, merged):
+            continue
+        split_as = {int(m.group(1)) for f in made.get("input") or [] if (m := _PART_OF.search(f))}
+        now = single if jobs == 1 else merged
+        if rule != now or (rule == merged and split_as != {jobs}):
             record.unlink()
             dropped.append(str(output.relative_to(root)))
     return dropped

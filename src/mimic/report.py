@@ -13,6 +13,11 @@ it. ``summary.csv`` and ``summary.md`` name the variant of every score.
 
     results/summary.csv                 one row per (model, task, method): SUMMARY_COLUMNS
     results/summary.md                  a table per task, MimIC's gap recovery and latency ratio
+
+Latencies: ``latency_ms_per_query`` is the evaluate job's own wall time per query (jobs of a run
+may overlap, so it is not a figure to compare across methods); the compared latencies come from
+``results/latency/<model>/<task>.json`` (``mimic latency``: every method timed side by side in
+one process on one batch, median over rotated rounds), ``n/a`` where that file is absent.
     results/plots/score_by_method.png   grouped bars per task
     results/plots/training_curves.png   training loss per step of every trained method
     results/plots/score_vs_shots.png    ICL by shots (random and RICES demonstrations), zero-shot at 0,
@@ -30,7 +35,7 @@ from pathlib import Path
 
 from mimic import paths
 from mimic.atomic import atomic_write, atomic_write_text
-from mimic.params import ICL_REFERENCE, method_demos, method_type, run_methods
+from mimic.params import ICL_REFERENCE, MIMIC_REFERENCE, ablation_changes, method_demos, method_type, run_methods
 
 TOLERANCE = 1e-6
 SUMMARY_COLUMNS = (
@@ -43,10 +48,14 @@ SUMMARY_COLUMNS = (
     "score",
     "n_eval",
     "latency_ms_per_query",
+    "latency_ms_side_by_side",
+    "latency_ratio_side_by_side",
     "trainable_params",
+    "fitted_params",
     "icl_agreement",
 )
-TRAIN_LOG_COLUMNS = ("step", "epoch", "loss", "align_loss", "ce_loss", "lr")
+TRAIN_LOG_COLUMNS = ("step", "epoch", "loss", "lr")  # required; the loss terms a method has are read too
+LOSS_COLUMNS = ("align_loss", "ce_loss", "kl_loss")
 SUMMARY_CSV = paths.RESULTS / "summary.csv"
 SUMMARY_MD = paths.RESULTS / "summary.md"
 PLOTS = {
@@ -77,7 +86,10 @@ class Result:
     latency_ms_per_query: float | None
     trainable_params: int | None
     icl_agreement: float | None
+    fitted_params: int | None = None
     skipped: object = None
+    latency_ms_side_by_side: float | None = None  # mimic latency: every method on one batch, one process
+    latency_ratio_side_by_side: float | None = None  # median per-round ratio to zero-shot
     demos: str = "random"  # an icl method's demonstrations: random | rices (mimic.params.method_demos)
 
     def row(self) -> dict:
@@ -91,6 +103,7 @@ class Report:
     methods: list[str]
     results: list[Result]
     train_logs: dict[tuple[str, str, str], list[dict[str, float]]] = field(default_factory=dict)
+    ablations: dict[str, str] = field(default_factory=dict)  # MimIC ablation -> what it changes
 
     def result(self, model: str, task: str, method: str) -> Result | None:
         for r in self.results:
@@ -202,6 +215,7 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
         n_eval=len(rows),
         latency_ms_per_query=metrics.get("latency_ms_per_query"),
         trainable_params=metrics.get("trainable_params"),
+        fitted_params=metrics.get("fitted_params"),
         icl_agreement=metrics.get("icl_agreement"),
         skipped=metrics.get("skipped"),
     )
@@ -231,10 +245,11 @@ def load_train_log(model: str, task: str, method: str, root: Path, params_path: 
         missing = [c for c in TRAIN_LOG_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ReportError(f"{rel}: no column {', '.join(missing)}; expected {', '.join(TRAIN_LOG_COLUMNS)}")
+        columns = TRAIN_LOG_COLUMNS + tuple(c for c in LOSS_COLUMNS if c in (reader.fieldnames or []))
         rows = []
         for number, row in enumerate(reader, start=2):
             try:
-                rows.append({c: float(row[c]) if row[c] not in ("", None) else math.nan for c in TRAIN_LOG_COLUMNS})
+                rows.append({c: float(row[c]) if row[c] not in ("", None) else math.nan for c in columns})
             except ValueError:
                 raise ReportError(f"{rel}: line {number} holds a value that is not a number") from None
     return rows
@@ -257,7 +272,27 @@ def build_report(params: dict, root: str | Path = ".", params_path: str = "param
         for task in run["tasks"]
         for method in run["trained"]
     }
-    return Report(list(run["models"]), list(run["tasks"]), methods, results, train_logs)
+    for model in run["models"]:
+        for task in run["tasks"]:
+            add_side_by_side_latency(results, model, task, root)
+    return Report(list(run["models"]), list(run["tasks"]), methods, results, train_logs, ablation_changes(params))
+
+
+def add_side_by_side_latency(results: list[Result], model: str, task: str, root: Path) -> None:
+    """Fill the side-by-side latency of (model, task)'s results from ``mimic latency``'s file, if there."""
+    rel = paths.latency_file(model, task)
+    if not (root / rel).is_file():
+        return
+    try:
+        doc = json.loads((root / rel).read_text())
+        timed, ratio_key = doc["methods"], f"ratio_to_{doc['baseline']}"
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReportError(f"{rel}: not a latency file of `mimic latency` ({exc!r}); rerun "
+                          f"`mimic latency --model {model} --task {task}`") from None
+    for r in results:
+        if (r.model, r.task) == (model, task) and r.method in timed:
+            r.latency_ms_side_by_side = timed[r.method]["ms_per_query"]
+            r.latency_ratio_side_by_side = timed[r.method][ratio_key]
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -285,10 +320,6 @@ def gap_recovery(mimic: float, zero: float, icl: float) -> float | None:
     return None if icl == zero else (mimic - zero) / (icl - zero)
 
 
-def latency_ratio(mimic: float | None, zero: float | None) -> float | None:
-    return None if not mimic or not zero else mimic / zero
-
-
 def _zero_shot_method(report: Report) -> str | None:
     return next((r.method for r in report.results if r.method_type == "zero-shot"), None)
 
@@ -311,7 +342,7 @@ def comparisons(report: Report) -> list[dict]:
                 "icl": icl,
                 "result": r,
                 "gap_recovery": gap_recovery(r.score, zero.score, icl.score) if zero and icl else None,
-                "latency_ratio": latency_ratio(r.latency_ms_per_query, zero.latency_ms_per_query) if zero else None,
+                "latency_ratio": r.latency_ratio_side_by_side,
             }
         )
     return rows
@@ -327,18 +358,82 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "n/a"
+
+
+def _task_headers(report: Report) -> list[str]:
+    return [f"{task} ({next(r.metric for r in report.results if r.task == task)})" for task in report.tasks]
+
+
+def _params_cell(r: Result) -> str:
+    trained = _fmt(r.trainable_params if r.trainable_params is not None else 0)
+    return f"{trained} + {_fmt(r.fitted_params)} fitted" if r.fitted_params else trained
+
+
+def method_table(report: Report) -> list[str]:
+    """Every method but MimIC's ablations, one row per model and method, one score column per task."""
+    methods = [m for m in report.methods if m not in report.ablations]
+    lines = [
+        "## Methods",
+        "",
+        "Every method on the same model, demonstrations, training queries and evaluation. Parameters: trained "
+        "(+ fitted from forward passes, for Task / Function Vector and I2CL's context vectors).",
+        "",
+        "| model | method | type | shots | params | " + " | ".join(_task_headers(report)) + " |",
+        "|---|---|---|---:|---:|" + "---:|" * len(report.tasks),
+    ]
+    for model in report.models:
+        for method in methods:
+            rows = [report.result(model, task, method) for task in report.tasks]
+            first = next(r for r in rows if r is not None)
+            scores = " | ".join(_fmt(r.score) if r else "n/a" for r in rows)
+            lines.append(f"| {model} | {method} | {first.method_type} | {first.shots} | {_params_cell(first)} | "
+                         f"{scores} |")
+    return lines + [""]
+
+
+def ablation_table(report: Report) -> list[str]:
+    """MimIC and each of its ablations (one switch each), with the score change against MimIC."""
+    if not report.ablations or MIMIC_REFERENCE not in report.methods:
+        return []
+    lines = [
+        "## MimIC ablations",
+        "",
+        f"Each ablation changes one switch of `{MIMIC_REFERENCE}`; in brackets the change of the score against it.",
+        "",
+        "| model | method | change | params | " + " | ".join(_task_headers(report)) + " |",
+        "|---|---|---|---:|" + "---:|" * len(report.tasks),
+    ]
+    for model in report.models:
+        for method in [MIMIC_REFERENCE, *report.ablations]:
+            cells = []
+            for task in report.tasks:
+                r, ref = report.result(model, task, method), report.result(model, task, MIMIC_REFERENCE)
+                delta = f" ({r.score - ref.score:+.2f})" if method != MIMIC_REFERENCE else ""
+                cells.append(_fmt(r.score) + delta)
+            change = report.ablations.get(method, "(reference)")
+            first = report.result(model, report.tasks[0], method)
+            lines.append(f"| {model} | {method} | {change} | {_params_cell(first)} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
 def summary_markdown(report: Report) -> str:
     from mimic.metrics import VARIANT_DESCRIPTIONS
 
     lines = [
         "# MimIC results",
         "",
-        "Scores (x100) are recomputed from each `predictions.jsonl`; latency is per query. Metric variants:",
+        "Scores (x100) are recomputed from each `predictions.jsonl`. Latency per query: side by side = every "
+        "method timed in one process on one batch, the same number of generated tokens, median over rotated "
+        "rounds (`mimic latency`); eval job = the evaluate job's own wall time (jobs may overlap: not for "
+        "comparing). Metric variants:",
         "",
     ]
     variants = dict.fromkeys(r.metric_variant for r in report.results)
     lines += [f"- `{variant}`: {VARIANT_DESCRIPTIONS[variant]}" for variant in variants]
     lines.append("")
+    lines += method_table(report) + ablation_table(report)
     for task in report.tasks:
         results = [r for r in report.results if r.task == task]
         kind, metric = results[0].kind, results[0].metric
@@ -346,12 +441,14 @@ def summary_markdown(report: Report) -> str:
         lines += [
             f"## {task} ({kind}, {metric}, {task_variants})",
             "",
-            f"| model | method | shots | {metric} | n_eval | latency ms/query | trainable params | ICL agreement % |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            f"| model | method | shots | {metric} | n_eval | ms/query side by side | ratio to zero-shot "
+            "| ms/query eval job | trainable params | ICL agreement % |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             lines.append(
                 f"| {r.model} | {r.method} | {r.shots} | {_fmt(r.score)} | {r.n_eval} | "
+                f"{_fmt(r.latency_ms_side_by_side, 1)} | {_ratio(r.latency_ratio_side_by_side)} | "
                 f"{_fmt(r.latency_ms_per_query, 1)} | {_fmt(r.trainable_params)} | {_fmt(r.icl_agreement, 1)} |"
             )
         lines.append("")
@@ -360,7 +457,8 @@ def summary_markdown(report: Report) -> str:
         "## Trained methods against zero-shot and ICL",
         "",
         "gap recovery = (method - zero-shot) / (ICL - zero-shot): 1 closes the whole gap to the "
-        f"`{ICL_REFERENCE}` teacher, 0 is no better than zero-shot. latency ratio = method / zero-shot.",
+        f"`{ICL_REFERENCE}` teacher, 0 is no better than zero-shot. latency ratio = method / zero-shot, "
+        "measured side by side (median of the per-round ratios).",
         "",
     ]
     rows = comparisons(report)
@@ -374,7 +472,7 @@ def summary_markdown(report: Report) -> str:
         for c in rows:
             zero = _fmt(c["zero"].score) if c["zero"] else "n/a"
             icl = f"{_fmt(c['icl'].score)} ({c['icl'].shots})" if c["icl"] else "n/a"
-            ratio = f"{_fmt(c['latency_ratio'])}x" if c["latency_ratio"] is not None else "n/a"
+            ratio = _ratio(c["latency_ratio"])
             lines.append(
                 f"| {c['model']} | {c['task']} | {c['method']} | {zero} | {icl} | {_fmt(c['result'].score)} | "
                 f"{_fmt(c['gap_recovery'])} | {ratio} |"
@@ -442,6 +540,8 @@ def plot_training_curves(report: Report, path: Path) -> None:
     for ax, task in zip(axes, report.tasks, strict=True):
         curves = {key: rows for key, rows in report.train_logs.items() if key[1] == task}
         for (model, _, method), rows in curves.items():
+            if not rows:  # a fitted method: no training steps
+                continue
             ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=f"{model} / {method}")
         ax.set_title(task)
         ax.set_xlabel("step")
@@ -469,8 +569,11 @@ def plot_score_vs_shots(report: Report, path: Path) -> None:
                 if icl:
                     ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color,
                             label=f"{model} ICL ({'RICES' if demos == 'rices' else 'random'})")
-            for j, r in enumerate(r for r in results if r.method_type not in ("zero-shot", "icl")):
-                ax.axhline(r.score, color=color, linestyle=("--", ":", "-.")[j % 3], label=f"{model} {r.method}")
+            others = [r for r in results
+                      if r.method_type not in ("zero-shot", "icl") and r.method not in report.ablations]
+            for j, r in enumerate(others):
+                line_color = colors((j + 1) % 10) if len(report.models) == 1 else color
+                ax.axhline(r.score, color=line_color, linestyle=("--", ":", "-.")[j % 3], label=f"{model} {r.method}")
         metric = next(r.metric for r in report.results if r.task == task)
         ax.set_title(task)
         ax.set_xlabel("shots (0 = zero-shot)")

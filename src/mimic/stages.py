@@ -15,7 +15,8 @@ rerun trigger both tools share:
 
 Result-neutral settings are left out on purpose, so changing them reruns nothing:
 :data:`RESULT_NEUTRAL` lists them. They change how the work is scheduled (batching, threads,
-device), not what is computed; the numbers can differ by floating-point rounding only, as they
+device, how many jobs an extraction or evaluation is split into), not what is computed; the
+numbers can differ by floating-point rounding only, as they
 do between two GPUs. ``metrics.json`` records the device and the evaluation batch size it was
 made with; force a rerun (``snakemake --forcerun evaluate``, ``dvc repro -f``) to remeasure.
 """
@@ -33,18 +34,20 @@ from mimic.params import (
     ICL_REFERENCE,
     ParamsError,
     eval_settings,
+    method_demos,
+    method_hp,
     method_shots,
     model_source,
     processor_settings,
     prompt_preset,
     run_methods,
     teacher_shots,
-    train_settings,
 )
 
 SETTINGS_DIR = Path("results") / "settings"
 DIGEST_CACHE = Path("results") / ".file-digests.json"
-RESULT_NEUTRAL = ("teacher.batch_size", "eval.batch_size", "models.*.threads", "models.*.device")
+RESULT_NEUTRAL = ("teacher.batch_size", "eval.batch_size", "models.*.threads", "models.*.device",
+                  "teacher.jobs", "eval.jobs")
 # The files of a model directory that do not change what it computes.
 _NOT_MODEL_FILES = ("README", "LICENSE", ".")
 
@@ -80,6 +83,7 @@ def stage_instances(params: dict) -> list[StageInstance]:
     out += [StageInstance("extract-teacher", pair) for pair in pairs]
     out += [StageInstance("train", (*pair, ("method", x))) for pair in pairs for x in run["trained"]]
     out += [StageInstance("evaluate", (*pair, ("method", x))) for pair in pairs for x in run_methods(params)]
+    out += [StageInstance("latency", pair) for pair in pairs]
     out.append(StageInstance("report"))
     return out
 
@@ -102,12 +106,18 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
         return {"run": params["run"], "metric_variant": ev["metric_variant"]}
     found = {"model": model_identity(params, model, root), "icd": params["icd"]}
     if stage == "extract-teacher":
-        return {**found, "teacher": {k: teacher[k] for k in ("target", "dtype", "shard_size")},
+        kept = {k: teacher[k] for k in ("target", "dtype", "shard_size")}
+        return {**found, "teacher": {**kept, "logits_topk": teacher.get("logits_topk", 0)},
                 "shots": teacher_shots(params, model)}
+    if stage == "latency":  # the methods timed: types and shots (a checkpoint is an input of its own)
+        timed = {m: {"type": params["methods"][m]["type"], "shots": method_shots(params, m, model),
+                     "demos": method_demos(params, m)} for m in run_methods(params)}
+        return {**found, "latency": params["latency"], "num_beams": eval_settings(params, model)["num_beams"],
+                "methods": timed}
     kind = params["tasks"][task]["kind"]
     entry = params["methods"][method]
     if "train" in entry:  # with the model's overrides of the training settings (the per-model protocol)
-        entry = {**entry, "train": train_settings(params, model, method)}
+        entry = {**entry, "train": method_hp(params, method, model)}
     found.update(task_kind=kind, method=entry, shots=method_shots(params, method, model))
     if stage == "train":
         return {**found, "teacher": {k: teacher[k] for k in ("mode", "target")}}

@@ -3,7 +3,7 @@
 import re
 
 from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, trained_methods
-from mimic.record import forget_replaced_outputs
+from mimic.record import forget_replaced_outputs, forget_resplit_outputs
 from mimic.stages import settings_file, write_settings
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
@@ -19,6 +19,37 @@ except ParamsError as err:
 # Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
 # alone, not by the input checksums Snakemake recorded for the ones it made (mimic.record).
 forget_replaced_outputs()
+# Outputs made under another teacher.jobs / eval.jobs (by the other rule, or from another set of
+# parts) are judged by mtime alone too: how the work was split does not change the results.
+forget_resplit_outputs(config)
+
+
+def teacher_jobs():
+    return config["teacher"].get("jobs", 1)
+
+
+def eval_jobs():
+    return config["eval"].get("jobs", 1)
+
+
+def part_files(folder, jobs, ext):
+    """The parts of a split job (0-based numbers, as the part rules' wildcards)."""
+    return [f"{folder}/part-{i:05d}-of-{jobs:05d}.{ext}" for i in range(jobs)]
+
+
+# A model job (embed, extract_teacher, train, evaluate, latency and their parts) takes every core it is
+# given: locally Snakemake caps this at --cores (so model jobs never share the machine and latencies are
+# clean), on a cluster the profile's cpus_per_task decides. models.<name>.threads, where set, is what torch uses.
+MODEL_THREADS = 1024
+
+
+def model_threads(wildcards):
+    return config["models"][wildcards.model].get("threads") or MODEL_THREADS
+
+
+def embed_threads(wildcards):
+    """The embed job is a model job too: of icd.embedding's model (a key of `models`, or a CLIP hub id)."""
+    return config["models"].get(config["icd"].get("embedding") or "", {}).get("threads") or MODEL_THREADS
 
 
 def one_of(names):
@@ -28,6 +59,8 @@ def one_of(names):
 
 
 wildcard_constraints:
+    part=r"\d{5}",
+    jobs=r"\d{5}",
     model=one_of(config["models"]),
     task=one_of(config["tasks"]),
     method=one_of(config["methods"]),
@@ -58,6 +91,8 @@ def model_inputs(w):
 
 def train_inputs(w):
     inputs = model_inputs(w)
+    # Every trained method depends on the cache, also one whose loss never reads it (HiFICL, LoRA,
+    # CE-only): dvc.yaml's train matrix cannot tell the types apart, and both tools must rerun the same jobs.
     if config["teacher"]["mode"] == "cached":
         inputs["teacher"] = f"results/teacher/{w.model}/{w.task}/manifest.json"  # the cache (see teacher.smk)
     return inputs
@@ -73,9 +108,22 @@ def evaluate_inputs(w):
     return inputs
 
 
+def evaluate_part_inputs(w):
+    """A part of a split evaluation: what `mimic evaluate` reads, less the ICL reference (the merge compares)."""
+    return {k: v for k, v in evaluate_inputs(w).items() if k != "icl_predictions"}
+
+
+def latency_inputs(w):
+    """The task, its demonstrations and the checkpoint of every trained method of the run."""
+    checkpoints = expand("results/checkpoints/{model}/{task}/{method}/{name}", model=w.model, task=w.task,
+                         method=config["run"]["trained"], name=["mimic.safetensors", "mimic_config.json"])
+    return {**model_inputs(w), "checkpoints": checkpoints}
+
+
 def report_inputs(w):
     run = config["run"]
     return {
+        "latency": expand("results/latency/{model}/{task}.json", model=run["models"], task=run["tasks"]),
         "metrics": expand(
             "results/eval/{model}/{task}/{method}/metrics.json",
             model=run["models"], task=run["tasks"], method=run_methods(config),

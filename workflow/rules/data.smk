@@ -22,9 +22,7 @@ rule embed:
         embeddings=update("data/{task}/embeddings.safetensors"),
     log:
         "results/logs/embed/{task}.log",
-    threads: workflow.cores
-    resources:
-        gpu=1,
+    threads: embed_threads
     conda:
         "../envs/mimic.yaml"
     shell:

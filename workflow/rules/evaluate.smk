@@ -1,18 +1,56 @@
-rule evaluate:
-    input:
-        unpack(evaluate_inputs),
-        settings=settings("evaluate"),
-    output:
-        predictions=update("results/eval/{model}/{task}/{method}/predictions.jsonl"),
-        metrics=update("results/eval/{model}/{task}/{method}/metrics.json"),
-    log:
-        "results/logs/evaluate/{model}-{task}-{method}.log",
-    # A model job takes every core: model jobs never share the machine, so latencies are clean.
-    threads: workflow.cores
-    resources:
-        gpu=1,
-    conda:
-        "../envs/mimic.yaml"
-    shell:
-        "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
-        " --method {wildcards.method} --log {log}"
+# eval.jobs = N > 1 splits each method's evaluation into N jobs (`--part I/N`: whole batches of the
+# evaluation queries) and `mimic merge-evaluate` joins their predictions and scores them once (corpus
+# metrics such as CIDEr over all of them): the same predictions and scores as one job. The parts are
+# temp(): once merged they are deleted, and changing N reruns nothing that is done (see common.smk).
+if eval_jobs() == 1:
+
+    rule evaluate:
+        input:
+            unpack(evaluate_inputs),
+            settings=settings("evaluate"),
+        output:
+            predictions=update("results/eval/{model}/{task}/{method}/predictions.jsonl"),
+            metrics=update("results/eval/{model}/{task}/{method}/metrics.json"),
+        log:
+            "results/logs/evaluate/{model}-{task}-{method}.log",
+        threads: model_threads
+        conda:
+            "../envs/mimic.yaml"
+        shell:
+            "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            " --method {wildcards.method} --log {log}"
+
+else:
+
+    rule evaluate_part:
+        input:
+            unpack(evaluate_part_inputs),
+            settings=settings("evaluate"),
+        output:
+            part=temp("results/parts/eval/{model}/{task}/{method}/part-{part}-of-{jobs}.json"),
+        log:
+            "results/logs/evaluate/{model}-{task}-{method}-part-{part}-of-{jobs}.log",
+        threads: model_threads
+        params:
+            part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
+        conda:
+            "../envs/mimic.yaml"
+        shell:
+            "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            " --method {wildcards.method} --part {params.part} --log {log}"
+
+    rule merge_evaluate:
+        input:
+            unpack(evaluate_inputs),
+            settings=settings("evaluate"),
+            parts=lambda w: part_files(f"results/parts/eval/{w.model}/{w.task}/{w.method}", eval_jobs(), "json"),
+        output:
+            predictions=update("results/eval/{model}/{task}/{method}/predictions.jsonl"),
+            metrics=update("results/eval/{model}/{task}/{method}/metrics.json"),
+        log:
+            "results/logs/evaluate/{model}-{task}-{method}-merge.log",
+        conda:
+            "../envs/mimic.yaml"
+        shell:
+            "mimic merge-evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            " --method {wildcards.method} --log {log}"

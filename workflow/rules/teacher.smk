@@ -3,19 +3,55 @@
 # cache in results/partial/ (resuming from the shards an interrupted run finished, kept under a
 # fingerprint of their settings) and swaps it in only when complete, so a failing or killed job
 # leaves the previous cache as it was. dvc.yaml declares the directory.
-rule extract_teacher:
-    input:
-        unpack(model_inputs),
-        settings=settings("extract-teacher"),
-    output:
-        manifest=update("results/teacher/{model}/{task}/manifest.json"),
-    log:
-        "results/logs/extract-teacher/{model}-{task}.log",
-    # A model job takes every core: model jobs never share the machine, so latencies are clean.
-    threads: workflow.cores
-    resources:
-        gpu=1,
-    conda:
-        "../envs/mimic.yaml"
-    shell:
-        "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --log {log}"
+#
+# teacher.jobs = N > 1 splits the extraction into N jobs (`--part I/N`, e.g. one per GPU of a cluster)
+# and `mimic merge-teacher` joins their parts into the same cache, byte for byte. The parts are
+# temp(): once merged they are deleted, and changing N reruns nothing that is done (see common.smk).
+if teacher_jobs() == 1:
+
+    rule extract_teacher:
+        input:
+            unpack(model_inputs),
+            settings=settings("extract-teacher"),
+        output:
+            manifest=update("results/teacher/{model}/{task}/manifest.json"),
+        log:
+            "results/logs/extract-teacher/{model}-{task}.log",
+        threads: model_threads
+        conda:
+            "../envs/mimic.yaml"
+        shell:
+            "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --log {log}"
+
+else:
+
+    rule extract_teacher_part:
+        input:
+            unpack(model_inputs),
+            settings=settings("extract-teacher"),
+        output:
+            part=temp("results/parts/teacher/{model}/{task}/part-{part}-of-{jobs}.safetensors"),
+        log:
+            "results/logs/extract-teacher/{model}-{task}-part-{part}-of-{jobs}.log",
+        threads: model_threads
+        params:
+            part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
+        conda:
+            "../envs/mimic.yaml"
+        shell:
+            "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            " --part {params.part} --log {log}"
+
+    rule merge_teacher:
+        input:
+            unpack(model_inputs),
+            settings=settings("extract-teacher"),
+            parts=lambda w: part_files(f"results/parts/teacher/{w.model}/{w.task}", teacher_jobs(), "safetensors"),
+        output:
+            manifest=update("results/teacher/{model}/{task}/manifest.json"),
+        log:
+            "results/logs/extract-teacher/{model}-{task}-merge.log",
+        conda:
+            "../envs/mimic.yaml"
+        shell:
+            "mimic merge-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --log {log}"

@@ -11,10 +11,7 @@ rule train:
         method=TRAINED_METHODS,
     log:
         "results/logs/train/{model}-{task}-{method}.log",
-    # A model job takes every core: model jobs never share the machine, so latencies are clean.
-    threads: workflow.cores
-    resources:
-        gpu=1,
+    threads: model_threads
     conda:
         "../envs/mimic.yaml"
     shell:

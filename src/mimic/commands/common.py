@@ -25,3 +25,21 @@ def load_checked(args) -> dict:
             known = sorted(params[section])
             raise ParamsError(f"{args.params}: --{key} {name!r} is not in `{section}`; known: {known}")
     return params
+
+
+def add_part_argument(parser, what: str) -> None:
+    parser.add_argument("--part", default=None, type=parse_part, metavar="I/N",
+                        help=f"run only part I (1..N) of {what} split into N jobs; `mimic merge-...` joins the parts")
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1-based) -> (I - 1, N)."""
+    import argparse
+
+    try:
+        part, jobs = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 2/4)") from None
+    if not 1 <= part <= jobs:
+        raise argparse.ArgumentTypeError(f"{text!r}: I must be in 1..N")
+    return part - 1, jobs

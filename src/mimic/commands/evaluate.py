@@ -1,82 +1,153 @@
-"""mimic evaluate: generate for the evaluation queries, score, time, and compare to the ICL teacher."""
+"""mimic evaluate: generate for the evaluation queries, score, time, and compare to the ICL teacher.
+
+With ``--part I/N`` it generates only for part I of the evaluation queries (a contiguous run of whole
+batches) into results/parts/eval/<model>/<task>/<method>/ (one job of a split evaluation, ``eval.jobs``
+in the pipeline); ``mimic merge-evaluate`` joins the parts and scores them once, over all predictions.
+"""
 
 from __future__ import annotations
 
-from mimic.commands.common import add_stage_arguments, load_checked
+from mimic.commands.common import add_part_argument, add_stage_arguments, load_checked
 
 
 def add_arguments(parser) -> None:
     add_stage_arguments(parser, model=True, task=True, method=True)
+    add_part_argument(parser, "the evaluation queries")
+
+
+def reference_predictions(args) -> list[dict] | None:
+    """The ICL teacher's predictions every other method is compared to (None for the reference itself)."""
+    import json
+
+    from mimic import paths
+    from mimic.errors import IntegrityError, MimicError
+    from mimic.params import ICL_REFERENCE
+
+    if args.method == ICL_REFERENCE:
+        return None
+    ref_path = paths.predictions_file(args.model, args.task, ICL_REFERENCE)
+    if not ref_path.is_file():
+        raise MimicError(f"{ref_path} is missing: run `mimic evaluate --method {ICL_REFERENCE}` first")
+    try:
+        return [json.loads(line) for line in ref_path.read_text().splitlines() if line.strip()]
+    except ValueError as exc:
+        raise IntegrityError(f"{ref_path}: not valid JSON lines ({exc}); rerun "
+                             f"`mimic evaluate --method {ICL_REFERENCE}`") from None
+
+
+def check_checkpoint(args, params: dict) -> str | None:
+    """A trained method's checkpoint was made under the current settings; its weights' sha256 (else None)."""
+    from mimic import paths
+    from mimic.errors import IntegrityError
+    from mimic.methods import read_config
+    from mimic.params import is_trained
+    from mimic.stages import differences, file_sha256, result_settings
+
+    if not is_trained(params, args.method):
+        return None
+    checkpoint = paths.checkpoint_dir(args.model, args.task, args.method)
+    made = read_config(checkpoint).extra.get("settings")
+    wanted = result_settings(params, "train", args.model, args.task, args.method)
+    if made is not None and made != wanted:
+        changed = "; ".join(differences(made, wanted)[:4])
+        raise IntegrityError(f"{checkpoint} was trained under other settings ({changed}); train it again "
+                             f"(`mimic train --model {args.model} --task {args.task} --method {args.method}`)")
+    return file_sha256(checkpoint / "mimic.safetensors")
+
+
+def part_queries(qids: list[str], batch_size: int, part: int, jobs: int) -> list[str]:
+    """The queries of part ``part`` (0-based) of ``jobs``: whole batches, so each is generated in the batch
+    it has in a single job (left padding depends on the batch: the same batches give the same answers)."""
+    starts = list(range(0, len(qids), batch_size))
+    mine = starts[part * len(starts) // jobs : (part + 1) * len(starts) // jobs]
+    return [q for s in mine for q in qids[s : s + batch_size]]
+
+
+def part_file(args, part: int, jobs: int):
+    from mimic import paths
+
+    return paths.eval_parts_dir(args.model, args.task, args.method) / f"part-{part:05d}-of-{jobs:05d}.json"
 
 
 def run(args) -> int:
     import json
 
     from mimic import paths
-    from mimic.api import count_parameters, load, read_config
     from mimic.atomic import atomic_write_text
-    from mimic.commands.stage_inputs import load_stage_model, load_task
-    from mimic.data.schema import write_json
-    from mimic.errors import IntegrityError, MimicError
-    from mimic.evaluation import agreement, peak_memory_mb, predict
+    from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
+    from mimic.evaluation import peak_memory_mb, predict
     from mimic.logs import setup_logging
-    from mimic.metrics import HEADLINE, metric_variant, score
-    from mimic.params import ICL_REFERENCE, eval_settings, is_trained, method_demos, method_shots, method_type
-    from mimic.stages import differences, result_settings
+    from mimic.methods import count_parameters, load
+    from mimic.params import eval_settings, is_trained, method_shots, method_type
+    from mimic.stages import result_settings
 
     log = setup_logging(args.log, "mimic.evaluate")
     params = load_checked(args)
     kind = params["tasks"][args.task]["kind"]
     mtype = method_type(params, args.method)
-    reference = None
-    if args.method != ICL_REFERENCE:
-        ref_path = paths.predictions_file(args.model, args.task, ICL_REFERENCE)
-        if not ref_path.is_file():
-            raise MimicError(f"{ref_path} is missing: run `mimic evaluate --method {ICL_REFERENCE}` first")
-        try:
-            reference = [json.loads(line) for line in ref_path.read_text().splitlines() if line.strip()]
-        except ValueError as exc:
-            raise IntegrityError(f"{ref_path}: not valid JSON lines ({exc}); rerun "
-                                 f"`mimic evaluate --method {ICL_REFERENCE}`") from None
+    reference = reference_predictions(args) if args.part is None else None
     data, icd = load_task(args.task, params)
-    checkpoint = paths.checkpoint_dir(args.model, args.task, args.method)
-    if is_trained(params, args.method):  # made under the current settings? (before the model loads)
-        made = read_config(checkpoint).extra.get("settings")
-        wanted = result_settings(params, "train", args.model, args.task, args.method)
-        if made is not None and made != wanted:
-            changed = "; ".join(differences(made, wanted)[:4])
-            raise IntegrityError(f"{checkpoint} was trained under other settings ({changed}); train it again "
-                                 f"(`mimic train --model {args.model} --task {args.task} --method {args.method}`)")
+    weights_sha256 = check_checkpoint(args, params)  # before the model loads
     loaded = load_stage_model(params, args.model)
-    trainable = 0
+    counts = {"trainable": 0, "fitted": 0}
     if is_trained(params, args.method):
-        shift = load(loaded.model, checkpoint)
-        trainable = count_parameters(shift.config)["total"]
+        module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
+        counts = count_parameters(module.config)
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
     qids = list(data.tables["eval"]["id"])
     if ev.get("limit"):
         qids = qids[: ev["limit"]]
-    demos = icd["eval"]
-    if method_demos(params, args.method) == "rices":
-        if "eval_rices" not in icd:
-            raise MimicError(f"{paths.icd_file(args.task)} has no RICES demonstrations; rerun `mimic sample-icd`")
-        demos = icd["eval_rices"]
+    if args.part is not None:
+        qids = part_queries(qids, ev["batch_size"], *args.part)
+    demos = eval_demonstrations(params, icd, args.task, args.method)
     rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
-                   length_penalty=ev.get("length_penalty", 1.0))
+                   length_penalty=ev.get("length_penalty", 1.0)) if qids else []
+    run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
+                "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
+    if args.part is not None:
+        part, jobs = args.part
+        doc = {"model": args.model, "task": args.task, "method": args.method, "part": part, "jobs": jobs,
+               "batch_size": ev["batch_size"], "settings": result_settings(params, "evaluate", args.model, args.task,
+                                                                            args.method),
+               "weights_sha256": weights_sha256, "ids": qids, **run_info, "rows": rows}
+        path = part_file(args, part, jobs)
+        atomic_write_text(path, json.dumps(doc) + "\n")
+        log.info("wrote %s (%d queries)", path, len(rows))
+        return 0
+    write_results(args, params, rows, reference, run_info, log)
+    return 0
+
+
+def write_results(args, params: dict, rows: list[dict], reference: list[dict] | None, run_info: dict, log) -> None:
+    """Score all predictions once (corpus metrics such as CIDEr over the whole set) and write
+    predictions.jsonl and metrics.json."""
+    import json
+
+    from mimic import paths
+    from mimic.atomic import atomic_write_text
+    from mimic.data.schema import write_json
+    from mimic.evaluation import agreement
+    from mimic.metrics import HEADLINE, metric_variant, score
+    from mimic.params import eval_settings, method_shots, method_type
+
+    kind = params["tasks"][args.task]["kind"]
+    mtype = method_type(params, args.method)
+    shots = method_shots(params, args.method, args.model)
+    ev = eval_settings(params, args.model)
     variant = ev["metric_variant"]
     metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
     headline = HEADLINE[kind]
     result = {
         "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,
-        "shots": shots if mtype in ("icl", "mimic") else 0, "kind": kind, "metric": headline,
+        "shots": shots, "kind": kind, "metric": headline,
         "metric_variant": metric_variant(kind, variant),
         "score": metrics[headline], "metrics": metrics, "n_eval": len(rows),
         "latency_ms_per_query": round(sum(r["latency_ms"] for r in rows) / max(1, len(rows)), 3),
-        "peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
+        "peak_memory_mb": run_info["peak_memory_mb"], "device": run_info["device"],
         "batch_size": ev["batch_size"],  # result-neutral (mimic.stages): recorded, not a rerun trigger
-        "trainable_params": trainable,
+        "trainable_params": run_info["trainable_params"], "fitted_params": run_info["fitted_params"],
         "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
         "skipped": json.loads(paths.task_meta(args.task).read_text()).get("skipped", {}),
     }
@@ -86,4 +157,3 @@ def run(args) -> int:
     log.info("%s %s %s: %s (%s) = %.2f, %.1f ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,
              headline, result["metric_variant"], result["score"], result["latency_ms_per_query"],
              result["icl_agreement"])
-    return 0

@@ -27,8 +27,13 @@ def _shapes(model_name: str) -> dict:
 
 
 def run(args) -> int:
+    from dataclasses import fields
+
     from mimic.api import count_parameters
     from mimic.config import MimicConfig
+    from mimic.methods import METHODS
+    from mimic.methods import count_parameters as method_parameters
+    from mimic.methods.mimic_lora import MimicLoraConfig
 
     shapes = _shapes(args.model)
     base = MimicConfig(
@@ -46,6 +51,17 @@ def run(args) -> int:
     for name, cfg in rows:
         c = count_parameters(cfg)
         print(f"{name:22s} v={c['v']:>9,}  magnitude(w,b)={c['magnitude']:>9,}  total={c['total']:>9,}")
-    live = shapes["num_layers"] * shapes["hidden_size"] + shapes["num_layers"]
-    print(f"{'LIVE (for reference)':22s} total={live:>9,}")
+
+    def completed(config_class):
+        names = {f.name for f in fields(config_class)}
+        return config_class(**{k: v for k, v in shapes.items() if k in names})
+
+    print("every method (default config): trained + fitted")
+    for kind, method in METHODS.items():
+        if kind == "mimic-lora":
+            config = MimicLoraConfig(base, completed(METHODS["lora"].config_class))
+        else:
+            config = base if kind == "mimic" else completed(method.config_class)
+        c = method_parameters(config)
+        print(f"  {kind:18s} trained={c['trainable']:>12,}  fitted={c['fitted']:>10,}")
     return 0

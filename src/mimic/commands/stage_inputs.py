@@ -5,24 +5,46 @@ from __future__ import annotations
 import json
 
 
+def read_stage_json(path, fix: str):
+    """An earlier stage's JSON output; a missing or unreadable file is one line that ends with `fix`."""
+    from mimic.errors import IntegrityError, MimicError
+
+    if not path.is_file():
+        raise MimicError(f"{path} is missing: {fix}")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise IntegrityError(f"{path}: not valid JSON ({exc}); {fix}") from None
+
+
 def load_task(task: str, params: dict):
     from mimic import paths
     from mimic.batches import TaskData
     from mimic.data.schema import SPLITS, read_table
-    from mimic.errors import IntegrityError, MimicError
+    from mimic.errors import MimicError
 
     tables = {s: read_table(paths.split_table(task, s)) for s in SPLITS}
     icd_path = paths.icd_file(task)
-    if not icd_path.is_file():
-        raise MimicError(f"{icd_path} is missing: run `mimic sample-icd --task {task}` first")
-    try:
-        icd = json.loads(icd_path.read_text())
-    except ValueError as exc:
-        raise IntegrityError(f"{icd_path}: not valid JSON ({exc}); rerun `mimic sample-icd --task {task}`") from None
+    icd = read_stage_json(icd_path, f"run `mimic sample-icd --task {task}`")
     if icd["shots"] != params["icd"]["shots"]:
         raise MimicError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
     return TaskData(params["tasks"][task]["kind"], tables), icd  # loaders store absolute image paths
+
+
+def eval_demonstrations(params: dict, icd: dict, task: str, method: str) -> dict:
+    """query id -> the support ids a method's evaluation prompts show: the RICES lists (``eval_rices``)
+    for an icl method with ``demos: rices``, else the sampler's (``eval``)."""
+    from mimic import paths
+    from mimic.errors import MimicError
+    from mimic.params import method_demos
+
+    if method_demos(params, method) != "rices":
+        return icd["eval"]
+    if "eval_rices" not in icd:
+        raise MimicError(f"{paths.icd_file(task)} has no RICES demonstrations (icd.embedding is null?); "
+                         "set icd.embedding and rerun `mimic sample-icd`")
+    return icd["eval_rices"]
 
 
 def teacher_provenance(params: dict, model: str, task: str) -> dict:

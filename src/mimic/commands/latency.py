@@ -1,0 +1,85 @@
+"""mimic latency: time every method of the run side by side on one batch of a task (mimic.latency).
+
+Writes ``results/latency/<model>/<task>.json``: per method the median ms per query over the
+rounds (min..max) and the median per-round ratio to zero-shot. These are the latencies the
+report compares; the evaluate jobs' own wall times stay in their metrics.json.
+"""
+
+from __future__ import annotations
+
+from mimic.commands.common import add_stage_arguments, load_checked
+
+
+def add_arguments(parser) -> None:
+    add_stage_arguments(parser, model=True, task=True)
+
+
+def run(args) -> int:
+    from contextlib import contextmanager
+
+    from mimic import paths
+    from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
+    from mimic.data.schema import write_json
+    from mimic.errors import MimicError
+    from mimic.inference import encode_prompts
+    from mimic.latency import Variant, side_by_side, summarize
+    from mimic.logs import setup_logging
+    from mimic.methods import detach, load
+    from mimic.params import eval_settings, is_trained, method_shots, method_type, run_methods
+
+    log = setup_logging(args.log, "mimic.latency")
+    params = load_checked(args)
+    settings = params["latency"]
+    methods = run_methods(params)
+    checkpoints = {m: paths.checkpoint_dir(args.model, args.task, m) for m in methods if is_trained(params, m)}
+    missing = [str(p) for p in checkpoints.values() if not (p / "mimic_config.json").is_file()]
+    if missing:
+        raise MimicError(f"{missing[0]} holds no checkpoint: train it first (`snakemake all` or `mimic train`)")
+    data, icd = load_task(args.task, params)
+    qids = list(data.tables["eval"]["id"])[: settings["queries"]]
+    loaded = load_stage_model(params, args.model)
+    queries = [data.query("eval", q) for q in qids]
+    zero_inputs = encode_prompts(loaded, data.kind, queries)
+    baseline = next((m for m in methods if method_type(params, m) == "zero-shot"), "zero-shot")
+
+    def installed(path):
+        @contextmanager
+        def context():
+            load(loaded.model, path, verify=False)
+            try:
+                yield
+            finally:
+                detach(loaded.model)
+
+        return context
+
+    variants = [Variant(baseline, zero_inputs)]
+    for method in methods:
+        kind = method_type(params, method)
+        if method == baseline:
+            continue
+        if kind == "icl":
+            shots = method_shots(params, method, args.model)
+            shown = eval_demonstrations(params, icd, args.task, method)
+            demos = [[data.demo(s) for s in shown[q][:shots]] for q in qids]
+            variants.append(Variant(method, encode_prompts(loaded, data.kind, queries, demos=demos)))
+        elif kind == "zero-shot":
+            variants.append(Variant(method, zero_inputs))
+        else:
+            variants.append(Variant(method, zero_inputs, installed(checkpoints[method])))
+    beams = eval_settings(params, args.model)["num_beams"]
+    log.info("timing %d method(s) side by side: %d queries in one batch, %d new tokens, %d beam(s), %d rounds",
+             len(variants), len(qids), settings["new_tokens"], beams, settings["rounds"])
+    times = side_by_side(loaded, variants, settings["new_tokens"], beams, settings["rounds"],
+                         on_round=lambda r: log.info("round %d of %d done", r + 1, settings["rounds"]))
+    summary = summarize(times, len(qids), baseline)
+    result = {
+        "model": args.model, "task": args.task, "device": str(loaded.device), "baseline": baseline,
+        "queries": len(qids), "new_tokens": settings["new_tokens"], "num_beams": beams,
+        "rounds": settings["rounds"], "methods": summary, "seconds": times,
+    }
+    write_json(paths.latency_file(args.model, args.task), result)
+    for name, row in summary.items():
+        log.info("%-18s %8.2f ms/query (%.2f..%.2f), %.3fx %s", name, row["ms_per_query"], row["ms_per_query_min"],
+                 row["ms_per_query_max"], row[f"ratio_to_{baseline}"], baseline)
+    return 0

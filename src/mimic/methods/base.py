@@ -1,0 +1,326 @@
+"""What every method shares: its config, its place in the registry, attach / detach / save / load.
+
+In the spirit of peft's tuners, each module of :mod:`mimic.methods` holds one method: a config
+dataclass (the ``type:`` of a ``methods:`` entry in params.yaml, and the JSON next to the
+weights) and a :class:`Method` that says how it enters a model (the attention interface of
+:mod:`mimic.attention`, or forward hooks), what its tensors are, how many of them are trained
+or fitted, and what its training needs. Everything else is shared and lives here:
+
+- :func:`attach` freezes the base model, installs the method and records how to undo it;
+  :func:`detach` undoes it, after which the model computes exactly what it computed before;
+  :func:`disabled` switches every installed piece off for a while (the online ICL teacher);
+- :func:`save` writes a checkpoint directory: the method's tensors as ``mimic.safetensors``
+  and its config as ``mimic_config.json`` with its ``type``; :func:`load` dispatches on it.
+
+Adding a method is one module with its config and a :class:`Method` subclass, registered with
+:func:`register`, plus its ``type:`` in params.yaml (see README, "Methods").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from mimic.checkpoint_files import CONFIG_FILE, how_to_fix, read_doc, read_weights, write_checkpoint
+from mimic.errors import IntegrityError
+
+SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
+SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
+
+
+class ConfigMixin:
+    """``to_dict`` / ``to_json`` / ``from_dict`` for a method's config dataclass (unknown keys refused)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class Installed:
+    """What a method did to a model: ``undo`` (run in reverse order by :func:`detach`) and ``switches``
+    (context managers that turn a piece off, entered together by :func:`disabled`)."""
+
+    undo: list[Callable[[], None]] = field(default_factory=list)
+    switches: list[Callable[[], AbstractContextManager]] = field(default_factory=list)
+
+
+class Switch:
+    """On/off state shared by the forward hooks of one attachment."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    @contextmanager
+    def off(self):
+        previous, self.on = self.on, False
+        try:
+            yield
+        finally:
+            self.on = previous
+
+
+def output_hook(module: nn.Module, edit: Callable[[torch.Tensor], torch.Tensor], installed: Installed,
+                switch: Switch) -> None:
+    """Forward hook that replaces ``module``'s (first) output tensor by ``edit(output)`` while ``switch`` is on."""
+
+    def hook(mod, args, output):
+        if not switch.on:
+            return output
+        if isinstance(output, tuple):
+            return (edit(output[0]), *output[1:])
+        return edit(output)
+
+    handle = module.register_forward_hook(hook, prepend=True)  # before recorders, so they see the edit
+    installed.undo.append(handle.remove)
+
+
+class Method(ABC):
+    """One way to make a model answer as if it had seen demonstrations.
+
+    type: the ``type:`` of its params.yaml entries (and of its checkpoints).
+    config_class: its config dataclass; ``section``: the params.yaml key that holds it.
+    fitted: computed by :meth:`fit` from forward passes (Task / Function Vector) rather than trained.
+    uses_demonstrations: it learns from the ICL demonstrations (else only from the answers).
+    """
+
+    type: ClassVar[str]
+    config_class: ClassVar[type]
+    section: ClassVar[str] = "config"
+    fitted: ClassVar[bool] = False
+    uses_demonstrations: ClassVar[bool] = True
+
+    def config_from_entry(self, entry: dict):
+        """The config of a params.yaml ``methods:`` entry."""
+        return self.config_class.from_dict(dict(entry.get(self.section) or {}))
+
+    def complete(self, config, model: nn.Module):
+        """``config`` with the model's shapes filled in (saved with the weights)."""
+        return config
+
+    @abstractmethod
+    def install(self, model: nn.Module, config, module: nn.Module | None, verify: bool):
+        """Build the method's tensors (unless ``module`` is given) and enter the model: ``(module, Installed)``."""
+
+    @abstractmethod
+    def counts(self, config) -> dict[str, int]:
+        """``{"trainable": ..., "fitted": ...}`` numbers of a completed config, without a model."""
+
+    def prepare(self, loaded, data, icd: dict, module: nn.Module) -> None:
+        """Anything computed from forward passes before training starts (I2CL's context vectors)."""
+        return None  # most methods compute nothing before training
+
+    def fit(self, loaded, data, icd: dict, config, hp: dict) -> tuple[nn.Module, dict]:
+        """Fitted methods: the module (not attached) and a summary of the fit."""
+        raise TypeError(f"{self.type} is trained, not fitted")
+
+
+METHODS: dict[str, Method] = {}
+_BY_CONFIG: dict[type, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.type] = method
+    _BY_CONFIG[method.config_class] = method
+    return method
+
+
+def method_for_type(kind: str) -> Method:
+    if kind not in METHODS:
+        raise ValueError(f"unknown method type {kind!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[kind]
+
+
+def method_of(config) -> Method:
+    try:
+        return _BY_CONFIG[type(config)]
+    except KeyError:
+        raise TypeError(f"{type(config).__name__} is not the config of a registered method") from None
+
+
+def config_from_entry(entry: dict, **fill):
+    """The config of a params.yaml ``methods:`` entry, with ``fill`` (e.g. ``base_model``) set where it has it."""
+    config = method_for_type(entry["type"]).config_from_entry(entry)
+    for key, value in fill.items():
+        _fill(config, key, value)
+    return config
+
+
+def _fill(config, key: str, value) -> None:
+    names = {f.name for f in fields(config)}
+    if key in names:
+        if getattr(config, key) is None:
+            setattr(config, key, value)
+        return
+    for name in names:  # composite configs: fill their parts
+        part = getattr(config, name)
+        if type(part) in _BY_CONFIG:
+            _fill(part, key, value)
+
+
+def count_parameters(config) -> dict[str, int]:
+    """Trainable and fitted numbers of a completed config: ``{"trainable", "fitted", "total"}``."""
+    counts = method_of(config).counts(config)
+    return {**counts, "total": counts["trainable"] + counts["fitted"]}
+
+
+# -- attaching ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Attached:
+    method: Method
+    config: object
+    module: nn.Module
+    installed: Installed
+    requires_grad: list[tuple[nn.Parameter, bool]]
+
+
+def attached(model: nn.Module) -> Attached | None:
+    return model.__dict__.get(SLOT)
+
+
+def attach(model: nn.Module, config=None, shift: nn.Module | None = None, freeze_base: bool = True,
+           verify: bool = True) -> nn.Module:
+    """Install the method ``config`` describes (default: MimIC) into ``model``; return its module.
+
+    The base model is frozen (``freeze_base``); the returned module's parameters are what is
+    trained. ``shift`` hands in the method's module instead of building a fresh one.
+    """
+    from mimic import api
+    from mimic.config import MimicConfig
+
+    config = MimicConfig() if config is None else config
+    if attached(model) is not None or api.attachment(model) is not None:
+        current = attached(model).method.type if attached(model) is not None else "mimic"
+        raise RuntimeError(f"a method ({current}) is already attached to this model; call mimic.detach(model) first")
+    method = method_of(config)
+    config = method.complete(config, model)
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    if freeze_base:
+        for p, _ in grads:
+            p.requires_grad_(False)
+    try:
+        module, installed = method.install(model, config, shift, verify)
+    except BaseException:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        raise
+    module.eval()  # inference behaviour (no dropout, no training noise) until a training loop says otherwise
+    model.__dict__[SLOT] = Attached(method, getattr(module, "config", config), module, installed, grads)
+    return module
+
+
+def detach(model: nn.Module) -> nn.Module | None:
+    """Undo :func:`attach`: the model computes exactly what it computed before. Returns the module."""
+    att = model.__dict__.pop(SLOT, None)
+    if att is None:
+        from mimic import api
+
+        return api.detach(model)  # attached through mimic.api directly
+    for undo in reversed(att.installed.undo):
+        undo()
+    for p, flag in att.requires_grad:
+        p.requires_grad_(flag)
+    return att.module
+
+
+@contextmanager
+def disabled(model: nn.Module):
+    """Run the model without the attached method (e.g. the online ICL teacher), then switch it back on."""
+    att = attached(model)
+    if att is None:
+        from mimic import api
+
+        with api.disabled(model):
+            yield model
+        return
+    with ExitStack() as stack:
+        for switch in att.installed.switches:
+            stack.enter_context(switch())
+        yield model
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def checkpoint_doc(config, metadata: dict | None = None) -> dict:
+    """The JSON next to the weights: the method's ``type``, its config, and ``extra`` metadata."""
+    doc = {"type": method_of(config).type, **json.loads(config.to_json())}
+    doc["extra"] = {**(doc.get("extra") or {}), **(metadata or {})}
+    return doc
+
+
+def save(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write ``mimic.safetensors`` (the module's tensors) and ``mimic_config.json`` into ``path``, atomically.
+
+    Refuses non-finite tensors; the config records the weights' sha256, which :func:`load` verifies.
+    """
+    return write_checkpoint(Path(path), module.state_dict(), checkpoint_doc(module.config, metadata))
+
+
+def read_config(path: str | os.PathLike):
+    """The config saved in a checkpoint directory (any method; one without ``type`` is MimIC)."""
+    path = Path(path)
+    doc = read_doc(path)
+    kind = doc.pop("type", "mimic")
+    if kind not in METHODS:
+        raise ValueError(f"{path / CONFIG_FILE}: unknown method type {kind!r}; known: {', '.join(sorted(METHODS))}")
+    try:
+        return METHODS[kind].config_class.from_dict(doc)
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"{path / CONFIG_FILE}: not a {kind} config ({' '.join(str(exc).split())}); "
+                             f"{how_to_fix(path / CONFIG_FILE)}") from None
+
+
+def check_fits(config, model: nn.Module, path) -> None:
+    """Refuse, in one line, a checkpoint whose shapes differ from the model's."""
+    from mimic.adapters import adapter_for
+
+    have = adapter_for(model).shapes(model)
+    parts = [config] + [getattr(config, f.name) for f in fields(config) if type(getattr(config, f.name)) in _BY_CONFIG]
+    mismatch = {}
+    for part in parts:
+        for key in SHAPE_FIELDS:
+            want = getattr(part, key, None)
+            if want is not None and want != have[key]:
+                mismatch[key] = (want, have[key])
+    if mismatch:
+        detail = ", ".join(f"{k} {a} in the checkpoint vs {b} in the model" for k, (a, b) in mismatch.items())
+        base = next((getattr(p, "base_model", None) for p in parts if getattr(p, "base_model", None)), None)
+        base = base or "another model"
+        raise ValueError(f"{path} was trained for {base} and does not fit: {detail}")
+
+
+def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> nn.Module:
+    """Attach the checkpoint at ``path`` (any method) to ``model``; fails clearly if the shapes differ."""
+    config = read_config(path)
+    check_fits(config, model, path)
+    tensors = read_weights(Path(path), (getattr(config, "extra", None) or {}).get("weights_sha256"))
+    module = attach(model, config, freeze_base=freeze_base, verify=verify)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        detach(model)
+        raise ValueError(f"{path}: tensors {got} do not match the config's shapes {expected}")
+    module.load_state_dict(tensors)
+    return module

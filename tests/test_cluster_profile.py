@@ -1,0 +1,85 @@
+"""The Slurm profile's site keys (mimic.cluster): the shipped profile names every one of them as a
+placeholder, and the check accepts it once they are filled in, in either GPU request syntax.
+
+Resources are resolved as Snakemake resolves them: ``default-resources`` under the rule's
+``set-resources`` (the model rules share one block through a YAML anchor). tests/test_slurm.py
+runs the check through Snakemake on a real Slurm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mimic.cluster import MODEL_RULES, check_site_keys, site_problems
+from mimic.errors import MimicError
+
+REPO = Path(__file__).resolve().parents[1]
+SUBMITTED = ("prepare", "sample_icd", "merge_teacher", "merge_evaluate", *MODEL_RULES)
+
+
+def resolved(profile: dict) -> dict[str, dict]:
+    return {rule: {**profile["default-resources"], **profile["set-resources"].get(rule, {})} for rule in SUBMITTED}
+
+
+SHIPPED = (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text()
+
+
+@pytest.fixture
+def profile() -> dict:
+    return yaml.safe_load(SHIPPED)
+
+
+def filled(**replace: str) -> dict:
+    """The shipped profile with its placeholders replaced in the text, as a user edits it."""
+    text = SHIPPED
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return yaml.safe_load(text)
+
+
+def test_the_shipped_profile_names_every_site_key(profile):
+    problems = site_problems(resolved(profile))
+    flagged = {(line.split(":")[0], line.split(": ")[1].split(" ")[0]) for line in problems}
+    expected = {(f"rule {r}", key) for r in SUBMITTED for key in ("slurm_account", "slurm_partition")}
+    expected |= {(f"rule {r}", "gpu") for r in MODEL_RULES}
+    assert flagged == expected
+    assert any(line.startswith("rule train: gpu is still the placeholder '<gpus>'; set GPUs per job as `gpu: 1`")
+               for line in problems)
+    with pytest.raises(MimicError) as err:
+        check_site_keys(resolved(profile))
+    assert str(err.value).startswith("slurm site keys in workflow/profiles/slurm/config.yaml: rule embed: ")
+    assert str(err.value).endswith(f"(and {len(problems) - 1} more)") and "\n" not in str(err.value)
+    # the shipped profile asks for a GPU on every model rule and on nothing else
+    rules = resolved(profile)
+    assert {r for r in SUBMITTED if "gpu" in rules[r] or "gres" in rules[r]} == set(MODEL_RULES)
+    assert profile["slurm-status-command"] == "squeue"
+
+
+@pytest.mark.parametrize("gpu_request", ["gpu: 1", "gpu: 2\n    gpu_model: a100", 'gres: "gpu:1"', "gpu: 0"])
+def test_a_filled_in_profile_passes_in_either_gpu_syntax(gpu_request):
+    profile = filled(**{"<account>": "lab42", "<cpu-partition>": "cpu", "<gpu-partition>": "gpu",
+                        "gpu: <gpus>": gpu_request})
+    rules = resolved(profile)
+    assert site_problems(rules) == []
+    check_site_keys(rules)
+    assert {r for r in SUBMITTED if rules[r]["slurm_partition"] == "gpu"} == set(MODEL_RULES)
+    assert rules["train"]["runtime"] == 480 and rules["evaluate"]["runtime"] == 240
+
+
+def test_no_account_and_missing_keys():
+    # a site without accounts: the line deleted
+    profile = filled(**{"  slurm_account: <account>": "", "<cpu-partition>": "cpu", "<gpu-partition>": "gpu",
+                        "gpu: <gpus>": "gpu: 1"})
+    rules = resolved(profile)
+    assert site_problems(rules) == []
+    del rules["evaluate_part"]["gpu"]
+    rules["merge_teacher"]["slurm_partition"] = ""
+    assert site_problems(rules) == [
+        "rule evaluate_part: no GPU request (gpu or gres); set GPUs per job as `gpu: 1` (sbatch --gpus), or replace "
+        "it by `gres: \"gpu:1\"` where your site requests GPUs by --gres; `gpu: 0` on a partition without GPUs",
+        "rule merge_teacher: no slurm_partition; set the partition to submit to (`sinfo -s` lists them)",
+    ]

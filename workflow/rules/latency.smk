@@ -1,0 +1,15 @@
+rule latency:
+    input:
+        unpack(latency_inputs),
+        settings=settings("latency"),
+    output:
+        latency=update("results/latency/{model}/{task}.json"),
+    log:
+        "results/logs/latency/{model}-{task}.log",
+    # Timings: a model job takes every core it is given (model_threads), so no other model job shares
+    # the machine while it measures.
+    threads: model_threads
+    conda:
+        "../envs/mimic.yaml"
+    shell:
+        "mimic latency --params params.yaml --model {wildcards.model} --task {wildcards.task} --log {log}"
