@@ -65,3 +65,20 @@ def test_model_embedding_is_per_image_and_retrieves_the_same_colour(mini):
     colours = [s.color for s in scenes]
     precision = rices.precision_at_k(ids, colours[40:], colours[:40])
     assert precision >= 50, precision
+
+
+def test_an_icl_method_with_rices_demos_is_shown_the_retrieved_lists():
+    """evaluate and latency pick a method's demonstrations through one helper: RICES lists for
+    `demos: rices`, the sampler's otherwise, one line when icd.json has none."""
+    from mimic.commands.stage_inputs import eval_demonstrations
+    from mimic.errors import MimicError
+
+    params = {"methods": {"icl-2": {"type": "icl", "shots": 2}, "icl-rices-2": {"type": "icl", "shots": 2,
+                                                                               "demos": "rices"},
+                          "mimic": {"type": "mimic"}}}
+    icd = {"eval": {"q": ["s1", "s2"]}, "eval_rices": {"q": ["s9", "s8"]}}
+    assert eval_demonstrations(params, icd, "t", "icl-rices-2") == {"q": ["s9", "s8"]}
+    assert eval_demonstrations(params, icd, "t", "icl-2") == eval_demonstrations(params, icd, "t", "mimic") == {
+        "q": ["s1", "s2"]}
+    with pytest.raises(MimicError, match=r"icd.json has no RICES demonstrations .*set icd.embedding"):
+        eval_demonstrations(params, {"eval": icd["eval"]}, "t", "icl-rices-2")

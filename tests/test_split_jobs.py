@@ -58,6 +58,7 @@ def prepared(tmp_path_factory):
         params = _params()
         for task in (VQA, CAPTION):
             _ok(params, "prepare", "--task", task)
+            _ok(params, "embed", "--task", task)
             _ok(params, "sample-icd", "--task", task)
     return root
 
