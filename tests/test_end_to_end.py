@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def shrink(params: dict) -> dict:
     params["run"] = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa", "shapes-caption"],
-                     "untrained": ["zero-shot", "icl-2"], "trained": ["mimic"]}
+                     "untrained": ["zero-shot", "icl-2", "icl-rices-2"], "trained": ["mimic"]}
     for task in ("shapes-vqa", "shapes-caption"):
         params["tasks"][task].update(n_train=16, n_support=16, n_eval=6)
     params["icd"].update(shots=4, draws=2)
@@ -61,7 +61,7 @@ def run_dir(tmp_path_factory):
 def test_report_numbers_come_from_the_predictions(run_dir):
     rows = list(csv.DictReader((run_dir / "results" / "summary.csv").open()))
     assert {(r["task"], r["method"]) for r in rows} == {
-        (t, m) for t in ("shapes-vqa", "shapes-caption") for m in ("zero-shot", "icl-2", "icl", "mimic")}
+        (t, m) for t in ("shapes-vqa", "shapes-caption") for m in ("zero-shot", "icl-2", "icl-rices-2", "icl", "mimic")}
     for row in rows:
         folder = run_dir / "results" / "eval" / row["model"] / row["task"] / row["method"]
         preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]

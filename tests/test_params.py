@@ -33,7 +33,7 @@ def params():
     return load_params(REPO / "params.yaml")
 
 
-UNTRAINED = ["zero-shot", "icl-1", "icl-2", "icl-4", "icl-rices-1", "icl-rices-2", "icl-rices-4"]
+UNTRAINED = ["zero-shot", "icl-1", "icl-2", "icl-4", "icl-rices-1", "icl-rices-4"]
 TRAINED = ["mimic"]
 
 
@@ -57,10 +57,10 @@ def test_the_schema_is_valid_and_knows_exactly_the_method_types():
 
 def test_helpers(params):
     shots = {"hificl": 0, "lora": 0}  # they learn from the answers alone; every other trained method from 8 shots
-    want = [0, 1, 2, 4, 1, 2, 4, 8] + [shots.get(m, 8) for m in TRAINED]
+    want = [0, 1, 2, 4, 1, 4, 8] + [shots.get(m, 8) for m in TRAINED]
     assert [method_shots(params, m) for m in run_methods(params)] == want
-    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 8 + [True] * len(TRAINED)
-    assert [method_demos(params, m) for m in run_methods(params)] == (["sampler"] * 4 + ["rices"] * 3
+    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 7 + [True] * len(TRAINED)
+    assert [method_demos(params, m) for m in run_methods(params)] == (["sampler"] * 4 + ["rices"] * 2
                                                                       + ["sampler"] * (1 + len(TRAINED)))
     assert model_source(params, "mini-idefics2") == "models/mini-idefics2"
     assert model_source(params, "idefics2-8b-base") == "HuggingFaceM4/idefics2-8b-base"
