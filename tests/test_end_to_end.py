@@ -32,9 +32,10 @@ def shrink(params: dict) -> dict:
     for task in ("shapes-vqa", "shapes-caption"):
         params["tasks"][task].update(n_train=16, n_support=16, n_eval=6)
     params["icd"].update(shots=4, draws=2)
-    # the smallest training where MimIC still learns the task (8 training queries, or 4 epochs, or
-    # lr 1e-2 leave it at zero-shot's 0.00 on shapes-vqa; this gives 83.33 against ICL's 100.00)
-    params["methods"]["mimic"]["train"].update(epochs=8, batch_size=4, lr=5.0e-2)
+    # the smallest training where MimIC still learns the task, with the shipped model (sha256 e6d46fcb...):
+    # on shapes-vqa 2 epochs, or 8 epochs at lr 1e-2, leave it at zero-shot's 0.00, 3 epochs give 83.33
+    # and 4 give 100.00, as ICL (16 training queries, 6 evaluation queries)
+    params["methods"]["mimic"]["train"].update(epochs=4, batch_size=4, lr=5.0e-2)
     params["teacher"].update(shard_size=6, batch_size=4)
     params["eval"].update(batch_size=4)
     params["latency"].update(queries=4, new_tokens=4, rounds=2)
@@ -86,8 +87,11 @@ def test_report_numbers_come_from_the_predictions(run_dir):
             assert float(row["latency_ratio_side_by_side"]) == timed["methods"][row["method"]]["ratio_to_zero-shot"]
 
 
-def test_mimic_is_well_above_zero_shot_on_the_main_task(run_dir):
-    """What the default run must show, on the smallest settings where it still holds."""
+def test_mimic_is_well_above_zero_shot_on_the_sanity_task(run_dir):
+    """On the sanity task (the demonstrations show only which attribute is asked, which a shift can
+    carry), MimIC recovers what ICL gets, on the smallest settings where it still holds. The default run's
+    made-up-name task needs more: ten made-up colour names, of which a teacher prompt shows only its
+    demonstrations' ones; the default report measures how much of the teacher MimIC recovers there."""
     scores = {r["method"]: float(r["score"]) for r in csv.DictReader((run_dir / "results" / "summary.csv").open())
               if r["task"] == "shapes-vqa"}
     assert scores["icl"] >= scores["zero-shot"] + 50  # the demonstrations carry the task
@@ -102,7 +106,7 @@ def test_outputs_and_logs_exist(run_dir):
     assert manifest["n_samples"] == 32 and manifest["dtype"] == "float16" and manifest["layers"] == 4
     log = (results / "checkpoints" / "mini-idefics2" / "shapes-vqa" / "mimic" / "train_log.csv").read_text()
     assert log.splitlines()[0] == "step,epoch,loss,align_loss,ce_loss,kl_loss,lr"
-    assert len(log.splitlines()) == 1 + 8 * 4  # 8 epochs x 16 queries / batch 4
+    assert len(log.splitlines()) == 1 + 4 * 4  # 4 epochs x 16 queries / batch 4
     train_log = (results / "logs" / "train" / "mini-idefics2-shapes-vqa-mimic.log").read_text().splitlines()
     assert "mimic train done in" in train_log[-1] and "peak memory" in train_log[-1]  # time and memory of the job
     assert not list(run_dir.rglob("*.tmp"))
