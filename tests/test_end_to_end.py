@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,5 +109,6 @@ def test_outputs_and_logs_exist(run_dir):
     assert log.splitlines()[0] == "step,epoch,loss,align_loss,ce_loss,kl_loss,lr"
     assert len(log.splitlines()) == 1 + 4 * 4  # 4 epochs x 16 queries / batch 4
     train_log = (results / "logs" / "train" / "mini-idefics2-shapes-vqa-mimic.log").read_text().splitlines()
-    assert "mimic train done in" in train_log[-1] and "peak memory" in train_log[-1]  # time and memory of the job
+    last = re.fullmatch(r".* mimic train done in ([\d.]+) s \(CPU ([\d.]+) s\), peak memory (\d+) MB", train_log[-1])
+    assert last and float(last[2]) > 0 and int(last[3]) > 100, train_log[-1]  # time and memory of the job
     assert not list(run_dir.rglob("*.tmp"))

@@ -9,7 +9,7 @@
     results/eval/<model>/<task>/<method>/predictions.jsonl   mimic evaluate
     results/eval/<model>/<task>/<method>/metrics.json        mimic evaluate
     results/summary.csv, summary.md, plots/*.png             mimic report
-    results/logs/<stage>/<model>-<task>-<method>.log         every stage (last line: wall time, peak memory)
+    results/logs/<stage>/<model>-<task>-<method>.log         every stage (last line: wall and CPU time, peak memory)
     results/settings/<stage>/...json                         mimic validate (mimic.stages): each stage's settings
     results/partial/teacher/<model>/<task>/                  an unfinished teacher extraction (resumed)
     results/parts/teacher/<model>/<task>/part-I-of-N.*       one job of a split extraction (teacher.jobs > 1)
