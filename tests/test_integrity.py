@@ -14,16 +14,8 @@ from safetensors.torch import load_file
 
 import mimic
 import mimic.teacher as teacher_module
-from mimic.adapters import adapter_for
-from mimic.batches import TaskData
 from mimic.config import MimicConfig
-from mimic.data.icd import sample_icds
-from mimic.data.loaders import prepare_task
-from mimic.data.schema import SPLITS, read_table
 from mimic.errors import IntegrityError, TrainingDiverged
-from mimic.mini.build import build_model, build_processor, build_tokenizer
-from mimic.models import LoadedModel
-from mimic.prompts import PromptFormat
 from mimic.teacher import TeacherCache, cache_settings, extract
 from mimic.training import train
 
@@ -34,18 +26,8 @@ HP = {"epochs": 1, "lr": 5e-3, "warmup_ratio": 0.1, "weight_decay": 1e-3, "batch
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("integrity")
-    tok = build_tokenizer()
-    model = build_model(tok, seed=1).eval()
-    loaded = LoadedModel("mini", model, build_processor(tok), adapter_for(model), PromptFormat(),
-                         torch.device("cpu"), [tok.eos_token_id], tok.pad_token_id)
-    spec = {"name": "t", "loader": "synthetic", "kind": "vqa", "attribute": "color", "n_train": 6,
-            "n_support": 10, "n_eval": 4}
-    prepare_task(spec, root / "data", seed=0)
-    tables = {s: read_table(root / "data" / f"{s}.parquet") for s in SPLITS}
-    icd = sample_icds("t", tables["train"], tables["support"], tables["eval"], shots=2, draws=2, seed=0)
-    return loaded, TaskData("vqa", tables), icd
+def setup(mini_vqa_module):
+    return mini_vqa_module
 
 
 def interrupted_extract(monkeypatch, setup, out, work, settings, after_batches: int):
