@@ -69,5 +69,6 @@ def snakemake_rule_resources(workflow) -> dict[str, dict]:
     for rule in workflow.rules:
         if workflow.is_local(rule):
             continue
-        out[rule.name] = {k: v.raw for k, v in rule.resources.items() if not k.startswith("_")}
+        # Snakemake >= 9.2x wraps each value (its .raw is what the profile gave); earlier 9.x keeps it bare
+        out[rule.name] = {k: getattr(v, "raw", v) for k, v in rule.resources.items() if not k.startswith("_")}
     return out
