@@ -133,3 +133,75 @@ def test_the_kl_term_is_in_the_loss_and_gradient_with_its_weight(family):
         assert torch.allclose(g, 2 * g_kl + 0.5 * g_ce, atol=1e-7, rtol=1e-4)
     finally:
         mimic.detach(lm.model)
+
+
+def _kept_logits(model):
+    """A forward hook recording how many positions' logits each call of ``model`` computed."""
+    widths = []
+    handle = model.register_forward_hook(lambda m, a, out: widths.append(out.logits.shape[1]))
+    return widths, handle
+
+
+def test_only_the_labelled_span_and_the_answer_positions_get_logits(family):
+    lm, data, icd, root = family
+    qids = sorted(icd["train"])
+    inputs, labels, lengths = student_batch(lm, data, "train", qids)
+    first = int((labels != -100).any(dim=0).nonzero()[0])  # the first column any row labels
+    with torch.no_grad():
+        full = lm.model(**inputs).logits
+    widths, handle = _kept_logits(lm.model)
+    try:
+        with torch.no_grad():
+            _, terms = objective_terms(lm.model, inputs, labels, lengths, "mlp", {"ce": 1.0}, TeacherTargets())
+            assert widths == [labels.shape[1] - first + 1] and widths[0] < labels.shape[1]
+            # nothing labelled, no teacher: one position; the KL alone still gets all answer positions
+            unlabelled = torch.full_like(labels, -100)
+            objective_terms(lm.model, inputs, unlabelled, lengths, "mlp", {"align": 1.0}, TeacherTargets())
+            g = torch.Generator().manual_seed(0)
+            fake = [torch.topk(torch.log_softmax(torch.randn(a, full.shape[-1], generator=g), -1), 5) for a in lengths]
+            teacher = TeacherTargets(logits=[(t.values, t.indices) for t in fake])
+            loss, terms = objective_terms(lm.model, inputs, unlabelled, lengths, "mlp", {"kl": 1.0}, teacher)
+    finally:
+        handle.remove()
+    assert widths[1:] == [1, max(lengths) + 1]
+    want = answer_kl(full, lengths, teacher.logits)
+    assert terms["kl"].item() == pytest.approx(want.item(), rel=1e-5) and loss.item() == terms["kl"].item()
+
+
+def test_teacher_targets_fetch_or_compute_only_what_the_terms_need(family, monkeypatch):
+    import mimic.training as training
+
+    lm, data, icd, root = family
+    cache = TeacherCache(root / "k5")
+    qids = sorted(icd["train"])[:3]
+    calls = []
+    real = training.teacher_forward
+
+    def spy(loaded_, data_, chunk, target, logits_topk=0, split="train"):
+        calls.append(([(q, d, list(ids)) for q, d, ids in chunk], logits_topk))
+        return real(loaded_, data_, chunk, target, logits_topk, split)
+
+    monkeypatch.setattr(training, "teacher_forward", spy)
+    none = training.teacher_targets(lm, data, icd, qids, 1, set(), "mlp", None, 5)
+    assert (none.states, none.logits, calls) == (None, None, [])
+    # the cache: states, logits or both, of this draw
+    states = training.teacher_targets(lm, data, icd, qids, 1, {"states"}, "mlp", cache, 5)
+    logits = training.teacher_targets(lm, data, icd, qids, 1, {"logits"}, "mlp", cache, 5)
+    both = training.teacher_targets(lm, data, icd, qids, 1, {"states", "logits"}, "mlp", cache, 5)
+    assert states.logits is None and logits.states is None and calls == []
+    for i, q in enumerate(qids):
+        assert torch.equal(states.states[i], cache.get(q, 1)) and torch.equal(both.states[i], cache.get(q, 1))
+        for got in (logits.logits[i], both.logits[i]):
+            assert all(torch.equal(a, b) for a, b in zip(got, cache.get_answer_logits(q, 1), strict=True))
+    # online: the teacher runs once per batch on the first `shots` demonstrations, top-k only when needed
+    states = training.teacher_targets(lm, data, icd, qids, 1, {"states"}, "mlp", None, 5, shots=1)
+    logits = training.teacher_targets(lm, data, icd, qids, 1, {"logits"}, "mlp", None, 5)
+    chunk = [(q, 1, icd["train"][q][1]) for q in qids]
+    assert calls == [([(q, d, ids[:1]) for q, d, ids in chunk], 0), (chunk, 5)]
+    assert states.logits is None and logits.states is None
+    reference = real(lm, data, chunk, "mlp", 5)
+    assert len(logits.logits) == len(qids)
+    for (lp, ids), want_lp, want_ids in zip(logits.logits, reference.logprobs, reference.indices, strict=True):
+        assert torch.equal(ids, want_ids) and torch.allclose(lp, want_lp, atol=1e-6)
+    one_shot = real(lm, data, [(q, d, ids[:1]) for q, d, ids in chunk], "mlp")
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(states.states, one_shot.states, strict=True))
