@@ -167,9 +167,10 @@ def test_i2cl_is_prepared_through_the_training_entry_point(family):
     mimic.detach(lm.model)
     hp = {"epochs": 1, "lr": 1e-2, "warmup_ratio": 0.0, "weight_decay": 0.0, "batch_size": 8, "grad_accum": 1,
           "ce_weight": 1.0, "seed": 0}
-    module, rows, _ = train(lm, data, icd, I2clConfig(n_demos=3), hp, "mlp", None)
+    module, rows, summary = train(lm, data, icd, I2clConfig(n_demos=3), hp, "mlp", None)
     mimic.detach(lm.model)
     assert len(rows) == 1 and torch.equal(module.context, direct.context)
+    assert (summary["teacher_mode"], summary["teacher_needs"]) == ("none", [])  # CE only: no teacher
 
 
 @torch.no_grad()

@@ -385,3 +385,24 @@ def test_log_csv_writes_every_column_in_order():
     assert log_csv(rows) == ("step,epoch,loss,align_loss,ce_loss,kl_loss,lr\r\n"
                              "0,0,1.5,,1.5,,0.01\r\n"
                              "1,0,0.25,0.125,0.25,0.0,0.005\r\n")
+
+
+def test_the_student_states_cover_teacher_rows_longer_than_the_hidden_size():
+    model = tiny_idefics2(layers=2, heads=2, kv_heads=1, hidden=8)
+    _, inputs, qlens = random_icl_batch(model, batch_size=2, pad=True, seed=3)
+    assert max(qlens) > 8  # more aligned positions than hidden features
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[:, -2:] = inputs["input_ids"][:, -2:]
+    g = torch.Generator().manual_seed(4)
+    teachers = [torch.randn(2, n, 8, generator=g) for n in qlens]
+    mimic.attach(model, MimicConfig())
+    try:
+        with torch.no_grad():
+            with HiddenStateRecorder(model, "mlp") as rec:
+                rec.select(max(qlens))
+                model(**inputs)
+                want = alignment_loss(rec.stacked(), teachers)
+            _, align, _ = objective(model, inputs, labels, teachers, "mlp", 1.0, 0.0)
+    finally:
+        mimic.detach(model)
+    assert align.item() == pytest.approx(want.item(), rel=1e-6)
