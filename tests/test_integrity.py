@@ -16,7 +16,7 @@ import mimic
 import mimic.teacher as teacher_module
 from mimic.config import MimicConfig
 from mimic.errors import IntegrityError, TrainingDiverged
-from mimic.teacher import TeacherCache, cache_settings, extract
+from mimic.teacher import TeacherCache, cache_settings, extract, fingerprint
 from mimic.training import train
 
 SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
@@ -140,6 +140,20 @@ def test_a_cache_of_other_settings_is_refused(setup, cache_dir):
     other_demos = {**icd, "train": {q: lists[::-1] for q, lists in icd["train"].items()}}
     with pytest.raises(IntegrityError, match=r"demonstrations_sha256"):
         cache.check(cache_settings(other_demos, SETTINGS, META))
+
+
+def test_the_manifest_records_the_settings_provenance_and_shots_it_was_made_under(setup, tmp_path):
+    """What ``check`` compares: the settings of this extraction, the caller's provenance and the shots taken."""
+    loaded, data, icd = setup
+    provenance = {"model_sha256": "ab12", "icd_sha256": "cd34"}
+    settings = {**SETTINGS, "shard_size": 6, "batch_size": 6}
+    manifest = extract(loaded, data, icd, tmp_path / "teacher", settings, META, provenance=provenance, shots=1)
+    expected = cache_settings(icd, settings, META, provenance, shots=1)
+    assert expected["inputs"] == provenance and manifest["settings"] == expected
+    assert manifest["fingerprint"] == fingerprint(expected) and manifest["n_shards"] == 2
+    TeacherCache(tmp_path / "teacher").check(expected)
+    with pytest.raises(IntegrityError, match=r"\(inputs: \{'icd_sha256': 'cd34', 'model_sha256': 'ab12'\} -> None\)"):
+        TeacherCache(tmp_path / "teacher").check(cache_settings(icd, settings, META, None, shots=1))
 
 
 def test_checkpoints_carry_a_checksum_and_refuse_damage(setup, tmp_path):
