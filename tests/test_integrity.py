@@ -16,7 +16,7 @@ import mimic
 import mimic.teacher as teacher_module
 from mimic.config import MimicConfig
 from mimic.errors import IntegrityError, TrainingDiverged
-from mimic.teacher import TeacherCache, cache_settings, extract
+from mimic.teacher import TeacherCache, cache_settings, extract, fingerprint
 from mimic.training import train
 
 SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
@@ -48,7 +48,7 @@ def interrupted_extract(monkeypatch, setup, out, work, settings, after_batches: 
     monkeypatch.setattr(teacher_module, "teacher_forward", real)
 
 
-def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_path, monkeypatch):
+def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_path, monkeypatch, caplog):
     loaded, data, icd = setup
     out, work = tmp_path / "teacher", tmp_path / "partial"
     interrupted_extract(monkeypatch, setup, out, work, SETTINGS, after_batches=3)  # shard 0 (4 = 3 + 1) done
@@ -58,8 +58,10 @@ def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_p
     progress = json.loads((work / "progress.json").read_text())
     assert list(progress["shards"]) == ["shard-00000.safetensors"]
 
-    manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)
+    with caplog.at_level("INFO", logger="mimic.teacher"):
+        manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)
     assert manifest["reused_shards"] == 1 and manifest["n_shards"] == 3
+    assert f"resumed: 1 of 3 shard(s) reused from {work} (same settings, checksums verified)" in caplog.messages
     assert (out / "shard-00000.safetensors").read_bytes() == finished["shard-00000.safetensors"]
     assert not work.exists()  # swapped into place
     # the cache equals one extracted without interruption
@@ -140,6 +142,29 @@ def test_a_cache_of_other_settings_is_refused(setup, cache_dir):
     other_demos = {**icd, "train": {q: lists[::-1] for q, lists in icd["train"].items()}}
     with pytest.raises(IntegrityError, match=r"demonstrations_sha256"):
         cache.check(cache_settings(other_demos, SETTINGS, META))
+
+
+def test_the_manifest_records_the_settings_provenance_and_shots_it_was_made_under(setup, tmp_path, caplog):
+    """What ``check`` compares: the settings of this extraction, the caller's provenance and the shots taken."""
+    loaded, data, icd = setup
+    provenance = {"model_sha256": "ab12", "icd_sha256": "cd34"}
+    settings = {**SETTINGS, "shard_size": 6, "batch_size": 6}
+    with caplog.at_level("INFO", logger="mimic.teacher"):
+        manifest = extract(loaded, data, icd, tmp_path / "teacher", settings, META, provenance=provenance, shots=1)
+    assert [m for m in caplog.messages if m.startswith("wrote ")] == [
+        "wrote shard-00000.safetensors (6 samples)", "wrote shard-00001.safetensors (6 samples)"]
+    written = json.loads((tmp_path / "teacher" / "manifest.json").read_text())
+    sizes = [(tmp_path / "teacher" / f"shard-0000{s}.safetensors").stat().st_size for s in range(2)]
+    assert written == {k: v for k, v in manifest.items() if k not in ("seconds", "reused_shards")}
+    assert written["dtype"] == "float32"
+    assert written["shape"] == "[layers, query-and-answer positions, hidden] per sample"
+    assert written["total_bytes"] == sum(sizes) and written["bytes_per_sample"] == round(sum(sizes) / 12, 1)
+    expected = cache_settings(icd, settings, META, provenance, shots=1)
+    assert expected["inputs"] == provenance and manifest["settings"] == expected
+    assert manifest["fingerprint"] == fingerprint(expected) and manifest["n_shards"] == 2
+    TeacherCache(tmp_path / "teacher").check(expected)
+    with pytest.raises(IntegrityError, match=r"\(inputs: \{'icd_sha256': 'cd34', 'model_sha256': 'ab12'\} -> None\)"):
+        TeacherCache(tmp_path / "teacher").check(cache_settings(icd, settings, META, None, shots=1))
 
 
 def test_checkpoints_carry_a_checksum_and_refuse_damage(setup, tmp_path):
