@@ -3,6 +3,29 @@ import torch
 
 from mimic.tiny import tiny_idefics, tiny_idefics2, tiny_idefics3
 
+
+class FakeClock:
+    """A stand-in for the ``time`` module of mimic.training: each ``time()`` call advances 1/16 s, so
+    logged seconds and rates are exact."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self) -> float:
+        self.now += 0.0625
+        return self.now
+
+
+@pytest.fixture
+def fake_training_clock(monkeypatch) -> FakeClock:
+    """mimic.training's clock replaced by a :class:`FakeClock`."""
+    import mimic.training as training
+
+    clock = FakeClock()
+    monkeypatch.setattr(training, "time", clock)
+    return clock
+
+
 BUILDERS = {
     "idefics": tiny_idefics,
     "idefics2": tiny_idefics2,

@@ -128,22 +128,10 @@ def test_function_vector_ranks_heads_by_their_causal_effect_and_sums_the_top_one
     assert torch.allclose(module.vector, head_vector(lm.model, means, module.config.heads), atol=1e-6)
 
 
-class _Clock:
-    """``time`` for mimic.training: each ``time()`` call advances 1/16 s."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def time(self) -> float:
-        self.now += 0.0625
-        return self.now
-
-
-def test_a_fitted_method_goes_through_the_training_entry_point(family, monkeypatch, caplog):
+def test_a_fitted_method_goes_through_the_training_entry_point(family, fake_training_clock, caplog):
     import mimic.training as training
 
     lm, data, icd = family
-    monkeypatch.setattr(training, "time", _Clock())
     caplog.set_level(logging.INFO, logger="mimic.train")
     module, rows, summary = training.train(lm, data, icd, TaskVectorConfig(layers=[1]), FIT, "mlp", None)
     fit_summary = {k: v for k, v in summary.items() if k not in ("steps", "seconds", "teacher_seconds", "teacher_mode",

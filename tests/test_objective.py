@@ -233,15 +233,21 @@ def test_online_training_equals_cached_training_step_by_step(mini):
 # -- optimiser settings ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("decay_bias", [False, True])
-def test_biases_get_no_weight_decay_unless_asked(decay_bias):
+def _shift_of_ones():
     from mimic import MimicShift
-    from mimic.training import make_optimizer
 
     shift = MimicShift(MimicConfig(), 2, 2, 3)
     with torch.no_grad():
         for p in shift.parameters():
             p.fill_(1.0)
+    return shift
+
+
+@pytest.mark.parametrize("decay_bias", [False, True])
+def test_biases_get_no_weight_decay_unless_asked(decay_bias):
+    from mimic.training import make_optimizer
+
+    shift = _shift_of_ones()
     opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": decay_bias})
     for p in shift.parameters():
         p.grad = torch.zeros_like(p)
@@ -329,13 +335,9 @@ def test_is_bias_takes_the_last_name_only():
 
 
 def test_biases_are_optimised_without_decay_and_the_rest_with_it():
-    from mimic import MimicShift
     from mimic.training import make_optimizer
 
-    shift = MimicShift(MimicConfig(), 2, 2, 3)
-    with torch.no_grad():
-        for p in shift.parameters():
-            p.fill_(1.0)
+    shift = _shift_of_ones()
     opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": False})
     for p in shift.parameters():
         p.grad = torch.ones_like(p)

@@ -208,17 +208,6 @@ def test_teacher_targets_fetch_or_compute_only_what_the_terms_need(family, monke
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(states.states, one_shot.states, strict=True))
 
 
-class _Clock:
-    """``time`` for mimic.training: each ``time()`` call advances 1/16 s."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def time(self) -> float:
-        self.now += 0.0625
-        return self.now
-
-
 def _lr_at(step: int, warmup: int, total: int, lr: float) -> float:
     """Linear warmup then cosine decay to 0 (transformers' schedule), by hand."""
     if step < warmup:
@@ -226,7 +215,7 @@ def _lr_at(step: int, warmup: int, total: int, lr: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
 
 
-def test_train_accumulates_steps_logs_and_times_as_documented(family, monkeypatch, caplog):
+def test_train_accumulates_steps_logs_and_times_as_documented(family, monkeypatch, fake_training_clock, caplog):
     """LIVE on the cached top-5 logits, 4 queries in batches of 1, 3 batches per step, 6 epochs: every
     row, gradient, learning rate, log line and summary figure, recomputed from what the loop was given."""
     import random
@@ -263,7 +252,6 @@ def test_train_accumulates_steps_logs_and_times_as_documented(family, monkeypatc
 
     monkeypatch.setattr(training, "teacher_targets", targets)
     monkeypatch.setattr(training, "objective_terms", terms)
-    monkeypatch.setattr(training, "time", _Clock())
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     caplog.set_level(logging.INFO, logger="mimic.train")
     module, rows, summary = train(lm, data, icd, LiveConfig(), hp, "mlp", cache)
