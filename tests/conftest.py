@@ -3,6 +3,29 @@ import torch
 
 from mimic.tiny import tiny_idefics, tiny_idefics2, tiny_idefics3
 
+
+class FakeClock:
+    """A stand-in for the ``time`` module of mimic.training: each ``time()`` call advances 1/16 s, so
+    logged seconds and rates are exact."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self) -> float:
+        self.now += 0.0625
+        return self.now
+
+
+@pytest.fixture
+def fake_training_clock(monkeypatch) -> FakeClock:
+    """mimic.training's clock replaced by a :class:`FakeClock`."""
+    import mimic.training as training
+
+    clock = FakeClock()
+    monkeypatch.setattr(training, "time", clock)
+    return clock
+
+
 BUILDERS = {
     "idefics": tiny_idefics,
     "idefics2": tiny_idefics2,
@@ -20,3 +43,39 @@ def _deterministic():
 @pytest.fixture(params=sorted(BUILDERS))
 def tiny_model(request):
     return BUILDERS[request.param]()
+
+
+def mini_vqa_setup(root):
+    """The miniature model (random weights, seed 1) and a tiny synthetic colour-VQA task prepared under
+    ``root``, with 2 draws of 2 demonstrations per query: ``(loaded, TaskData, icd)``."""
+    from mimic.adapters import adapter_for
+    from mimic.batches import TaskData
+    from mimic.data.icd import sample_icds
+    from mimic.data.loaders import prepare_task
+    from mimic.data.schema import SPLITS, read_table
+    from mimic.mini.build import build_model, build_processor, build_tokenizer
+    from mimic.models import LoadedModel
+    from mimic.prompts import PromptFormat
+
+    tok = build_tokenizer()
+    model = build_model(tok, seed=1).eval()
+    loaded = LoadedModel("mini", model, build_processor(tok), adapter_for(model), PromptFormat(),
+                         torch.device("cpu"), [tok.eos_token_id], tok.pad_token_id)
+    spec = {"name": "t", "loader": "synthetic", "kind": "vqa", "attribute": "color", "n_train": 6,
+            "n_support": 10, "n_eval": 4}
+    prepare_task(spec, root / "data", seed=0)
+    tables = {s: read_table(root / "data" / f"{s}.parquet") for s in SPLITS}
+    icd = sample_icds("t", tables["train"], tables["support"], tables["eval"], shots=2, draws=2, seed=0)
+    return loaded, TaskData("vqa", tables), icd
+
+
+@pytest.fixture
+def mini_vqa(tmp_path):
+    """:func:`mini_vqa_setup` under this test's ``tmp_path`` (a fresh model: training attaches to it)."""
+    return mini_vqa_setup(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def mini_vqa_module(tmp_path_factory):
+    """:func:`mini_vqa_setup` shared by one test module (for tests that leave the model as they found it)."""
+    return mini_vqa_setup(tmp_path_factory.mktemp("mini_vqa"))

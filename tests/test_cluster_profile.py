@@ -83,3 +83,22 @@ def test_no_account_and_missing_keys():
         "it by `gres: \"gpu:1\"` where your site requests GPUs by --gres; `gpu: 0` on a partition without GPUs",
         "rule merge_teacher: no slurm_partition; set the partition to submit to (`sinfo -s` lists them)",
     ]
+
+
+def test_profile_values_are_read_back_as_written_under_the_installed_snakemake():
+    """Snakemake 9.2x wraps a rule's resources in Resource (.raw), earlier 9.x turns a string into a
+    closure that evaluates it: either way the check sees the text of the profile."""
+    import snakemake.resources as resources
+
+    from mimic.cluster import profile_value
+
+    if hasattr(resources, "eval_resource_expression"):  # Snakemake < 9.2x
+        stored = {"slurm_account": resources.eval_resource_expression("<account>"), "runtime": 60}
+    else:
+        stored = {"slurm_account": resources.Resource("slurm_account", "<account>"),
+                  "runtime": resources.Resource("runtime", 60)}
+    read = {k: profile_value(v) for k, v in stored.items()}
+    assert read == {"slurm_account": "<account>", "runtime": 60}
+    assert site_problems({"prepare": {"slurm_partition": "local", **read}}) == [
+        "rule prepare: slurm_account is still the placeholder '<account>'; set the account to charge "
+        "(`sacctmgr show assoc user=$USER`), or delete the line where your site has no accounts"]

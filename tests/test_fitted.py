@@ -8,6 +8,7 @@ mean (patched here at ``o_proj``'s input), and the vector sums the top heads. I2
 vectors are the mean of each demonstration's own attention and MLP outputs at its last token.
 """
 
+import logging
 import random
 
 import pytest
@@ -127,15 +128,37 @@ def test_function_vector_ranks_heads_by_their_causal_effect_and_sums_the_top_one
     assert torch.allclose(module.vector, head_vector(lm.model, means, module.config.heads), atol=1e-6)
 
 
-def test_a_fitted_method_goes_through_the_training_entry_point(family):
+def test_a_fitted_method_goes_through_the_training_entry_point(family, fake_training_clock, caplog):
+    import mimic.training as training
+
+    lm, data, icd = family
+    caplog.set_level(logging.INFO, logger="mimic.train")
+    module, rows, summary = training.train(lm, data, icd, TaskVectorConfig(layers=[1]), FIT, "mlp", None)
+    fit_summary = {k: v for k, v in summary.items() if k not in ("steps", "seconds", "teacher_seconds", "teacher_mode",
+                                                                  "teacher_needs", "trainable_params", "fitted_params")}
+    assert rows == [] and fit_summary["layer"] == 1
+    assert summary == {"steps": 0, "seconds": 0.06, "teacher_seconds": 0.0, "teacher_mode": "none",  # 2 clock reads
+                       "teacher_needs": [], "trainable_params": 0, "fitted_params": 32, **fit_summary}
+    assert [r.getMessage() for r in caplog.records if r.name == "mimic.train"] == \
+        [f"fitted task-vector in 0.1s: {fit_summary}"]
+    attached = mimic.methods.attached(lm.model)
+    assert attached.module is module and attached.method.type == "task-vector"  # left attached as a trained one is
+    mimic.detach(lm.model)
+
+
+def test_i2cl_is_prepared_through_the_training_entry_point(family):
     from mimic.training import train
 
     lm, data, icd = family
-    module, rows, summary = train(lm, data, icd, TaskVectorConfig(layers=[1]), FIT, "mlp", None)
-    assert rows == [] and summary["steps"] == 0 and summary["layer"] == 1
-    assert summary["trainable_params"] == 0 and summary["fitted_params"] == 32
-    assert mimic.methods.attached(lm.model).module is module  # left attached, as a trained method is
+    direct = mimic.attach(lm.model, I2clConfig(n_demos=3))
+    METHODS["i2cl"].prepare(lm, data, icd, direct)
     mimic.detach(lm.model)
+    hp = {"epochs": 1, "lr": 1e-2, "warmup_ratio": 0.0, "weight_decay": 0.0, "batch_size": 8, "grad_accum": 1,
+          "ce_weight": 1.0, "seed": 0}
+    module, rows, summary = train(lm, data, icd, I2clConfig(n_demos=3), hp, "mlp", None)
+    mimic.detach(lm.model)
+    assert len(rows) == 1 and torch.equal(module.context, direct.context)
+    assert (summary["teacher_mode"], summary["teacher_needs"]) == ("none", [])  # CE only: no teacher
 
 
 @torch.no_grad()

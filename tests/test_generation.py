@@ -100,8 +100,8 @@ def test_the_hooks_attention_is_bit_for_bit_transformers_sdpa_in_prefill_and_dec
         assert torch.equal(finite, torch.isfinite(a)) and (a - b)[finite].abs().max() < 1e-6
 
 
-def test_static_cache_generation_under_mimic_equals_the_dynamic_cache():
-    """A static cache holds unused key slots; log Z2 must not count them (they are masked)."""
+def _shifted_tiny_idefics2():
+    """A two-layer tiny Idefics2 with a random (non-zero) MimIC shift attached, and a padded query batch."""
     from mimic.tiny import tiny_idefics2
 
     model = tiny_idefics2(layers=2)
@@ -110,6 +110,12 @@ def test_static_cache_generation_under_mimic_equals_the_dynamic_cache():
     with torch.no_grad():
         shift.v.normal_(0, 1.0)
         shift.w.normal_(0, 0.5)
+    return model, zs
+
+
+def test_static_cache_generation_under_mimic_equals_the_dynamic_cache():
+    """A static cache holds unused key slots; log Z2 must not count them (they are masked)."""
+    model, zs = _shifted_tiny_idefics2()
     kwargs = dict(max_new_tokens=5, do_sample=False, output_scores=True, return_dict_in_generate=True,
                   suppress_tokens=[model.config.image_token_id])
     with torch.no_grad():
@@ -131,14 +137,7 @@ def test_compiled_static_cache_decoding_under_mimic_equals_eager_decoding():
     from torch._dynamo.utils import counters
     from transformers import CompileConfig
 
-    from mimic.tiny import tiny_idefics2
-
-    model = tiny_idefics2(layers=2)
-    _, zs, _ = random_icl_batch(model, pad=True, seed=9)
-    shift = mimic.attach(model)
-    with torch.no_grad():
-        shift.v.normal_(0, 1.0)
-        shift.w.normal_(0, 0.5)
+    model, zs = _shifted_tiny_idefics2()
     config = CompileConfig(backend="aot_eager", mode=None)
     config._compile_all_devices = True  # generate compiles only on accelerators unless told
     kwargs = dict(max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True,

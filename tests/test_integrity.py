@@ -14,17 +14,9 @@ from safetensors.torch import load_file
 
 import mimic
 import mimic.teacher as teacher_module
-from mimic.adapters import adapter_for
-from mimic.batches import TaskData
 from mimic.config import MimicConfig
-from mimic.data.icd import sample_icds
-from mimic.data.loaders import prepare_task
-from mimic.data.schema import SPLITS, read_table
 from mimic.errors import IntegrityError, TrainingDiverged
-from mimic.mini.build import build_model, build_processor, build_tokenizer
-from mimic.models import LoadedModel
-from mimic.prompts import PromptFormat
-from mimic.teacher import TeacherCache, cache_settings, extract
+from mimic.teacher import TeacherCache, cache_settings, extract, fingerprint
 from mimic.training import train
 
 SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
@@ -34,18 +26,8 @@ HP = {"epochs": 1, "lr": 5e-3, "warmup_ratio": 0.1, "weight_decay": 1e-3, "batch
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("integrity")
-    tok = build_tokenizer()
-    model = build_model(tok, seed=1).eval()
-    loaded = LoadedModel("mini", model, build_processor(tok), adapter_for(model), PromptFormat(),
-                         torch.device("cpu"), [tok.eos_token_id], tok.pad_token_id)
-    spec = {"name": "t", "loader": "synthetic", "kind": "vqa", "attribute": "color", "n_train": 6,
-            "n_support": 10, "n_eval": 4}
-    prepare_task(spec, root / "data", seed=0)
-    tables = {s: read_table(root / "data" / f"{s}.parquet") for s in SPLITS}
-    icd = sample_icds("t", tables["train"], tables["support"], tables["eval"], shots=2, draws=2, seed=0)
-    return loaded, TaskData("vqa", tables), icd
+def setup(mini_vqa_module):
+    return mini_vqa_module
 
 
 def interrupted_extract(monkeypatch, setup, out, work, settings, after_batches: int):
@@ -66,7 +48,7 @@ def interrupted_extract(monkeypatch, setup, out, work, settings, after_batches: 
     monkeypatch.setattr(teacher_module, "teacher_forward", real)
 
 
-def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_path, monkeypatch):
+def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_path, monkeypatch, caplog):
     loaded, data, icd = setup
     out, work = tmp_path / "teacher", tmp_path / "partial"
     interrupted_extract(monkeypatch, setup, out, work, SETTINGS, after_batches=3)  # shard 0 (4 = 3 + 1) done
@@ -76,8 +58,10 @@ def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_p
     progress = json.loads((work / "progress.json").read_text())
     assert list(progress["shards"]) == ["shard-00000.safetensors"]
 
-    manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)
+    with caplog.at_level("INFO", logger="mimic.teacher"):
+        manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)
     assert manifest["reused_shards"] == 1 and manifest["n_shards"] == 3
+    assert f"resumed: 1 of 3 shard(s) reused from {work} (same settings, checksums verified)" in caplog.messages
     assert (out / "shard-00000.safetensors").read_bytes() == finished["shard-00000.safetensors"]
     assert not work.exists()  # swapped into place
     # the cache equals one extracted without interruption
@@ -158,6 +142,29 @@ def test_a_cache_of_other_settings_is_refused(setup, cache_dir):
     other_demos = {**icd, "train": {q: lists[::-1] for q, lists in icd["train"].items()}}
     with pytest.raises(IntegrityError, match=r"demonstrations_sha256"):
         cache.check(cache_settings(other_demos, SETTINGS, META))
+
+
+def test_the_manifest_records_the_settings_provenance_and_shots_it_was_made_under(setup, tmp_path, caplog):
+    """What ``check`` compares: the settings of this extraction, the caller's provenance and the shots taken."""
+    loaded, data, icd = setup
+    provenance = {"model_sha256": "ab12", "icd_sha256": "cd34"}
+    settings = {**SETTINGS, "shard_size": 6, "batch_size": 6}
+    with caplog.at_level("INFO", logger="mimic.teacher"):
+        manifest = extract(loaded, data, icd, tmp_path / "teacher", settings, META, provenance=provenance, shots=1)
+    assert [m for m in caplog.messages if m.startswith("wrote ")] == [
+        "wrote shard-00000.safetensors (6 samples)", "wrote shard-00001.safetensors (6 samples)"]
+    written = json.loads((tmp_path / "teacher" / "manifest.json").read_text())
+    sizes = [(tmp_path / "teacher" / f"shard-0000{s}.safetensors").stat().st_size for s in range(2)]
+    assert written == {k: v for k, v in manifest.items() if k not in ("seconds", "reused_shards")}
+    assert written["dtype"] == "float32"
+    assert written["shape"] == "[layers, query-and-answer positions, hidden] per sample"
+    assert written["total_bytes"] == sum(sizes) and written["bytes_per_sample"] == round(sum(sizes) / 12, 1)
+    expected = cache_settings(icd, settings, META, provenance, shots=1)
+    assert expected["inputs"] == provenance and manifest["settings"] == expected
+    assert manifest["fingerprint"] == fingerprint(expected) and manifest["n_shards"] == 2
+    TeacherCache(tmp_path / "teacher").check(expected)
+    with pytest.raises(IntegrityError, match=r"\(inputs: \{'icd_sha256': 'cd34', 'model_sha256': 'ab12'\} -> None\)"):
+        TeacherCache(tmp_path / "teacher").check(cache_settings(icd, settings, META, None, shots=1))
 
 
 def test_checkpoints_carry_a_checksum_and_refuse_damage(setup, tmp_path):

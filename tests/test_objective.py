@@ -233,15 +233,21 @@ def test_online_training_equals_cached_training_step_by_step(mini):
 # -- optimiser settings ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("decay_bias", [False, True])
-def test_biases_get_no_weight_decay_unless_asked(decay_bias):
+def _shift_of_ones():
     from mimic import MimicShift
-    from mimic.training import make_optimizer
 
     shift = MimicShift(MimicConfig(), 2, 2, 3)
     with torch.no_grad():
         for p in shift.parameters():
             p.fill_(1.0)
+    return shift
+
+
+@pytest.mark.parametrize("decay_bias", [False, True])
+def test_biases_get_no_weight_decay_unless_asked(decay_bias):
+    from mimic.training import make_optimizer
+
+    shift = _shift_of_ones()
     opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": decay_bias})
     for p in shift.parameters():
         p.grad = torch.zeros_like(p)
@@ -285,3 +291,120 @@ def test_prompt_ce_labels_every_real_token_after_the_first(mini):
         assert labels[i, real[0]] == -100 and (labels[i, : real[0]] == -100).all()
     with pytest.raises(ValueError, match="ce_tokens = 'all'"):
         student_batch(loaded, data, "train", qids, ce_tokens="all")
+
+
+# -- the loss terms' precision and device, the optimiser's groups, the divergence check, the log ------------
+
+
+def test_alignment_loss_is_float32_on_the_students_device_whatever_the_inputs_precision():
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 2, 3, 4, generator=g).to(torch.bfloat16)  # [L, b, n_max, H]
+    teachers = [torch.randn(2, 2, 4, generator=g).to(torch.bfloat16), torch.randn(2, 3, 4, generator=g).double()]
+    sq = torch.zeros(2, dtype=torch.float64)
+    for i, t in enumerate(teachers):  # by hand, in float64
+        sq += (student[:, i, 3 - t.shape[1] :].double() - t.double()).pow(2).sum(dim=(1, 2))
+    want = (sq / (2 * 4 + 3 * 4)).mean().item()
+    got = alignment_loss(student, teachers)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want, rel=1e-6)
+    # a cache on the CPU, a student elsewhere: the teacher follows the student
+    assert alignment_loss(student.to("meta"), teachers).device.type == "meta"
+
+
+def test_answer_kl_is_float32_on_the_students_device_whatever_the_inputs_precision():
+    from mimic.training import answer_kl
+
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(1, 4, 6, generator=g) * 3).to(torch.bfloat16)  # 3 answer positions, vocabulary 6
+    top = torch.topk(torch.log_softmax(torch.randn(3, 6, generator=g, dtype=torch.float64) * 2, -1), 4)
+    s = torch.log_softmax(logits[0, :3].double(), -1)
+    t = top.values
+    kl = (t.exp() * (t - s.gather(-1, top.indices))).sum(-1)
+    t_rest = 1 - t.exp().sum(-1)
+    s_rest = torch.log(1 - s.exp().gather(-1, top.indices).sum(-1))
+    want = (kl + t_rest * (t_rest.log() - s_rest)).mean().item()
+    got = answer_kl(logits, [3], [(top.values, top.indices)])
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want, rel=1e-5)
+    assert answer_kl(logits.to("meta"), [3], [(top.values, top.indices)]).device.type == "meta"
+
+
+def test_is_bias_takes_the_last_name_only():
+    from mimic.training import is_bias
+
+    assert [is_bias(n) for n in ("b", "bias", "lin.bias", "layers.0.mlp.b", "v", "w", "lin.weight", "bias.w",
+                                 "my bias", "bias_scale")] == [True, True, True, True] + [False] * 6
+
+
+def test_biases_are_optimised_without_decay_and_the_rest_with_it():
+    from mimic.training import make_optimizer
+
+    shift = _shift_of_ones()
+    opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": False})
+    for p in shift.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # Adam's first step moves every parameter by lr (unit gradient), after decay of lr * wd
+    assert torch.allclose(shift.v, torch.full_like(shift.v, 1 - 0.1 * 0.5 - 0.1))
+    assert torch.allclose(shift.b, torch.full_like(shift.b, 1 - 0.1))
+
+
+def test_check_finite_names_the_step_and_the_first_three_bad_tensors():
+    from mimic.errors import TrainingDiverged
+    from mimic.training import check_finite
+
+    module = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(3)])
+    frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+    module.append(frozen)
+    for p in module.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    check_finite(3, 1, torch.tensor(0.5), module, 0.01)  # all finite: nothing raised
+    check_finite(3, 1, torch.tensor(0.5), module, 0.01, updated=True)
+    with torch.no_grad():
+        frozen.weight.fill_(float("nan"))  # not trained: never looked at
+    check_finite(3, 1, torch.tensor(0.5), module, 0.01, updated=True)
+    tail = "; nothing was saved. Lower the learning rate (lr = 0.001) or check the teacher cache"
+    module[0].bias.grad[0] = float("inf")
+    module[1].weight.grad[1, 0] = float("nan")
+    module[2].weight.grad[0, 0] = float("nan")
+    module[2].bias.grad[0] = float("nan")
+    with pytest.raises(TrainingDiverged) as err:
+        check_finite(7, 2, torch.tensor(0.5), module, 1e-3)
+    assert str(err.value) == "training diverged at step 7 (epoch 2): the gradient of 0.bias, 1.weight, 2.weight " \
+                             "hold nan or inf" + tail
+    with torch.no_grad():
+        module[1].bias.fill_(float("inf"))
+    with pytest.raises(TrainingDiverged) as err:
+        check_finite(7, 2, torch.tensor(0.5), module, 1e-3, updated=True)
+    assert str(err.value) == "training diverged at step 7 (epoch 2): the weights of 1.bias hold nan or inf" + tail
+    with pytest.raises(TrainingDiverged) as err:
+        check_finite(0, 0, torch.tensor(float("inf")), module, 1e-3)
+    assert str(err.value) == "training diverged at step 0 (epoch 0): the loss is inf" + tail
+
+
+def test_log_csv_writes_every_column_in_order():
+    from mimic.training import log_csv
+
+    rows = [{"step": 0, "epoch": 0, "loss": 1.5, "ce_loss": 1.5, "lr": 0.01},
+            {"step": 1, "epoch": 0, "loss": 0.25, "align_loss": 0.125, "ce_loss": 0.25, "kl_loss": 0.0, "lr": 0.005}]
+    assert log_csv(rows) == ("step,epoch,loss,align_loss,ce_loss,kl_loss,lr\r\n"
+                             "0,0,1.5,,1.5,,0.01\r\n"
+                             "1,0,0.25,0.125,0.25,0.0,0.005\r\n")
+
+
+def test_the_student_states_cover_teacher_rows_longer_than_the_hidden_size():
+    model = tiny_idefics2(layers=2, heads=2, kv_heads=1, hidden=8)
+    _, inputs, qlens = random_icl_batch(model, batch_size=2, pad=True, seed=3)
+    assert max(qlens) > 8  # more aligned positions than hidden features
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[:, -2:] = inputs["input_ids"][:, -2:]
+    g = torch.Generator().manual_seed(4)
+    teachers = [torch.randn(2, n, 8, generator=g) for n in qlens]
+    mimic.attach(model, MimicConfig())
+    try:
+        with torch.no_grad():
+            with HiddenStateRecorder(model, "mlp") as rec:
+                rec.select(max(qlens))
+                model(**inputs)
+                want = alignment_loss(rec.stacked(), teachers)
+            _, align, _ = objective(model, inputs, labels, teachers, "mlp", 1.0, 0.0)
+    finally:
+        mimic.detach(model)
+    assert align.item() == pytest.approx(want.item(), rel=1e-6)

@@ -198,3 +198,17 @@ def test_hooked_attention_adds_the_learned_shift_by_hand(name):
                 err = (seen[layer]["mlp_out"] - want_mlp).abs()[real].max().item()
                 assert err < 1e-5, (layer, err)
     mimic.detach(model)
+
+
+def test_generation_views_follow_parameters_given_new_storage():
+    """Without autograd the per-layer views are cached; after .double() (new storage) they must be the
+    new parameters' views, equal to plain views, not the stale float32 ones."""
+    shift = MimicShift(MimicConfig(), 2, 2, 3)
+    with torch.no_grad():
+        first = shift._layer(1)
+        assert first[0].data_ptr() == shift.v[1].data_ptr() and shift._layer(1) is first  # made once, reused
+        shift.double()
+        v, w, b = shift._layer(1)
+        fresh = shift._views(1)
+    assert v.dtype == w.dtype == b.dtype == torch.float64
+    assert v.data_ptr() == fresh[0].data_ptr() and w.data_ptr() == fresh[1].data_ptr() and torch.equal(b, fresh[2])

@@ -4,6 +4,7 @@ The tiny Idefics2 family (real processor, a vocabulary of a few hundred tokens) 
 smaller than the vocabulary; a k above it stores the whole distribution.
 """
 
+import logging
 import math
 
 import pytest
@@ -133,3 +134,171 @@ def test_the_kl_term_is_in_the_loss_and_gradient_with_its_weight(family):
         assert torch.allclose(g, 2 * g_kl + 0.5 * g_ce, atol=1e-7, rtol=1e-4)
     finally:
         mimic.detach(lm.model)
+
+
+def _kept_logits(model):
+    """A forward hook recording how many positions' logits each call of ``model`` computed."""
+    widths = []
+    handle = model.register_forward_hook(lambda m, a, out: widths.append(out.logits.shape[1]))
+    return widths, handle
+
+
+def test_only_the_labelled_span_and_the_answer_positions_get_logits(family):
+    lm, data, icd, root = family
+    qids = sorted(icd["train"])
+    inputs, labels, lengths = student_batch(lm, data, "train", qids)
+    first = int((labels != -100).any(dim=0).nonzero()[0])  # the first column any row labels
+    with torch.no_grad():
+        full = lm.model(**inputs).logits
+    widths, handle = _kept_logits(lm.model)
+    try:
+        with torch.no_grad():
+            _, terms = objective_terms(lm.model, inputs, labels, lengths, "mlp", {"ce": 1.0}, TeacherTargets())
+            assert widths == [labels.shape[1] - first + 1] and widths[0] < labels.shape[1]
+            # nothing labelled, no teacher: one position; the KL alone still gets all answer positions
+            unlabelled = torch.full_like(labels, -100)
+            objective_terms(lm.model, inputs, unlabelled, lengths, "mlp", {"align": 1.0}, TeacherTargets())
+            g = torch.Generator().manual_seed(0)
+            fake = [torch.topk(torch.log_softmax(torch.randn(a, full.shape[-1], generator=g), -1), 5) for a in lengths]
+            teacher = TeacherTargets(logits=[(t.values, t.indices) for t in fake])
+            loss, terms = objective_terms(lm.model, inputs, unlabelled, lengths, "mlp", {"kl": 1.0}, teacher)
+    finally:
+        handle.remove()
+    assert widths[1:] == [1, max(lengths) + 1]
+    want = answer_kl(full, lengths, teacher.logits)
+    assert terms["kl"].item() == pytest.approx(want.item(), rel=1e-5) and loss.item() == terms["kl"].item()
+
+
+def test_teacher_targets_fetch_or_compute_only_what_the_terms_need(family, monkeypatch):
+    import mimic.training as training
+
+    lm, data, icd, root = family
+    cache = TeacherCache(root / "k5")
+    qids = sorted(icd["train"])[:3]
+    calls = []
+    real = training.teacher_forward
+
+    def spy(loaded_, data_, chunk, target, logits_topk=0, split="train"):
+        calls.append(([(q, d, list(ids)) for q, d, ids in chunk], logits_topk))
+        return real(loaded_, data_, chunk, target, logits_topk, split)
+
+    monkeypatch.setattr(training, "teacher_forward", spy)
+    none = training.teacher_targets(lm, data, icd, qids, 1, set(), "mlp", None, 5)
+    assert (none.states, none.logits, calls) == (None, None, [])
+    # the cache: states, logits or both, of this draw
+    states = training.teacher_targets(lm, data, icd, qids, 1, {"states"}, "mlp", cache, 5)
+    logits = training.teacher_targets(lm, data, icd, qids, 1, {"logits"}, "mlp", cache, 5)
+    both = training.teacher_targets(lm, data, icd, qids, 1, {"states", "logits"}, "mlp", cache, 5)
+    assert states.logits is None and logits.states is None and calls == []
+    for i, q in enumerate(qids):
+        assert torch.equal(states.states[i], cache.get(q, 1)) and torch.equal(both.states[i], cache.get(q, 1))
+        for got in (logits.logits[i], both.logits[i]):
+            assert all(torch.equal(a, b) for a, b in zip(got, cache.get_answer_logits(q, 1), strict=True))
+    # online: the teacher runs once per batch on the first `shots` demonstrations, top-k only when needed
+    states = training.teacher_targets(lm, data, icd, qids, 1, {"states"}, "mlp", None, 5, shots=1)
+    logits = training.teacher_targets(lm, data, icd, qids, 1, {"logits"}, "mlp", None, 5)
+    chunk = [(q, 1, icd["train"][q][1]) for q in qids]
+    assert calls == [([(q, d, ids[:1]) for q, d, ids in chunk], 0), (chunk, 5)]
+    assert states.logits is None and logits.states is None
+    reference = real(lm, data, chunk, "mlp", 5)
+    assert len(logits.logits) == len(qids)
+    for (lp, ids), want_lp, want_ids in zip(logits.logits, reference.logprobs, reference.indices, strict=True):
+        assert torch.equal(ids, want_ids) and torch.allclose(lp, want_lp, atol=1e-6)
+    one_shot = real(lm, data, [(q, d, ids[:1]) for q, d, ids in chunk], "mlp")
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(states.states, one_shot.states, strict=True))
+
+
+def _lr_at(step: int, warmup: int, total: int, lr: float) -> float:
+    """Linear warmup then cosine decay to 0 (transformers' schedule), by hand."""
+    if step < warmup:
+        return lr * step / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def test_train_accumulates_steps_logs_and_times_as_documented(family, monkeypatch, fake_training_clock, caplog):
+    """LIVE on the cached top-5 logits, 4 queries in batches of 1, 3 batches per step, 6 epochs: every
+    row, gradient, learning rate, log line and summary figure, recomputed from what the loop was given."""
+    import random
+
+    import mimic.training as training
+
+    lm, data, icd, root = family
+    cache = TeacherCache(root / "k5")
+    hp = {**HP, "epochs": 6, "batch_size": 1, "grad_accum": 3, "seed": 3, "warmup_ratio": 0.5, "max_grad_norm": None}
+    torch.manual_seed(hp["seed"])
+    start_v = mimic.attach(lm.model, LiveConfig()).v.detach().clone()  # the seed drives the module's init
+    mimic.detach(lm.model)
+    batches, steps = [], []
+    real_terms, real_targets = training.objective_terms, training.teacher_targets
+
+    def targets(loaded_, data_, icd_, qids, draw, *args):
+        batches.append({"qids": list(qids), "draw": draw})
+        return real_targets(loaded_, data_, icd_, qids, draw, *args)
+
+    def terms(model, *args):
+        loss, parts = real_terms(model, *args)
+        params = list(mimic.methods.attached(model).module.parameters())
+        if len(batches) == 1:
+            assert torch.equal(params[0], start_v)
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        batches[-1].update(loss=loss.item(), terms={k: v.item() for k, v in parts.items()}, grads=grads)
+        return loss, parts
+
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        steps.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(training, "teacher_targets", targets)
+    monkeypatch.setattr(training, "objective_terms", terms)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    caplog.set_level(logging.INFO, logger="mimic.train")
+    module, rows, summary = train(lm, data, icd, LiveConfig(), hp, "mlp", cache)
+    mimic.detach(lm.model)
+
+    qids = sorted(icd["train"])
+    want_order = [([q], e % 2) for e in range(6) for q in random.Random(3 * 1000 + e).sample(qids, 4)]
+    assert [(b["qids"], b["draw"]) for b in batches] == want_order
+    windows = [batches[e * 4 + s : e * 4 + s + n] for e in range(6) for s, n in ((0, 3), (3, 1))]  # the last: short
+    assert len(rows) == len(steps) == 12
+    lines = [r.getMessage() for r in caplog.records if r.name == "mimic.train" and not hasattr(r, "progress")]
+    logged = []
+    for k, (row, window, grads) in enumerate(zip(rows, windows, steps, strict=True)):
+        acc = {}
+        for b in window:
+            for key, value in (("loss", b["loss"]), *((f"{t}_loss", v) for t, v in b["terms"].items())):
+                acc[key] = acc.get(key, 0.0) + value / 3
+        assert row == {"step": k, "epoch": k // 2, **{key: round(v, 6) for key, v in acc.items()},
+                       "lr": pytest.approx(_lr_at(k + 1, 6, 12, hp["lr"]), abs=1e-12)}
+        assert list(row) == ["step", "epoch", "loss", "ce_loss", "kl_loss", "lr"]
+        for g, *parts in zip(grads, *(b["grads"] for b in window), strict=True):  # the mean gradient / grad_accum
+            want = sum(parts) / 3
+            assert torch.allclose(g, want, rtol=1e-4, atol=1e-6 * want.abs().max().item())
+        if k % 10 == 0 or k % 2 == 1:  # every 10th step and each epoch's last
+            logged.append(f"epoch {k // 2} step {k} " + " ".join(f"{key} {v:.5f}" for key, v in acc.items()))
+    assert lines == logged + ["trained live: 12 steps in 3.1s (teacher 1.5s, cached)"]
+    progress = [r.getMessage() for r in caplog.records if r.name == "mimic.train" and hasattr(r, "progress")]
+    assert progress[-1].startswith("train live: 12/12 (100%) ")
+    # 1 + 2 per batch + 1 clock reads: 50 * 1/16 s, less the first; the teacher: 24 * 1/16 s
+    assert summary == {"steps": 12, "seconds": 3.06, "teacher_seconds": 1.5, "teacher_mode": "cached",
+                       "teacher_needs": ["logits"], "trainable_params": 2 * 32 + 2, "fitted_params": 0}
+
+
+def test_training_stops_at_the_first_non_finite_loss_or_weight(family, monkeypatch):
+    from mimic.errors import TrainingDiverged
+
+    lm, data, icd, root = family
+    cache = TeacherCache(root / "k5")
+    tail = "; nothing was saved. Lower the learning rate (lr = {}) or check the teacher cache"
+    with pytest.raises(TrainingDiverged) as err:  # an infinite step: finite gradients, then weights of inf / nan
+        train(lm, data, icd, LiveConfig(), {**HP, "lr": float("inf")}, "mlp", cache)
+    mimic.detach(lm.model)
+    assert str(err.value) == "training diverged at step 0 (epoch 0): the weights of v, scale hold nan or inf" + \
+        tail.format("inf")
+    real = cache.get_answer_logits
+    monkeypatch.setattr(cache, "get_answer_logits", lambda q, d: (real(q, d)[0] * float("nan"), real(q, d)[1]))
+    with pytest.raises(TrainingDiverged) as err:
+        train(lm, data, icd, LiveConfig(), HP, "mlp", cache)
+    mimic.detach(lm.model)
+    assert str(err.value) == "training diverged at step 0 (epoch 0): the loss is nan" + tail.format("0.01")

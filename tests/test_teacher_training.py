@@ -5,15 +5,7 @@ import pytest
 import torch
 
 import mimic
-from mimic.adapters import adapter_for
-from mimic.batches import TaskData
 from mimic.config import MimicConfig
-from mimic.data.icd import sample_icds
-from mimic.data.loaders import prepare_task
-from mimic.data.schema import SPLITS, read_table
-from mimic.mini.build import build_model, build_processor, build_tokenizer
-from mimic.models import LoadedModel
-from mimic.prompts import PromptFormat
 from mimic.recording import HiddenStateRecorder
 from mimic.teacher import TeacherCache, extract
 from mimic.training import alignment_loss, train
@@ -23,21 +15,8 @@ HP = {"epochs": 2, "lr": 5e-3, "warmup_ratio": 0.1, "weight_decay": 1e-3, "batch
       "align_weight": 1.0, "ce_weight": 0.5, "seed": 0}
 
 
-def _setup(tmp_path):
-    tok = build_tokenizer()
-    model = build_model(tok, seed=1).eval()
-    loaded = LoadedModel("mini", model, build_processor(tok), adapter_for(model), PromptFormat(),
-                         torch.device("cpu"), [tok.eos_token_id], tok.pad_token_id)
-    spec = {"name": "t", "loader": "synthetic", "kind": "vqa", "attribute": "color", "n_train": 6,
-            "n_support": 10, "n_eval": 4}
-    prepare_task(spec, tmp_path / "data", seed=0)
-    tables = {s: read_table(tmp_path / "data" / f"{s}.parquet") for s in SPLITS}
-    icd = sample_icds("t", tables["train"], tables["support"], tables["eval"], shots=2, draws=2, seed=0)
-    return loaded, TaskData("vqa", tables), icd
-
-
-def test_cache_holds_the_icl_forward_states_and_resumes(tmp_path):
-    loaded, data, icd = _setup(tmp_path)
+def test_cache_holds_the_icl_forward_states_and_resumes(mini_vqa, tmp_path):
+    loaded, data, icd = mini_vqa
     out = tmp_path / "teacher"
     manifest = extract(loaded, data, icd, out, SETTINGS, {"model": "mini", "task": "t"})
     assert manifest["n_samples"] == 12 and manifest["n_shards"] == 3 and manifest["layers"] == 4
@@ -57,12 +36,12 @@ def test_cache_holds_the_icl_forward_states_and_resumes(tmp_path):
     assert torch.allclose(cache.get(qid, 1), direct, atol=1e-5)
 
 
-def test_resume_computes_only_the_unfinished_samples_and_reproduces_every_byte(tmp_path, monkeypatch):
+def test_resume_computes_only_the_unfinished_samples_and_reproduces_every_byte(mini_vqa, tmp_path, monkeypatch):
     """An extraction killed after its first shard resumes: only the other shards' samples are computed,
     the finished shard is kept as it was, and every file equals an uninterrupted extraction's."""
     import mimic.teacher as teacher
 
-    loaded, data, icd = _setup(tmp_path)
+    loaded, data, icd = mini_vqa
     out, work = tmp_path / "teacher", tmp_path / "partial"
     real = teacher.teacher_forward
     computed = []
@@ -102,8 +81,8 @@ def test_alignment_loss_by_hand():
     assert alignment_loss(student, teachers).item() == 1.0
 
 
-def test_training_reduces_the_loss_and_cached_equals_online(tmp_path):
-    loaded, data, icd = _setup(tmp_path)
+def test_training_reduces_the_loss_and_cached_equals_online(mini_vqa, tmp_path):
+    loaded, data, icd = mini_vqa
     extract(loaded, data, icd, tmp_path / "teacher", SETTINGS, {"model": "mini", "task": "t"})
     shift, rows, summary = train(loaded, data, icd, MimicConfig(), {**HP, "epochs": 6}, "mlp",
                                  TeacherCache(tmp_path / "teacher"))
@@ -120,9 +99,9 @@ def test_training_reduces_the_loss_and_cached_equals_online(tmp_path):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * max(1.0, abs(a["loss"]))
 
 
-def test_a_shard_holding_other_samples_is_recomputed(tmp_path):
+def test_a_shard_holding_other_samples_is_recomputed(mini_vqa, tmp_path):
     """A cache left by an extraction over other samples (one draw instead of two) is never reused as is."""
-    loaded, data, icd = _setup(tmp_path)
+    loaded, data, icd = mini_vqa
     out = tmp_path / "teacher"
     one_draw = {**icd, "draws": 1, "train": {q: lists[:1] for q, lists in icd["train"].items()}}
     extract(loaded, data, one_draw, out, SETTINGS, {"model": "mini", "task": "t"})

@@ -63,11 +63,25 @@ def check_site_keys(rules: dict[str, dict], profile: str = PROFILE) -> None:
         raise MimicError(f"slurm site keys in {profile}: {problems[0]}{more}")
 
 
+def profile_value(value):
+    """A rule's resource as the profile wrote it. Snakemake 9.2x wraps every value (``.raw``); earlier 9.x
+    keeps numbers bare and turns strings into a closure that evaluates them (``val``: the string)."""
+    import inspect
+
+    if hasattr(value, "raw"):
+        return value.raw
+    if callable(value):
+        written = inspect.getclosurevars(value).nonlocals.get("val")
+        if isinstance(written, str):
+            return written
+    return value
+
+
 def snakemake_rule_resources(workflow) -> dict[str, dict]:
     """The raw resource values of every rule Snakemake may submit (not local rules), as the profile gave them."""
     out = {}
     for rule in workflow.rules:
         if workflow.is_local(rule):
             continue
-        out[rule.name] = {k: v.raw for k, v in rule.resources.items() if not k.startswith("_")}
+        out[rule.name] = {k: profile_value(v) for k, v in rule.resources.items() if not k.startswith("_")}
     return out
