@@ -53,6 +53,11 @@ def teacher_partial_dir(model: str, task: str) -> Path:
     return RESULTS / "partial" / "teacher" / model / task
 
 
+def part_name(part: int, jobs: int, ext: str) -> str:
+    """The file of part ``part`` (0-based) of a ``jobs``-way split job (extraction or evaluation)."""
+    return f"part-{part:05d}-of-{jobs:05d}.{ext}"
+
+
 def teacher_parts_dir(model: str, task: str) -> Path:
     """Where the jobs of a split teacher extraction put their parts until `mimic merge-teacher` joins them."""
     return RESULTS / "parts" / "teacher" / model / task

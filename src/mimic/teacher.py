@@ -309,7 +309,9 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
 
 def part_file(parts_dir: Path, part: int, jobs: int) -> Path:
     """Where part ``part`` (0-based) of a ``jobs``-way split extraction goes."""
-    return Path(parts_dir) / f"part-{part:05d}-of-{jobs:05d}.safetensors"
+    from mimic.paths import part_name
+
+    return Path(parts_dir) / part_name(part, jobs, "safetensors")
 
 
 def extract_part(loaded, data: TaskData, icd: dict, parts_dir: Path, settings: dict, meta: dict, part: int,

@@ -2,6 +2,7 @@
 
 import re
 
+from mimic.paths import part_name
 from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, trained_methods
 from mimic.record import forget_replaced_outputs, forget_resplit_outputs
 from mimic.stages import settings_file, write_settings
@@ -34,7 +35,7 @@ def eval_jobs():
 
 def part_files(folder, jobs, ext):
     """The parts of a split job (0-based numbers, as the part rules' wildcards)."""
-    return [f"{folder}/part-{i:05d}-of-{jobs:05d}.{ext}" for i in range(jobs)]
+    return [f"{folder}/{part_name(i, jobs, ext)}" for i in range(jobs)]
 
 
 # A model job (embed, extract_teacher, train, evaluate, latency and their parts) takes every core it is

@@ -66,7 +66,7 @@ def part_queries(qids: list[str], batch_size: int, part: int, jobs: int) -> list
 def part_file(args, part: int, jobs: int):
     from mimic import paths
 
-    return paths.eval_parts_dir(args.model, args.task, args.method) / f"part-{part:05d}-of-{jobs:05d}.json"
+    return paths.eval_parts_dir(args.model, args.task, args.method) / paths.part_name(part, jobs, "json")
 
 
 def run(args) -> int:
