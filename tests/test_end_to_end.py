@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shrink(params: dict) -> dict:
-    params["run"] = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa", "shapes-caption"],
+    params["run"] = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa", "shapes-caption"], "seeds": [0, 1],
                      "untrained": ["zero-shot", "icl-2", "icl-rices-2"], "trained": ["mimic"]}
     for task in ("shapes-vqa", "shapes-caption"):
         params["tasks"][task].update(n_train=16, n_support=16, n_eval=6)

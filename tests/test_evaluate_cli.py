@@ -48,7 +48,7 @@ def _run(params: dict, *argv: str) -> None:
 
 
 def _rows(method: str) -> list[dict]:
-    path = Path("results/eval") / MODEL / TASK / method / "predictions.jsonl"
+    path = Path("results/eval") / MODEL / TASK / "seed-0" / method / "predictions.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -58,12 +58,12 @@ def test_eval_limit_keeps_the_first_n_queries(workdir):
     _run(params, "sample-icd", "--task", TASK)
     for method in ("icl", "zero-shot"):
         _run(params, "evaluate", "--model", MODEL, "--task", TASK, "--method", method)
-    data, _ = load_task(TASK, params)
+    data, _ = load_task(TASK, params, 0)
     first = list(data.tables["eval"]["id"])[:3]
     for method in ("icl", "zero-shot"):
         rows = _rows(method)
         assert [r["id"] for r in rows] == first
-        metrics = json.loads((Path("results/eval") / MODEL / TASK / method / "metrics.json").read_text())
+        metrics = json.loads((Path("results/eval") / MODEL / TASK / "seed-0" / method / "metrics.json").read_text())
         assert metrics["n_eval"] == 3
         assert metrics["score"] == pytest.approx(
             score("vqa", [r["prediction"] for r in rows], [r["answers"] for r in rows])["vqa_accuracy"])
@@ -88,9 +88,9 @@ def test_mimic_with_three_beams_equals_direct_beam_search(workdir, monkeypatch):
                  ("evaluate", "--model", MODEL, "--task", TASK, "--method", "mimic")):
         _run(params, *argv)
     rows = _rows("mimic")
-    data, _ = load_task(TASK, params)
+    data, _ = load_task(TASK, params, 0)
     loaded = load_model(MODEL, params["models"][MODEL]["path"])
-    shift = mimic.load(loaded.model, Path("results/checkpoints") / MODEL / TASK / "mimic")
+    shift = mimic.load(loaded.model, Path("results/checkpoints") / MODEL / TASK / "seed-0" / "mimic")
     assert shift.v.abs().max() > 1e-2  # trained: the shift is not negligible
     qids = [r["id"] for r in rows]
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids])
@@ -112,9 +112,9 @@ def test_a_models_own_teacher_shots_reach_extraction_and_the_icl_reference(workd
                  ("extract-teacher", "--model", MODEL, "--task", TASK),
                  ("evaluate", "--model", MODEL, "--task", TASK, "--method", "icl")):
         _run(params, *argv)
-    data, icd = load_task(TASK, params)
+    data, icd = load_task(TASK, params, 0)
     assert all(len(d) == 4 for lists in icd["train"].values() for d in lists)
-    cache = TeacherCache(Path("results/teacher") / MODEL / TASK)
+    cache = TeacherCache(Path("results/teacher") / MODEL / TASK / "seed-0")
     assert cache.manifest["shots"] == 2
     loaded = load_model(MODEL, params["models"][MODEL]["path"])
     q = sorted(icd["train"])[0]
@@ -127,7 +127,7 @@ def test_a_models_own_teacher_shots_reach_extraction_and_the_icl_reference(workd
     demos = [[data.demo(s) for s in icd["eval"][q][:2]] for q in qids]
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
     assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
-    metrics = json.loads((Path("results/eval") / MODEL / TASK / "icl" / "metrics.json").read_text())
+    metrics = json.loads((Path("results/eval") / MODEL / TASK / "seed-0" / "icl" / "metrics.json").read_text())
     assert metrics["shots"] == 2
 
 
@@ -146,9 +146,9 @@ def test_rices_embeddings_reach_the_demonstrations_of_an_icl_rices_method(workdi
                  ("evaluate", "--model", MODEL, "--task", TASK, "--method", "icl"),
                  ("evaluate", "--model", MODEL, "--task", TASK, "--method", "icl-rices-2")):
         _run(params, *argv)
-    data, icd = load_task(TASK, params)
+    data, icd = load_task(TASK, params, 0)
     loaded = load_model(MODEL, params["models"][MODEL]["path"])
-    stored = load_file("data/" + TASK + "/embeddings.safetensors")
+    stored = load_file("data/" + TASK + "/seed-0/embeddings.safetensors")
     support = rices.embed_images(loaded, [open_image(r) for r in data.tables["support"]["image"]])
     assert stored["support"].shape == (16, support.shape[1]) and torch.allclose(stored["support"], support)
     nearest = rices.nearest(stored["eval"], stored["support"], 4).tolist()
@@ -161,5 +161,5 @@ def test_rices_embeddings_reach_the_demonstrations_of_an_icl_rices_method(workdi
     demos = [[data.demo(s) for s in icd["eval_rices"][q][:2]] for q in qids]
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
     assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
-    metrics = json.loads((Path("results/eval") / MODEL / TASK / "icl-rices-2" / "metrics.json").read_text())
+    metrics = json.loads((Path("results/eval") / MODEL / TASK / "seed-0" / "icl-rices-2" / "metrics.json").read_text())
     assert metrics["shots"] == 2

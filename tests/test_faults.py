@@ -55,7 +55,7 @@ NOT_OUTPUTS = ("results/logs/", "results/partial/", "results/.file-digests.json"
 
 def shrink(params: dict) -> dict:
     """The smallest run that has every stage: one task, zero-shot, the ICL reference, MimIC."""
-    params["run"] = {"models": [MODEL], "tasks": [TASK], "untrained": ["zero-shot"], "trained": ["mimic"]}
+    params["run"] = {"models": [MODEL], "tasks": [TASK], "seeds": [0], "untrained": ["zero-shot"], "trained": ["mimic"]}
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=6)
     params["icd"].update(shots=4, draws=2)
     params["methods"]["mimic"]["train"].update(epochs=2, batch_size=4)

@@ -123,5 +123,5 @@ def test_the_cli_names_a_missing_checkpoint_before_loading_the_model(tmp_path, m
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert main(["latency", "--params", "params.yaml", "--model", MODEL, "--task", TASK]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mimic latency: error: results/checkpoints/{MODEL}/{TASK}/mimic holds no checkpoint: "
+    assert err == [f"mimic latency: error: results/checkpoints/{MODEL}/{TASK}/seed-0/mimic holds no checkpoint: "
                    "train it first (`snakemake all` or `mimic train`)"]

@@ -28,7 +28,8 @@ TASK = "shapes-vqa"
 
 def shrink(params: dict) -> dict:
     trained = [name for name, entry in params["methods"].items() if entry["type"] not in ("zero-shot", "icl")]
-    params["run"] = {"models": ["mini-idefics2"], "tasks": [TASK], "untrained": ["zero-shot"], "trained": trained}
+    params["run"] = {"models": ["mini-idefics2"], "tasks": [TASK], "seeds": [0], "untrained": ["zero-shot"],
+                     "trained": trained}
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=4)
     params["icd"].update(shots=4, draws=1)
     for entry in params["methods"].values():

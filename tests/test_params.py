@@ -268,7 +268,7 @@ BAD = {
             p["run"].update(models=["m-shapes", "m"], tasks=["vqa", "shapes-vqa"]),
         ),
         "params.yaml: run: m-shapes x vqa and m x shapes-vqa share the log file "
-        "results/logs/extract-teacher/m-shapes-vqa.log; rename one of them",
+        "results/logs/extract-teacher/seed-<s>/m-shapes-vqa.log; rename one of them",
     ),
 }
 

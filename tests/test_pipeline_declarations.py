@@ -30,8 +30,8 @@ pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
-# the default run: 2 tasks; zero-shot, icl-1/2/4, icl-rices-1/4, icl and mimic
-EXPECTED_JOBS = {"prepare": 2, "embed": 2, "sample_icd": 2, "extract_teacher": 2, "train": 2, "evaluate": 2 * 8,
+# the default run: 2 tasks x 2 seeds; zero-shot, icl-1/2/4, icl-rices-1/4, icl and mimic; latency on the first seed
+EXPECTED_JOBS = {"prepare": 4, "embed": 4, "sample_icd": 4, "extract_teacher": 4, "train": 4, "evaluate": 4 * 8,
                  "latency": 2, "report": 1, "all": 1}
 
 
@@ -242,10 +242,18 @@ def test_dry_run_plans_the_whole_dag(jobs):
             assert job.logs and all(log.startswith("results/logs/") for log in job.logs)
             assert f"--log {job.logs[0]}" in job.command
     commands = {job.command for job in jobs}
-    assert (
-        "mimic train --params params.yaml --model mini-idefics2 --task shapes-names-vqa --method mimic "
-        "--log results/logs/train/mini-idefics2-shapes-names-vqa-mimic.log"
-    ) in commands
+    for seed in (0, 1):  # each seed's own job, its own log
+        assert (
+            f"mimic train --params params.yaml --model mini-idefics2 --task shapes-names-vqa --seed {seed} "
+            f"--method mimic --log results/logs/train/seed-{seed}/mini-idefics2-shapes-names-vqa-mimic.log"
+        ) in commands
+    # the evaluation of a seed reads that seed's checkpoint and data; latency the first seed's
+    for job in jobs:
+        if job.rule in ("evaluate", "train", "extract_teacher"):
+            seed = re.search(r"--seed (\d+)", job.command).group(1)
+            assert all(f"/seed-{seed}" in p for p in job.inputs + job.outputs), job.command
+        if job.rule == "latency":
+            assert " --seed 0 " in job.command and all("seed-1" not in p for p in job.inputs)
     trained = [job for job in jobs if job.rule == "evaluate" and "--method mimic " in job.command]
     zero = [job for job in jobs if job.rule == "evaluate" and "--method zero-shot " in job.command]
     icl = [job for job in jobs if job.rule == "evaluate" and "--method icl " in job.command]
@@ -282,15 +290,16 @@ def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
         (copy_dir / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         return differences(jobs, dvc_stages(copy_dir), params)
 
-    cmd = drifted(lambda s: s["sample-icd"].update(cmd=s["sample-icd"]["cmd"].replace("--task", "--seed 1 --task")))
-    assert any(p.startswith("only dvc runs: mimic sample-icd --params params.yaml --seed 1") for p in cmd)
+    cmd = drifted(lambda s: s["sample-icd"].update(cmd=s["sample-icd"]["cmd"].replace("--task", "--shots 1 --task")))
+    assert any(p.startswith("only dvc runs: mimic sample-icd --params params.yaml --shots 1") for p in cmd)
     assert any(p.startswith("only snakemake runs: mimic sample-icd") for p in cmd)
 
     out = drifted(lambda s: s["prepare"]["outs"].pop())  # meta.json
-    assert any("outputs differ; snakemake only ['data/shapes-names-vqa/meta.json']" in p for p in out)
+    assert any("outputs differ; snakemake only ['data/shapes-names-vqa/seed-0/meta.json']" in p for p in out)
 
     key = drifted(lambda s: s["train"].update(params=["method.${item.method}"]))  # a typo
-    assert "dvc stage train@mini-idefics2-shapes-names-vqa-mimic: params key method.mimic is not in params.yaml" in key
+    stage = "train@mini-idefics2-shapes-names-vqa-0-mimic"
+    assert f"dvc stage {stage}: params key method.mimic is not in params.yaml" in key
 
     setting = drifted(lambda s: s["train"]["deps"].__setitem__(0, "results/settings/train/${item.task}.json"))
     assert any(p.startswith("mimic train ") and "not a dvc dep ['results/settings/train/mini-idefics2/" in p
@@ -306,15 +315,15 @@ def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
 def test_a_drift_in_the_snakefile_is_caught(workflow, params, tmp_path):
     drifted = copy_workflow(tmp_path / "drifted")
     rules = drifted / "workflow" / "rules" / "train.smk"
-    line = 'train_log=update("results/checkpoints/{model}/{task}/{method}/train_log.csv"),'
-    extra = 'optimizer=update("results/checkpoints/{model}/{task}/{method}/optimizer.pt"),'
+    line = 'train_log=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/train_log.csv"),'
+    extra = 'optimizer=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/optimizer.pt"),'
     assert line in rules.read_text()
     rules.write_text(rules.read_text().replace(line, f"{line}\n        {extra}"))
     problems = differences(plan(drifted), dvc_stages(workflow), params)
-    trained, tasks = params["run"]["trained"], params["run"]["tasks"]
-    assert len(problems) == len(tasks) * len(trained)  # every train job of each task
+    trained, tasks, seeds = params["run"]["trained"], params["run"]["tasks"], params["run"]["seeds"]
+    assert len(problems) == len(tasks) * len(seeds) * len(trained)  # every train job of each task and seed
     assert all("outputs differ; snakemake only ['results/checkpoints/mini-idefics2/" in p for p in problems)
-    assert sorted(p.rsplit("/", 2)[1] for p in problems) == sorted(trained * len(tasks))
+    assert sorted(p.rsplit("/", 2)[1] for p in problems) == sorted(trained * len(tasks) * len(seeds))
     assert all(p.endswith("/optimizer.pt'], dvc only []") for p in problems)
 
 
@@ -329,7 +338,7 @@ def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
     teacher_jobs = [p for p in problems if p.startswith("only dvc runs: mimic extract-teacher ")]
     teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"  # the cache
     train_deps = [p for p in problems if p.startswith("mimic train ") and teacher_deps in p]
-    tasks = len(data["run"]["tasks"])
+    tasks = len(data["run"]["tasks"]) * len(data["run"]["seeds"])  # each task on each seed
     assert len(teacher_jobs) == tasks and len(train_deps) == tasks * len(data["run"]["trained"])
     assert sorted(problems) == sorted(teacher_jobs + train_deps)
 

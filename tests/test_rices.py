@@ -77,8 +77,8 @@ def test_an_icl_method_with_rices_demos_is_shown_the_retrieved_lists():
                                                                                "demos": "rices"},
                           "mimic": {"type": "mimic"}}}
     icd = {"eval": {"q": ["s1", "s2"]}, "eval_rices": {"q": ["s9", "s8"]}}
-    assert eval_demonstrations(params, icd, "t", "icl-rices-2") == {"q": ["s9", "s8"]}
-    assert eval_demonstrations(params, icd, "t", "icl-2") == eval_demonstrations(params, icd, "t", "mimic") == {
+    assert eval_demonstrations(params, icd, "t", "icl-rices-2", 0) == {"q": ["s9", "s8"]}
+    assert eval_demonstrations(params, icd, "t", "icl-2", 0) == eval_demonstrations(params, icd, "t", "mimic", 0) == {
         "q": ["s1", "s2"]}
-    with pytest.raises(MimicError, match=r"icd.json has no RICES demonstrations .*set icd.embedding"):
-        eval_demonstrations(params, {"eval": icd["eval"]}, "t", "icl-rices-2")
+    with pytest.raises(MimicError, match=r"t/seed-0/icd.json has no RICES demonstrations .*set icd.embedding"):
+        eval_demonstrations(params, {"eval": icd["eval"]}, "t", "icl-rices-2", 0)

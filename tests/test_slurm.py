@@ -64,7 +64,7 @@ def slurm():
 
 def _params(jobs: int) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["run"] = {"models": [MODEL], "tasks": [TASK], "untrained": ["zero-shot"], "trained": ["mimic"]}
+    params["run"] = {"models": [MODEL], "tasks": [TASK], "seeds": [0], "untrained": ["zero-shot"], "trained": ["mimic"]}
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=8)
     params["icd"].update(shots=4, draws=2)
     params["methods"]["mimic"]["train"].update(epochs=2, batch_size=4)

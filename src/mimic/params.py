@@ -20,6 +20,7 @@ module importing torch). Adding a method means adding its type here and to the s
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -305,7 +306,7 @@ def _check_references(params: dict, source: str) -> None:
             if joined in seen and seen[joined] != combo:
                 fail(
                     f"run: {' x '.join(seen[joined])} and {' x '.join(combo)} share the log file "
-                    f"results/logs/{stage}/{joined}.log; rename one of them"
+                    f"results/logs/{stage}/seed-<s>/{joined}.log; rename one of them"
                 )
             seen[joined] = combo
 
@@ -328,6 +329,27 @@ def is_trained(params: dict, method: str) -> bool:
 def trained_methods(params: dict) -> list[str]:
     """Every defined method of a trained type, in file order (run or not)."""
     return [name for name, entry in params["methods"].items() if entry["type"] in TRAINED_TYPES]
+
+
+def run_seeds(params: dict) -> list[int]:
+    """The run's seeds (``run.seeds``): each is one replicate of the whole run (:func:`seeded`)."""
+    return list(params["run"]["seeds"])
+
+
+def seeded(params: dict, seed: int) -> dict:
+    """``params`` for the run seed ``seed``: data (``seed``), demonstrations (``icd.seed``) and every
+    trained or fitted method (``methods.*.train.seed`` / ``fit.seed``, ``models.*.train.seed``) move
+    together, each by ``seed`` from its value in params.yaml. Seed 0 is params.yaml as written."""
+    out = copy.deepcopy(params)
+    if not seed:
+        return out
+    out["seed"] += seed
+    out["icd"]["seed"] += seed
+    for entry in [*out["methods"].values(), *out["models"].values()]:
+        for section in ("train", "fit"):
+            if isinstance(entry.get(section), dict) and "seed" in entry[section]:
+                entry[section]["seed"] += seed
+    return out
 
 
 def run_methods(params: dict) -> list[str]:

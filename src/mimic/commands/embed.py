@@ -25,13 +25,13 @@ def run(args) -> int:
     log = setup_logging(args.log, "mimic.embed")
     params = load_checked(args)
     source = params["icd"].get("embedding")
-    target = paths.embeddings_file(args.task)
+    target = paths.embeddings_file(args.task, seed=args.seed)
     if not source:  # no retrieval: an empty file (the stage exists either way; dvc.yaml has no conditions)
         atomic_write(target, lambda tmp: save_file({}, tmp, metadata={"embedding": "", "task": args.task}))
         log.info("%s: icd.embedding is null, no embeddings", args.task)
         return 0
     start = time.time()
-    tables = {s: read_table(paths.split_table(args.task, s)) for s in ("train", "support", "eval")}
+    tables = {s: read_table(paths.split_table(args.task, s, seed=args.seed)) for s in ("train", "support", "eval")}
     if source in params["models"]:
         from mimic.commands.stage_inputs import load_stage_model
 
