@@ -356,7 +356,7 @@ FAKE_MIMIC = textwrap.dedent(
 
     stage, argv = sys.argv[1], sys.argv[2:]
     parser = argparse.ArgumentParser()
-    for option in ("--params", "--model", "--task", "--method", "--log"):
+    for option in ("--params", "--model", "--task", "--seed", "--method", "--log"):
         parser.add_argument(option)
     a = parser.parse_args(argv)
     with open(os.environ["FAKE_MIMIC_CALLS"], "a") as fh:
@@ -364,14 +364,15 @@ FAKE_MIMIC = textwrap.dedent(
     if stage in ("validate", "record"):
         from mimic.cli import main
         sys.exit(main(sys.argv[1:]))
+    task = f"{a.task}/seed-{a.seed}"
     outputs = {
-        "prepare": [f"data/{a.task}/{f}" for f in ("train.parquet", "support.parquet", "eval.parquet", "meta.json")],
-        "embed": [f"data/{a.task}/embeddings.safetensors"],
-        "sample-icd": [f"data/{a.task}/icd.json"],
-        "extract-teacher": [f"results/teacher/{a.model}/{a.task}/manifest.json"],
-        "train": [f"results/checkpoints/{a.model}/{a.task}/{a.method}/{f}"
+        "prepare": [f"data/{task}/{f}" for f in ("train.parquet", "support.parquet", "eval.parquet", "meta.json")],
+        "embed": [f"data/{task}/embeddings.safetensors"],
+        "sample-icd": [f"data/{task}/icd.json"],
+        "extract-teacher": [f"results/teacher/{a.model}/{task}/manifest.json"],
+        "train": [f"results/checkpoints/{a.model}/{task}/{a.method}/{f}"
                   for f in ("mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json")],
-        "evaluate": [f"results/eval/{a.model}/{a.task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
+        "evaluate": [f"results/eval/{a.model}/{task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
         "latency": [f"results/latency/{a.model}/{a.task}.json"],
         "report": ["results/summary.csv", "results/summary.md"]
         + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],
@@ -461,7 +462,8 @@ def run_both(*pipelines: FakePipeline) -> list[set[str]]:
     return [p.finish(process) for p, process in zip(pipelines, processes, strict=True)]
 
 
-RUN = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa"], "untrained": ["zero-shot", "icl-2"], "trained": ["mimic"]}
+RUN = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa"], "seeds": [0], "untrained": ["zero-shot", "icl-2"],
+       "trained": ["mimic"]}
 
 
 @pytest.mark.slow
@@ -509,6 +511,9 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         {  # the VQA metric variant: every evaluation (metrics.json names it) and the report, which rescores
             "eval.metric_variant": "reference",
         },
+        {  # a second seed: its own jobs and the report; nothing of the first seed reruns, latency times the first
+            "run.seeds": [0, 1],
+        },
     ]
     expected = [
         # (the side-by-side latency times every method: a new checkpoint or other shots rerun it)
@@ -516,6 +521,8 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         set(),
         selected(("extract-teacher",)) | selected(("train", "evaluate", "latency", "report"), "mimic"),
         selected(("evaluate", "report")),
+        {c.replace("--seed 0 ", "--seed 1 ").replace("/seed-0/", "/seed-1/") for c in everything
+         if c.split()[1] not in ("latency", "report")} | selected(("report",)),
     ]
     for edits, commands in zip(rounds, expected, strict=True):
         for key, value in edits.items():

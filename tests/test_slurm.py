@@ -141,13 +141,13 @@ def _predictions(folder: Path) -> list[dict]:
 
 def test_slurm_outputs_equal_the_local_ones(runs):
     local, cluster, _ = runs
-    teacher = Path("results/teacher") / MODEL / TASK
+    teacher = Path("results/teacher") / MODEL / TASK / "seed-0"
     assert _tree(cluster / teacher) == _tree(local / teacher) and len(_tree(local / teacher)) == 5
-    checkpoint = Path("results/checkpoints") / MODEL / TASK / "mimic"
+    checkpoint = Path("results/checkpoints") / MODEL / TASK / "seed-0" / "mimic"
     for name in ("mimic.safetensors", "mimic_config.json", "train_log.csv"):
         assert (cluster / checkpoint / name).read_bytes() == (local / checkpoint / name).read_bytes(), name
     for method in METHODS:
-        folder = Path("results/eval") / MODEL / TASK / method
+        folder = Path("results/eval") / MODEL / TASK / "seed-0" / method
 
         assert _predictions(cluster / folder) == _predictions(local / folder) and len(_predictions(local / folder)) == 8
         ours, theirs = (json.loads((root / folder / "metrics.json").read_text()) for root in (cluster, local))
