@@ -36,7 +36,7 @@ from mimic.data.schema import SPLITS, open_image, read_table
 from mimic.evaluation import predict
 from mimic.metrics import HEADLINE, score
 from mimic.models import load_model
-from mimic.params import load_params
+from mimic.params import load_params, run_seeds, seeded
 
 
 def label_attributes(spec: dict) -> list[str]:
@@ -55,7 +55,9 @@ def coverage(demo_ids: dict[str, list[str]], labels: dict[str, str]) -> tuple[fl
 
 def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[int], batch_size: int,
              seed: int) -> dict[str, float]:
-    """Print the curve of ``task`` under data and demonstration seed ``seed``; return its scores by name."""
+    """Print the curve of ``task`` on run seed ``seed`` (its data and demonstration seeds, as the pipeline's
+    seed-<s> replicate: mimic.params.seeded); return its scores by name."""
+    params = seeded(params, seed)
     spec = {**params["tasks"][task], "name": task}
     if spec.get("loader") != "synthetic":
         raise SystemExit(f"{task}: not a synthetic task (loader {spec.get('loader')!r})")
@@ -64,16 +66,16 @@ def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[in
     kind = spec["kind"]
     ev = params["eval"]
     with tempfile.TemporaryDirectory() as tmp:
-        prepare_task(spec, Path(tmp), seed=seed)
+        prepare_task(spec, Path(tmp), seed=params["seed"])
         tables = {s: read_table(Path(tmp) / f"{s}.parquet") for s in SPLITS}
     data = TaskData(kind, tables)
-    scenes = {ex.id: ex.scene for examples in syn.draw_task(spec, seed).values() for ex, _ in examples}
+    scenes = {ex.id: ex.scene for examples in syn.draw_task(spec, params["seed"]).values() for ex, _ in examples}
     attributes = label_attributes(spec)
     labels = {uid: tuple(scene.attribute(a) for a in attributes) for uid, scene in scenes.items()}
     qids = list(tables["eval"]["id"])
     support_ids = list(tables["support"]["id"])
     icd = sample_icds(task, tables["train"], tables["support"], tables["eval"], shots=max(shots), draws=1,
-                      seed=seed)
+                      seed=params["icd"]["seed"])
     t0 = time.perf_counter()
     support_emb = rices.embed_images(loaded, [open_image(r) for r in tables["support"]["image"]])
     query_emb = rices.embed_images(loaded, [open_image(r) for r in tables["eval"]["image"]])
@@ -117,7 +119,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="*", default=None,
-                        help="data and demonstration seeds (default: params seed); several: mean and spread")
+                        help="run seeds (default: run.seeds), each the pipeline's seed-<s> replicate; several: "
+                             "mean and spread")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -133,7 +136,7 @@ def main() -> None:
         if task not in params["tasks"]:
             raise SystemExit(f"--tasks: unknown task {task!r}; known: {', '.join(params['tasks'])}")
         start = time.perf_counter()
-        seeds = args.seeds or [params["seed"]]
+        seeds = args.seeds if args.seeds is not None else run_seeds(params)
         runs = [run_task(loaded, params, task, args.n_eval, sorted(args.shots), args.batch_size, s) for s in seeds]
         if len(runs) > 1:
             print(f"-- {task}: mean (min .. max) over seeds {seeds}")

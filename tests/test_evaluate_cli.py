@@ -163,3 +163,44 @@ def test_rices_embeddings_reach_the_demonstrations_of_an_icl_rices_method(workdi
     assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
     metrics = json.loads((Path("results/eval") / MODEL / TASK / "seed-0" / "icl-rices-2" / "metrics.json").read_text())
     assert metrics["shots"] == 2
+
+
+def test_a_clip_checkpoint_embeds_for_rices_through_the_cli(workdir):
+    """icd.embedding that is not a key of `models`: a transformers CLIP checkpoint (here a tiny one built
+    from a config and saved locally, as a hub download would be); `mimic embed` stores its projected image
+    features (the paper's RICES), and `mimic sample-icd` retrieves by them."""
+    from safetensors.torch import load_file
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from mimic.data import rices
+    from mimic.data.schema import open_image
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 64, "max_position_embeddings": 16},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=8,
+    )
+    clip = CLIPModel(config).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    clip.save_pretrained(workdir / "clip")
+    processor.save_pretrained(workdir / "clip")
+
+    params = _params()
+    params["icd"]["embedding"] = str(workdir / "clip")
+    for argv in (("prepare", "--task", TASK), ("embed", "--task", TASK), ("sample-icd", "--task", TASK)):
+        _run(params, *argv)
+    data, icd = load_task(TASK, params, 0)
+    stored = load_file(f"data/{TASK}/seed-0/embeddings.safetensors")
+    assert {k: tuple(v.shape) for k, v in stored.items()} == {"train": (16, 8), "support": (16, 8), "eval": (7, 8)}
+    images = [open_image(r) for r in data.tables["eval"]["image"]]
+    with torch.no_grad():  # CLIP's image features by hand: the vision tower's pooled output, projected
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        expected = clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)
+    assert torch.allclose(stored["eval"], expected, atol=1e-5)
+    nearest = rices.nearest(stored["eval"], stored["support"], 4).tolist()
+    ids = list(data.tables["support"]["id"])
+    assert icd["eval_rices"] == {q: [ids[j] for j in row] for q, row in zip(data.tables["eval"]["id"], nearest,
+                                                                             strict=True)}
