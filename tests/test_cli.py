@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def bad_params(tmp_path) -> Path:
     path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text().replace("      lr: 1.0e-2 ", "      lr: fast "))
+    path.write_text((REPO / "params.yaml").read_text().replace("      lr: 5.0e-2 ", "      lr: fast "))
     return path
 
 

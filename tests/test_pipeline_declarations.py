@@ -556,7 +556,7 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
 
     # Back to the first lr by hand: the outputs on disk are those of 3e-3, so both tools rerun them
     # (Snakemake must not trust the checksums it recorded for its own first run).
-    work.edit("methods.mimic.train.lr", 1.0e-2)
+    work.edit("methods.mimic.train.lr", 5.0e-2)
     assert work.run("snakemake") == mimic_jobs
     assert work.run("dvc") == set()
 
@@ -566,7 +566,7 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     assert work.dvc("status").strip() != "Data and pipelines are up to date."
     subprocess.run(work.command("snakemake")[:-1] + ["--dry-run", "all"], cwd=work.dir, env=work.env, check=True,
                    capture_output=True)  # (writes the edited settings)
-    work.edit("methods.mimic.train.lr", 1.0e-2)
+    work.edit("methods.mimic.train.lr", 5.0e-2)
     assert work.run("snakemake") == set()
     assert work.run("dvc") == set()
 
