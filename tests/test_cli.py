@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def bad_params(tmp_path) -> Path:
     path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text().replace("      lr: 1.0e-2 ", "      lr: fast "))
+    path.write_text((REPO / "params.yaml").read_text().replace("      lr: 5.0e-2 ", "      lr: fast "))
     return path
 
 
@@ -52,7 +52,7 @@ def test_a_missing_input_names_the_file_and_the_command_that_makes_it(tmp_path, 
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     assert main(["sample-icd", "--params", "params.yaml", "--task", "shapes-vqa"]) == 2
     last = capsys.readouterr().err.splitlines()[-1]
-    assert last == ("mimic sample-icd: error: data/shapes-vqa/train.parquet is missing: run `mimic prepare` "
+    assert last == ("mimic sample-icd: error: data/shapes-vqa/seed-0/train.parquet is missing: run `mimic prepare` "
                     "for this task first")
 
 

@@ -51,7 +51,7 @@ def test_the_shipped_profile_names_every_site_key(profile):
                for line in problems)
     with pytest.raises(MimicError) as err:
         check_site_keys(resolved(profile))
-    assert str(err.value).startswith("slurm site keys in workflow/profiles/slurm/config.yaml: rule evaluate: ")
+    assert str(err.value).startswith("slurm site keys in workflow/profiles/slurm/config.yaml: rule embed: ")
     assert str(err.value).endswith(f"(and {len(problems) - 1} more)") and "\n" not in str(err.value)
     # the shipped profile asks for a GPU on every model rule and on nothing else
     rules = resolved(profile)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,14 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shrink(params: dict) -> dict:
-    params["run"] = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa", "shapes-caption"],
-                     "untrained": ["zero-shot", "icl-2"], "trained": ["mimic"]}
+    params["run"] = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa", "shapes-caption"], "seeds": [0, 1],
+                     "untrained": ["zero-shot", "icl-2", "icl-rices-2"], "trained": ["mimic"]}
     for task in ("shapes-vqa", "shapes-caption"):
         params["tasks"][task].update(n_train=16, n_support=16, n_eval=6)
     params["icd"].update(shots=4, draws=2)
-    # the smallest training where MimIC still learns the task (8 training queries, or 4 epochs, or
-    # lr 1e-2 leave it at zero-shot's 0.00 on shapes-vqa; this gives 83.33 against ICL's 100.00)
-    params["methods"]["mimic"]["train"].update(epochs=8, batch_size=4, lr=5.0e-2)
+    # the smallest training where MimIC still learns the task, with the shipped model (sha256 e6d46fcb...):
+    # on shapes-vqa 2 epochs, or 8 epochs at lr 1e-2, leave it at zero-shot's 0.00, 3 epochs give 83.33
+    # and 4 give 100.00, as ICL (16 training queries, 6 evaluation queries)
+    params["methods"]["mimic"]["train"].update(epochs=4, batch_size=4, lr=5.0e-2)
     params["teacher"].update(shard_size=6, batch_size=4)
     params["eval"].update(batch_size=4)
     params["latency"].update(queries=4, new_tokens=4, rounds=2)
@@ -60,10 +62,11 @@ def run_dir(tmp_path_factory):
 
 def test_report_numbers_come_from_the_predictions(run_dir):
     rows = list(csv.DictReader((run_dir / "results" / "summary.csv").open()))
-    assert {(r["task"], r["method"]) for r in rows} == {
-        (t, m) for t in ("shapes-vqa", "shapes-caption") for m in ("zero-shot", "icl-2", "icl", "mimic")}
+    assert [(r["task"], r["seed"], r["method"]) for r in rows] == [
+        (t, s, m) for t in ("shapes-vqa", "shapes-caption") for s in ("0", "1")
+        for m in ("zero-shot", "icl-2", "icl-rices-2", "icl", "mimic")]
     for row in rows:
-        folder = run_dir / "results" / "eval" / row["model"] / row["task"] / row["method"]
+        folder = run_dir / "results" / "eval" / row["model"] / row["task"] / f"seed-{row['seed']}" / row["method"]
         preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
         kind = "vqa" if row["task"] == "shapes-vqa" else "caption"
         expected = score(kind, [p["prediction"] for p in preds], [p["answers"] for p in preds])[row["metric"]]
@@ -81,28 +84,33 @@ def test_report_numbers_come_from_the_predictions(run_dir):
     # every latency the report compares was measured side by side (mimic latency), zero-shot the unit
     for task in ("shapes-vqa", "shapes-caption"):
         timed = json.loads((run_dir / "results" / "latency" / "mini-idefics2" / f"{task}.json").read_text())
-        for row in (r for r in rows if r["task"] == task):
+        for row in (r for r in rows if r["task"] == task and r["seed"] == "0"):  # latency times the first seed
             assert float(row["latency_ms_side_by_side"]) == timed["methods"][row["method"]]["ms_per_query"]
             assert float(row["latency_ratio_side_by_side"]) == timed["methods"][row["method"]]["ratio_to_zero-shot"]
 
 
-def test_mimic_is_well_above_zero_shot_on_the_main_task(run_dir):
-    """What the default run must show, on the smallest settings where it still holds."""
-    scores = {r["method"]: float(r["score"]) for r in csv.DictReader((run_dir / "results" / "summary.csv").open())
-              if r["task"] == "shapes-vqa"}
-    assert scores["icl"] >= scores["zero-shot"] + 50  # the demonstrations carry the task
-    assert scores["mimic"] >= scores["zero-shot"] + 50  # and MimIC, without them, recovers most of it
+def test_mimic_is_well_above_zero_shot_on_the_sanity_task(run_dir):
+    """On the sanity task (the demonstrations show only which attribute is asked, which a shift can
+    carry), MimIC recovers what ICL gets, on the smallest settings where it still holds. The default run's
+    made-up-name task needs more: ten made-up colour names, of which a teacher prompt shows only its
+    demonstrations' ones; the default report measures how much of the teacher MimIC recovers there."""
+    rows = [r for r in csv.DictReader((run_dir / "results" / "summary.csv").open()) if r["task"] == "shapes-vqa"]
+    for seed in ("0", "1"):  # on each seed: its own data, demonstrations and training
+        scores = {r["method"]: float(r["score"]) for r in rows if r["seed"] == seed}
+        assert scores["icl"] >= scores["zero-shot"] + 50, seed  # the demonstrations carry the task
+        assert scores["mimic"] >= scores["zero-shot"] + 50, seed  # and MimIC, without them, recovers most of it
 
 
 def test_outputs_and_logs_exist(run_dir):
     results = run_dir / "results"
     for plot in ("score_by_method", "training_curves", "score_vs_shots"):
         assert (results / "plots" / f"{plot}.png").stat().st_size > 1000
-    manifest = json.loads((results / "teacher" / "mini-idefics2" / "shapes-vqa" / "manifest.json").read_text())
+    manifest = json.loads((results / "teacher/mini-idefics2/shapes-vqa/seed-1/manifest.json").read_text())
     assert manifest["n_samples"] == 32 and manifest["dtype"] == "float16" and manifest["layers"] == 4
-    log = (results / "checkpoints" / "mini-idefics2" / "shapes-vqa" / "mimic" / "train_log.csv").read_text()
+    log = (results / "checkpoints/mini-idefics2/shapes-vqa/seed-1/mimic/train_log.csv").read_text()
     assert log.splitlines()[0] == "step,epoch,loss,align_loss,ce_loss,kl_loss,lr"
-    assert len(log.splitlines()) == 1 + 8 * 4  # 8 epochs x 16 queries / batch 4
-    train_log = (results / "logs" / "train" / "mini-idefics2-shapes-vqa-mimic.log").read_text().splitlines()
-    assert "mimic train done in" in train_log[-1] and "peak memory" in train_log[-1]  # time and memory of the job
+    assert len(log.splitlines()) == 1 + 4 * 4  # 4 epochs x 16 queries / batch 4
+    train_log = (results / "logs/train/seed-1/mini-idefics2-shapes-vqa-mimic.log").read_text().splitlines()
+    last = re.fullmatch(r".* mimic train done in ([\d.]+) s \(CPU ([\d.]+) s\), peak memory (\d+) MB", train_log[-1])
+    assert last and float(last[2]) > 0 and int(last[3]) > 100, train_log[-1]  # time and memory of the job
     assert not list(run_dir.rglob("*.tmp"))

@@ -44,18 +44,18 @@ pytest.importorskip("dvc")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL, TASK = "mini-idefics2", "shapes-vqa"
-CHECKPOINT = f"results/checkpoints/{MODEL}/{TASK}/mimic"
-TEACHER = f"results/teacher/{MODEL}/{TASK}"
-PARTIAL = f"results/partial/teacher/{MODEL}/{TASK}"
-TRAIN_LOG = f"results/logs/train/{MODEL}-{TASK}-mimic.log"
-EXTRACT_LOG = f"results/logs/extract-teacher/{MODEL}-{TASK}.log"
+CHECKPOINT = f"results/checkpoints/{MODEL}/{TASK}/seed-0/mimic"
+TEACHER = f"results/teacher/{MODEL}/{TASK}/seed-0"
+PARTIAL = f"results/partial/teacher/{MODEL}/{TASK}/seed-0"
+TRAIN_LOG = f"results/logs/train/seed-0/{MODEL}-{TASK}-mimic.log"
+EXTRACT_LOG = f"results/logs/extract-teacher/seed-0/{MODEL}-{TASK}.log"
 # Not outputs: attempt records, resumable work, the digest cache of the model files.
 NOT_OUTPUTS = ("results/logs/", "results/partial/", "results/.file-digests.json")
 
 
 def shrink(params: dict) -> dict:
     """The smallest run that has every stage: one task, zero-shot, the ICL reference, MimIC."""
-    params["run"] = {"models": [MODEL], "tasks": [TASK], "untrained": ["zero-shot"], "trained": ["mimic"]}
+    params["run"] = {"models": [MODEL], "tasks": [TASK], "seeds": [0], "untrained": ["zero-shot"], "trained": ["mimic"]}
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=6)
     params["icd"].update(shots=4, draws=2)
     params["methods"]["mimic"]["train"].update(epochs=2, batch_size=4)
@@ -343,8 +343,8 @@ FILE_FAULTS = {  # fault -> (file, damage, the command that reads it)
     "teacher shard truncated": (f"{TEACHER}/shard-00001.safetensors", truncated, "train"),
     "checkpoint weights, same-size garbage": (f"{CHECKPOINT}/mimic.safetensors", garbage, "evaluate"),
     "checkpoint weights truncated": (f"{CHECKPOINT}/mimic.safetensors", truncated, "evaluate"),
-    "icd.json truncated": (f"data/{TASK}/icd.json", truncated, "train"),
-    "train.parquet truncated": (f"data/{TASK}/train.parquet", truncated, "sample-icd"),
+    "icd.json truncated": (f"data/{TASK}/seed-0/icd.json", truncated, "train"),
+    "train.parquet truncated": (f"data/{TASK}/seed-0/train.parquet", truncated, "sample-icd"),
 }
 
 
@@ -372,7 +372,7 @@ def test_a_damaged_checkpoint_under_snakemake_keeps_every_output(ws):
 
 
 def test_a_truncated_icd_file_under_snakemake_keeps_the_teacher_cache(ws):
-    rel = f"data/{TASK}/icd.json"
+    rel = f"data/{TASK}/seed-0/icd.json"
     before = ws.outputs()
     with ws.damaged(rel, truncated):
         run = ws.run("snakemake", "all")

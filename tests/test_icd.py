@@ -99,5 +99,34 @@ def test_the_reference_sampler_draws_training_queries_with_replacement():
 def test_an_unknown_sampler_fails_clearly():
     import pytest
 
-    with pytest.raises(ValueError, match=r"icd.sampler = 'fresh'; valid: \['separate', 'reference'\]"):
+    with pytest.raises(ValueError, match=r"icd.sampler = 'fresh'; valid: \['separate', 'reference', 'rices'\]"):
         sample_icds("task", _table("t", 3), _table("s", 5), _table("e", 2), 2, 1, 0, sampler="fresh")
+
+
+def _unit(angles_deg):
+    import math
+
+    import torch
+    return torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in angles_deg])
+
+
+def test_rices_takes_the_nearest_support_images_nearest_first_and_never_the_querys_image():
+    import pytest
+
+    support = _table("s", 5)
+    train = _table("t", 2, shared_image_with="s")  # t0 shows s0's image
+    eval_ = _table("e", 2)
+    # support at 0, 90, 40, 180, 10 degrees; t0 at 0 (its own image s0 is excluded), t1 at 100,
+    # e0 at 30, e1 at 170: by angle distance, hand-sorted
+    emb = {"support": _unit([0, 90, 40, 180, 10]), "train": _unit([0, 100]), "eval": _unit([30, 170])}
+    icd = sample_icds("task", train, support, eval_, shots=2, draws=3, seed=0, sampler="rices", embeddings=emb)
+    assert icd["draws"] == 1 and icd["sampler"] == "rices"
+    assert icd["train"] == {"t0": [["s4", "s2"]], "t1": [["s1", "s2"]]}
+    assert icd["eval"] == icd["eval_rices"] == {"e0": ["s2", "s4"], "e1": ["s3", "s1"]}
+    # another sampler keeps its random draws and adds the retrieved evaluation lists
+    separate = sample_icds("task", train, support, eval_, shots=2, draws=3, seed=0, embeddings=emb)
+    assert separate["eval"] == sample_icds("task", train, support, eval_, shots=2, draws=3, seed=0)["eval"]
+    assert separate["eval_rices"] == {"e0": ["s2", "s4"], "e1": ["s3", "s1"]} and separate["draws"] == 3
+    assert "eval_rices" not in sample_icds("task", train, support, eval_, shots=2, draws=3, seed=0)
+    with pytest.raises(ValueError, match="icd.sampler = 'rices' needs image embeddings"):
+        sample_icds("task", train, support, eval_, shots=2, draws=1, seed=0, sampler="rices")

@@ -93,21 +93,22 @@ def test_the_cli_times_every_method_of_the_run_on_the_miniature_model(tmp_path, 
     monkeypatch.chdir(tmp_path)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["models"][MODEL]["path"] = str(REPO / "models" / MODEL)
-    params["run"].update(models=[MODEL], tasks=[TASK], untrained=["zero-shot", "icl-1"], trained=["mimic"])
+    params["run"].update(models=[MODEL], tasks=[TASK], untrained=["zero-shot", "icl-1", "icl-rices-1"],
+                         trained=["mimic"])
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=4)
     params["icd"].update(shots=4, draws=1)
     params["methods"]["mimic"]["train"].update(epochs=1, batch_size=8)
     params["teacher"].update(shard_size=8, batch_size=8)
     params["latency"].update(queries=3, new_tokens=4, rounds=2)
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for argv in (["prepare", "--task", TASK], ["sample-icd", "--task", TASK],
+    for argv in (["prepare", "--task", TASK], ["embed", "--task", TASK], ["sample-icd", "--task", TASK],
                  ["extract-teacher", "--model", MODEL, "--task", TASK],
                  ["train", "--model", MODEL, "--task", TASK, "--method", "mimic"]):
         assert main([*argv, "--params", "params.yaml"]) == 0, argv
     assert main(["latency", "--params", "params.yaml", "--model", MODEL, "--task", TASK]) == 0
     doc = json.loads((tmp_path / "results" / "latency" / MODEL / f"{TASK}.json").read_text())
     assert doc["baseline"] == "zero-shot" and (doc["queries"], doc["new_tokens"], doc["rounds"]) == (3, 4, 2)
-    assert sorted(doc["methods"]) == ["icl", "icl-1", "mimic", "zero-shot"]
+    assert sorted(doc["methods"]) == ["icl", "icl-1", "icl-rices-1", "mimic", "zero-shot"]
     assert all(len(doc["seconds"][m]) == 2 for m in doc["methods"])
     assert doc["methods"]["zero-shot"]["ratio_to_zero-shot"] == 1.0
     for name, row in doc["methods"].items():  # the figures are the summary of the recorded seconds
@@ -122,5 +123,5 @@ def test_the_cli_names_a_missing_checkpoint_before_loading_the_model(tmp_path, m
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert main(["latency", "--params", "params.yaml", "--model", MODEL, "--task", TASK]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mimic latency: error: results/checkpoints/{MODEL}/{TASK}/mimic holds no checkpoint: "
+    assert err == [f"mimic latency: error: results/checkpoints/{MODEL}/{TASK}/seed-0/mimic holds no checkpoint: "
                    "train it first (`snakemake all` or `mimic train`)"]

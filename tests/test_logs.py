@@ -38,7 +38,7 @@ def test_a_training_run_with_stderr_in_a_file_logs_periodic_lines_and_no_frames(
     params["models"][MODEL]["path"] = str(REPO / "models" / MODEL)
     params["run"].update(models=[MODEL], tasks=[TASK], untrained=["zero-shot"], trained=["mimic"])
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=4)
-    params["icd"].update(shots=4, draws=1)
+    params["icd"].update(shots=4, draws=1, embedding=None)
     params["teacher"]["mode"] = "online"  # no extraction stage needed
     params["methods"]["mimic"]["train"].update(epochs=11, batch_size=2)  # 4 steps per epoch, 44 in all
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

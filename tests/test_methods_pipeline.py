@@ -28,7 +28,8 @@ TASK = "shapes-vqa"
 
 def shrink(params: dict) -> dict:
     trained = [name for name, entry in params["methods"].items() if entry["type"] not in ("zero-shot", "icl")]
-    params["run"] = {"models": ["mini-idefics2"], "tasks": [TASK], "untrained": ["zero-shot"], "trained": trained}
+    params["run"] = {"models": ["mini-idefics2"], "tasks": [TASK], "seeds": [0], "untrained": ["zero-shot"],
+                     "trained": trained}
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=4)
     params["icd"].update(shots=4, draws=1)
     for entry in params["methods"].values():
@@ -66,11 +67,12 @@ def test_every_method_trains_evaluates_and_reports_its_parameters(run_dir):
     root, params = run_dir
     for name in params["run"]["trained"]:
         entry = params["methods"][name]
-        ckpt = root / "results" / "checkpoints" / "mini-idefics2" / TASK / name
+        ckpt = root / "results" / "checkpoints" / "mini-idefics2" / TASK / "seed-0" / name
         doc = json.loads((ckpt / "mimic_config.json").read_text())
         assert doc["type"] == entry["type"], name
         counts = count_parameters(read_config(ckpt))
-        metrics = json.loads((root / "results" / "eval" / "mini-idefics2" / TASK / name / "metrics.json").read_text())
+        folder = root / "results" / "eval" / "mini-idefics2" / TASK / "seed-0" / name
+        metrics = json.loads((folder / "metrics.json").read_text())
         assert (metrics["trainable_params"], metrics["fitted_params"]) == (counts["trainable"], counts["fitted"]), name
         summary = json.loads((ckpt / "train_summary.json").read_text())
         hp = entry.get("train", {})

@@ -65,6 +65,9 @@ def test_hand_computed_scores():
 
     exact = caption_scores(["a man rides horse", "two cats sleep together"], list(REFS.values()), metrics=FAST)
     assert exact == {"CIDEr": pytest.approx(1000.0), "BLEU-4": pytest.approx(100.0), "ROUGE-L": pytest.approx(100.0)}
+    # mimic.metrics.score with caption_metrics: only those (the report rescores CIDEr alone)
+    only = score("caption", {"a": "A man rides.", "b": "two cats sleep together"}, REFS, caption_metrics=["CIDEr"])
+    assert only == {"CIDEr": pytest.approx(100 * (cider_a + 10) / 2)}
 
 
 @needs_java

@@ -38,21 +38,35 @@ def mini():
     return load_model("mini", str(MODEL))
 
 
-def test_eight_shot_icl_beats_zero_shot_by_a_wide_margin(mini):
-    rng = random.Random(2024)  # held-out scenes: a stream that neither pretraining nor the splits use
+def test_icl_looks_made_up_names_up_in_its_demonstrations(mini):
+    """Held-out scenes and a fresh colour naming: the curve rises with shots, and a query is answered
+    when (and only when) one of its demonstrations shows its colour."""
+    rng = random.Random(2024)  # a stream that neither pretraining nor the task splits use
+    lexicon = syn.draw_lexicon(rng, ["color"])
 
     def example():
         scene = syn.sample_scene(rng)
-        ex = syn.vqa_example("x", scene, "color", rng, explicit_ratio=0.3)
-        return syn.render(scene), ex.question, ex.answers
+        ex = syn.vqa_example("x", scene, "color", rng, explicit_ratio=0.3, lexicon=lexicon)
+        return syn.render(scene), ex.question, ex.answers, scene.color
 
-    queries = [example() for _ in range(24)]
-    demos = [[(img, q, a[0]) for img, q, a in (example() for _ in range(8))] for _ in range(24)]
-    answers = [a for _, _, a in queries]
-    zero = generate(mini, encode_prompts(mini, "vqa", [(i, q) for i, q, _ in queries]), 10)
-    icl = generate(mini, encode_prompts(mini, "vqa", [(i, q) for i, q, _ in queries], demos=demos), 10)
-    zero_score, icl_score = vqa_score(zero, answers), vqa_score(icl, answers)
-    assert zero_score <= 45 and icl_score >= 85, (zero_score, icl_score)
+    n = 32
+    queries = [example() for _ in range(n)]
+    demos = [[example() for _ in range(8)] for _ in range(n)]
+    prompts = [(i, q) for i, q, _, _ in queries]
+    answers = [a for _, _, a, _ in queries]
+
+    def run(k):
+        shown = [[(img, q, a[0]) for img, q, a, _ in row[:k]] for row in demos] if k else None
+        return generate(mini, encode_prompts(mini, "vqa", prompts, demos=shown), 10)
+
+    scores = {k: vqa_score(run(k), answers) for k in (0, 1, 8)}
+    assert scores[0] <= 40 and scores[8] >= scores[1] + 15, scores
+    eight = run(8)
+    covered = [any(c == query[3] for *_, c in row) for query, row in zip(queries, demos, strict=True)]
+    hits = [vqa_score([p], [a]) for p, a in zip(eight, answers, strict=True)]
+    on_covered = sum(h for h, c in zip(hits, covered, strict=True) if c) / sum(covered)
+    on_missed = sum(h for h, c in zip(hits, covered, strict=True) if not c) / max(1, n - sum(covered))
+    assert on_covered >= 80 and on_missed <= 20, (on_covered, on_missed, sum(covered))
 
 
 def test_pretraining_batches_equal_what_the_processor_makes():

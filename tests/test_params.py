@@ -17,6 +17,7 @@ from mimic.params import (
     is_trained,
     load_params,
     load_schema,
+    method_demos,
     method_shots,
     model_source,
     run_methods,
@@ -32,11 +33,12 @@ def params():
     return load_params(REPO / "params.yaml")
 
 
-TRAINED = ["mimic", "mimic-ce-only", "live", "hificl", "task-vector"]
+UNTRAINED = ["zero-shot", "icl-1", "icl-2", "icl-4", "icl-rices-1", "icl-rices-4"]
+TRAINED = ["mimic"]
 
 
 def test_the_real_params_yaml_validates(params):
-    assert run_methods(params) == ["zero-shot", "icl-1", "icl-2", "icl-4", "icl", *TRAINED]
+    assert run_methods(params) == [*UNTRAINED, "icl", *TRAINED]
     assert trained_methods(params) == ["mimic", "mimic-mlp", "mimic-per-layer", "mimic-constant", "mimic-ce-only",
                                        "mimic-align-only", "live", "task-vector", "function-vector", "i2cl", "hificl",
                                        "lora", "mimic-lora"]
@@ -55,9 +57,11 @@ def test_the_schema_is_valid_and_knows_exactly_the_method_types():
 
 def test_helpers(params):
     shots = {"hificl": 0, "lora": 0}  # they learn from the answers alone; every other trained method from 8 shots
-    want = [0, 1, 2, 4, 8] + [shots.get(m, 8) for m in TRAINED]
+    want = [0, 1, 2, 4, 1, 4, 8] + [shots.get(m, 8) for m in TRAINED]
     assert [method_shots(params, m) for m in run_methods(params)] == want
-    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 5 + [True] * len(TRAINED)
+    assert [is_trained(params, m) for m in run_methods(params)] == [False] * 7 + [True] * len(TRAINED)
+    assert [method_demos(params, m) for m in run_methods(params)] == (["sampler"] * 4 + ["rices"] * 2
+                                                                      + ["sampler"] * (1 + len(TRAINED)))
     assert model_source(params, "mini-idefics2") == "models/mini-idefics2"
     assert model_source(params, "idefics2-8b-base") == "HuggingFaceM4/idefics2-8b-base"
     local = copy.deepcopy(params)
@@ -96,7 +100,7 @@ BAD = {
     "reference sampler without a draw per epoch": (
         lambda p: p["icd"].update(sampler="reference", draws=2),
         "params.yaml: icd.draws = 2: the reference sampler draws fresh demonstrations every epoch, so it needs "
-        "draws >= methods.mimic.train.epochs = 10",
+        "draws >= methods.mimic.train.epochs = 20",
     ),
     "unknown training key": (
         _set("methods.mimic.train.learning_rate", 1.0e-3),
@@ -161,8 +165,9 @@ BAD = {
     ),
     "unknown task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "vqa2"]),
-        "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-vqa, shapes-caption, shapes-vqa-transfer, "
-        "vqav2, okvqa, coco-karpathy, flickr30k",
+        "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-names-vqa, shapes-names-caption, "
+        "shapes-names-transfer, shapes-vqa, shapes-caption, shapes-vqa-transfer, vqav2, okvqa, coco-karpathy, "
+        "flickr30k",
     ),
     "unknown model in run.models": (
         _set("run.models", ["idefics3"]),
@@ -171,8 +176,9 @@ BAD = {
     "unknown method in run.untrained": (
         _set("run.untrained", ["zero_shot"]),
         "params.yaml: run.untrained[0] = 'zero_shot': unknown method; "
-        "known: zero-shot, icl-1, icl-2, icl-4, icl, mimic, mimic-mlp, mimic-per-layer, mimic-constant, "
-        "mimic-ce-only, mimic-align-only, live, task-vector, function-vector, i2cl, hificl, lora, mimic-lora",
+        "known: zero-shot, icl-1, icl-2, icl-4, icl-rices-1, icl-rices-2, icl-rices-4, icl, mimic, mimic-mlp, "
+        "mimic-per-layer, mimic-constant, mimic-ce-only, mimic-align-only, live, task-vector, function-vector, i2cl, "
+        "hificl, lora, mimic-lora",
     ),
     "duplicate task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "shapes-vqa"]),
@@ -211,9 +217,21 @@ BAD = {
         _set("methods.mimic.train.ce_weight", float("-inf")),
         "params.yaml: methods.mimic.train.ce_weight = -.inf: must be a finite number",
     ),
+    "RICES demonstrations without an embedding": (
+        _set("icd.embedding", None),
+        "params.yaml: methods.icl-rices-1.demos = rices: needs icd.embedding (a key of `models` or a CLIP hub id)",
+    ),
+    "RICES sampler without an embedding": (
+        lambda p: (p["icd"].update(embedding=None, sampler="rices"), p["run"].update(untrained=[])),
+        "params.yaml: icd.sampler = rices: needs icd.embedding (a key of `models` or a CLIP hub id)",
+    ),
+    "unknown demonstration kind": (
+        _set("methods.icl-1.demos", "nearest"),
+        "params.yaml: methods.icl-1.demos = 'nearest': must be one of random, rices",
+    ),
     "shots above the demonstration pool": (
         _set("icd.shots", 600),
-        "params.yaml: icd.shots = 600: more than tasks.shapes-vqa.n_support = 512, the demonstration pool each "
+        "params.yaml: icd.shots = 600: more than tasks.shapes-names-vqa.n_support = 512, the demonstration pool each "
         "query draws its 600 demonstrations from; lower icd.shots or raise n_support",
     ),
     "unknown key in a method's training": (
@@ -250,7 +268,7 @@ BAD = {
             p["run"].update(models=["m-shapes", "m"], tasks=["vqa", "shapes-vqa"]),
         ),
         "params.yaml: run: m-shapes x vqa and m x shapes-vqa share the log file "
-        "results/logs/extract-teacher/m-shapes-vqa.log; rename one of them",
+        "results/logs/extract-teacher/seed-<s>/m-shapes-vqa.log; rename one of them",
     ),
 }
 
@@ -267,7 +285,7 @@ def test_bad_params_fail_with_one_line_naming_the_key(params, case):
 
 
 def test_yaml_infinities_are_read_and_refused(tmp_path):
-    text = (REPO / "params.yaml").read_text().replace("      lr: 1.0e-2 ", "      lr: .inf ")
+    text = (REPO / "params.yaml").read_text().replace("      lr: 5.0e-2 ", "      lr: .inf ")
     assert "lr: .inf" in text
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ParamsError, match=r"methods.mimic.train.lr = .inf: must be a finite number$"):

@@ -30,8 +30,9 @@ pytest.importorskip("dvc", reason="the pipeline tests need dvc (pip install dvc)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("dvc.yaml", "params.yaml", "workflow")
-EXPECTED_JOBS = {"prepare": 2, "sample_icd": 2, "extract_teacher": 2, "train": 10, "evaluate": 20, "latency": 2,
-                 "report": 1, "all": 1}
+# the default run: 2 tasks x 2 seeds; zero-shot, icl-1/2/4, icl-rices-1/4, icl and mimic; latency on the first seed
+EXPECTED_JOBS = {"prepare": 4, "embed": 4, "sample_icd": 4, "extract_teacher": 4, "train": 4, "evaluate": 4 * 8,
+                 "latency": 2, "report": 1, "all": 1}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -241,10 +242,18 @@ def test_dry_run_plans_the_whole_dag(jobs):
             assert job.logs and all(log.startswith("results/logs/") for log in job.logs)
             assert f"--log {job.logs[0]}" in job.command
     commands = {job.command for job in jobs}
-    assert (
-        "mimic train --params params.yaml --model mini-idefics2 --task shapes-vqa --method mimic "
-        "--log results/logs/train/mini-idefics2-shapes-vqa-mimic.log"
-    ) in commands
+    for seed in (0, 1):  # each seed's own job, its own log
+        assert (
+            f"mimic train --params params.yaml --model mini-idefics2 --task shapes-names-vqa --seed {seed} "
+            f"--method mimic --log results/logs/train/seed-{seed}/mini-idefics2-shapes-names-vqa-mimic.log"
+        ) in commands
+    # the evaluation of a seed reads that seed's checkpoint and data; latency the first seed's
+    for job in jobs:
+        if job.rule in ("evaluate", "train", "extract_teacher"):
+            seed = re.search(r"--seed (\d+)", job.command).group(1)
+            assert all(f"/seed-{seed}" in p for p in job.inputs + job.outputs), job.command
+        if job.rule == "latency":
+            assert " --seed 0 " in job.command and all("seed-1" not in p for p in job.inputs)
     trained = [job for job in jobs if job.rule == "evaluate" and "--method mimic " in job.command]
     zero = [job for job in jobs if job.rule == "evaluate" and "--method zero-shot " in job.command]
     icl = [job for job in jobs if job.rule == "evaluate" and "--method icl " in job.command]
@@ -281,15 +290,16 @@ def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
         (copy_dir / "dvc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         return differences(jobs, dvc_stages(copy_dir), params)
 
-    cmd = drifted(lambda s: s["sample-icd"].update(cmd=s["sample-icd"]["cmd"].replace("--task", "--seed 1 --task")))
-    assert any(p.startswith("only dvc runs: mimic sample-icd --params params.yaml --seed 1") for p in cmd)
+    cmd = drifted(lambda s: s["sample-icd"].update(cmd=s["sample-icd"]["cmd"].replace("--task", "--shots 1 --task")))
+    assert any(p.startswith("only dvc runs: mimic sample-icd --params params.yaml --shots 1") for p in cmd)
     assert any(p.startswith("only snakemake runs: mimic sample-icd") for p in cmd)
 
     out = drifted(lambda s: s["prepare"]["outs"].pop())  # meta.json
-    assert any("outputs differ; snakemake only ['data/shapes-vqa/meta.json']" in p for p in out)
+    assert any("outputs differ; snakemake only ['data/shapes-names-vqa/seed-0/meta.json']" in p for p in out)
 
     key = drifted(lambda s: s["train"].update(params=["method.${item.method}"]))  # a typo
-    assert "dvc stage train@mini-idefics2-shapes-vqa-mimic: params key method.mimic is not in params.yaml" in key
+    stage = "train@mini-idefics2-shapes-names-vqa-0-mimic"
+    assert f"dvc stage {stage}: params key method.mimic is not in params.yaml" in key
 
     setting = drifted(lambda s: s["train"]["deps"].__setitem__(0, "results/settings/train/${item.task}.json"))
     assert any(p.startswith("mimic train ") and "not a dvc dep ['results/settings/train/mini-idefics2/" in p
@@ -305,15 +315,15 @@ def test_a_drift_in_dvc_yaml_is_caught(workflow, jobs, params, tmp_path):
 def test_a_drift_in_the_snakefile_is_caught(workflow, params, tmp_path):
     drifted = copy_workflow(tmp_path / "drifted")
     rules = drifted / "workflow" / "rules" / "train.smk"
-    line = 'train_log=update("results/checkpoints/{model}/{task}/{method}/train_log.csv"),'
-    extra = 'optimizer=update("results/checkpoints/{model}/{task}/{method}/optimizer.pt"),'
+    line = 'train_log=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/train_log.csv"),'
+    extra = 'optimizer=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/optimizer.pt"),'
     assert line in rules.read_text()
     rules.write_text(rules.read_text().replace(line, f"{line}\n        {extra}"))
     problems = differences(plan(drifted), dvc_stages(workflow), params)
-    trained = params["run"]["trained"]
-    assert len(problems) == 2 * len(trained)  # every train job of each task
+    trained, tasks, seeds = params["run"]["trained"], params["run"]["tasks"], params["run"]["seeds"]
+    assert len(problems) == len(tasks) * len(seeds) * len(trained)  # every train job of each task and seed
     assert all("outputs differ; snakemake only ['results/checkpoints/mini-idefics2/" in p for p in problems)
-    assert sorted(p.rsplit("/", 2)[1] for p in problems) == sorted(trained * 2)
+    assert sorted(p.rsplit("/", 2)[1] for p in problems) == sorted(trained * len(tasks) * len(seeds))
     assert all(p.endswith("/optimizer.pt'], dvc only []") for p in problems)
 
 
@@ -328,7 +338,8 @@ def test_online_teacher_differs_only_as_dvc_yaml_documents(params, tmp_path):
     teacher_jobs = [p for p in problems if p.startswith("only dvc runs: mimic extract-teacher ")]
     teacher_deps = "not a dvc dep [], dvc dep of no snakemake input ['results/teacher/mini-idefics2/"  # the cache
     train_deps = [p for p in problems if p.startswith("mimic train ") and teacher_deps in p]
-    assert len(teacher_jobs) == 2 and len(train_deps) == 2 * len(data["run"]["trained"])
+    tasks = len(data["run"]["tasks"]) * len(data["run"]["seeds"])  # each task on each seed
+    assert len(teacher_jobs) == tasks and len(train_deps) == tasks * len(data["run"]["trained"])
     assert sorted(problems) == sorted(teacher_jobs + train_deps)
 
 
@@ -345,7 +356,7 @@ FAKE_MIMIC = textwrap.dedent(
 
     stage, argv = sys.argv[1], sys.argv[2:]
     parser = argparse.ArgumentParser()
-    for option in ("--params", "--model", "--task", "--method", "--log"):
+    for option in ("--params", "--model", "--task", "--seed", "--method", "--log"):
         parser.add_argument(option)
     a = parser.parse_args(argv)
     with open(os.environ["FAKE_MIMIC_CALLS"], "a") as fh:
@@ -353,13 +364,15 @@ FAKE_MIMIC = textwrap.dedent(
     if stage in ("validate", "record"):
         from mimic.cli import main
         sys.exit(main(sys.argv[1:]))
+    task = f"{a.task}/seed-{a.seed}"
     outputs = {
-        "prepare": [f"data/{a.task}/{f}" for f in ("train.parquet", "support.parquet", "eval.parquet", "meta.json")],
-        "sample-icd": [f"data/{a.task}/icd.json"],
-        "extract-teacher": [f"results/teacher/{a.model}/{a.task}/manifest.json"],
-        "train": [f"results/checkpoints/{a.model}/{a.task}/{a.method}/{f}"
+        "prepare": [f"data/{task}/{f}" for f in ("train.parquet", "support.parquet", "eval.parquet", "meta.json")],
+        "embed": [f"data/{task}/embeddings.safetensors"],
+        "sample-icd": [f"data/{task}/icd.json"],
+        "extract-teacher": [f"results/teacher/{a.model}/{task}/manifest.json"],
+        "train": [f"results/checkpoints/{a.model}/{task}/{a.method}/{f}"
                   for f in ("mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json")],
-        "evaluate": [f"results/eval/{a.model}/{a.task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
+        "evaluate": [f"results/eval/{a.model}/{task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
         "latency": [f"results/latency/{a.model}/{a.task}.json"],
         "report": ["results/summary.csv", "results/summary.md"]
         + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],
@@ -449,7 +462,8 @@ def run_both(*pipelines: FakePipeline) -> list[set[str]]:
     return [p.finish(process) for p, process in zip(pipelines, processes, strict=True)]
 
 
-RUN = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa"], "untrained": ["zero-shot", "icl-2"], "trained": ["mimic"]}
+RUN = {"models": ["mini-idefics2"], "tasks": ["shapes-vqa"], "seeds": [0], "untrained": ["zero-shot", "icl-2"],
+       "trained": ["mimic"]}
 
 
 @pytest.mark.slow
@@ -461,6 +475,7 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
     assert everything == by_dvc
     assert Counter(c.split()[1] for c in everything) == {
         "prepare": 1,
+        "embed": 1,
         "sample-icd": 1,
         "extract-teacher": 1,
         "train": 1,
@@ -496,6 +511,9 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         {  # the VQA metric variant: every evaluation (metrics.json names it) and the report, which rescores
             "eval.metric_variant": "reference",
         },
+        {  # a second seed: its own jobs and the report; nothing of the first seed reruns, latency times the first
+            "run.seeds": [0, 1],
+        },
     ]
     expected = [
         # (the side-by-side latency times every method: a new checkpoint or other shots rerun it)
@@ -503,6 +521,8 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
         set(),
         selected(("extract-teacher",)) | selected(("train", "evaluate", "latency", "report"), "mimic"),
         selected(("evaluate", "report")),
+        {c.replace("--seed 0 ", "--seed 1 ").replace("/seed-0/", "/seed-1/") for c in everything
+         if c.split()[1] not in ("latency", "report")} | selected(("report",)),
     ]
     for edits, commands in zip(rounds, expected, strict=True):
         for key, value in edits.items():
@@ -518,7 +538,8 @@ def test_editing_a_param_reruns_the_same_jobs_in_snakemake_and_dvc(tmp_path):
 def test_snakemake_and_dvc_share_one_state(tmp_path):
     """Snakemake runs, DVC versions: what one tool ran, the other does not run again, in either order."""
     work = FakePipeline(tmp_path / "shared", "snakemake", RUN, dvc=True)
-    assert len(work.run("snakemake")) == 10
+    assert len(work.run("snakemake")) == 11  # prepare, embed, sample-icd, teacher, train, 4 evaluations, latency,
+    # report
     assert "mimic record --params params.yaml" in work.bookkeeping  # the Snakefile's onsuccess
     assert work.dvc("status").strip() == "Data and pipelines are up to date."
     assert work.run("dvc") == set()  # `dvc repro` right after: up to date
@@ -535,7 +556,7 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
 
     # Back to the first lr by hand: the outputs on disk are those of 3e-3, so both tools rerun them
     # (Snakemake must not trust the checksums it recorded for its own first run).
-    work.edit("methods.mimic.train.lr", 1.0e-2)
+    work.edit("methods.mimic.train.lr", 5.0e-2)
     assert work.run("snakemake") == mimic_jobs
     assert work.run("dvc") == set()
 
@@ -545,7 +566,7 @@ def test_snakemake_and_dvc_share_one_state(tmp_path):
     assert work.dvc("status").strip() != "Data and pipelines are up to date."
     subprocess.run(work.command("snakemake")[:-1] + ["--dry-run", "all"], cwd=work.dir, env=work.env, check=True,
                    capture_output=True)  # (writes the edited settings)
-    work.edit("methods.mimic.train.lr", 1.0e-2)
+    work.edit("methods.mimic.train.lr", 5.0e-2)
     assert work.run("snakemake") == set()
     assert work.run("dvc") == set()
 

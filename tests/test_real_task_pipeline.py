@@ -69,11 +69,12 @@ def real_params(tmp_path, workdir) -> dict:
     karpathy, images = write_flickr30k(raw / "flickr30k")
     params["tasks"]["flickr30k"].update(files={"karpathy_json": str(karpathy), "images_dir": str(images)},
                                         n_train=2, n_support=3)  # fmt: skip
-    params["run"].update(models=["idefics2-8b-base"], tasks=["vqav2", "coco-karpathy", "flickr30k"])
+    params["run"].update(models=["idefics2-8b-base"], tasks=["vqav2", "coco-karpathy", "flickr30k"], seeds=[0])
     params["icd"]["shots"] = 2
     params["models"]["idefics2-8b-base"]["shots"] = 2  # the paper's 8, scaled down with icd.shots
-    params["run"]["untrained"].remove("icl-4")
-    del params["methods"]["icl-4"]
+    for method in ("icl-4", "icl-rices-4"):  # more shots than icd.shots
+        params["run"]["untrained"].remove(method)
+        del params["methods"][method]
     return params
 
 
@@ -88,34 +89,37 @@ def workdir(tmp_path):
 def test_real_params_plan_the_full_dag(workdir):
     jobs = plan(workdir)
     counts = Counter(job.rule for job in jobs)
-    # 3 tasks; methods zero-shot, icl-1, icl-2, icl (untrained) and the 5 trained ones of params.yaml
-    assert counts == {"prepare": 3, "sample_icd": 3, "extract_teacher": 3, "train": 15, "evaluate": 27, "latency": 3,
+    trained = len(yaml.safe_load((workdir / "params.yaml").read_text())["run"]["trained"])
+    # 3 tasks; methods zero-shot, icl-1, icl-2, icl-rices-1, icl (untrained) and the trained ones
+    assert counts == {"prepare": 3, "embed": 3, "sample_icd": 3, "extract_teacher": 3, "train": 3 * trained,
+                      "evaluate": 3 * (5 + trained), "latency": 3,
                       "report": 1, "all": 1}
-    assert any("--model idefics2-8b-base --task vqav2 --method mimic" in (j.command or "") for j in jobs)
+    assert any("--model idefics2-8b-base --task vqav2 --seed 0 --method mimic" in (j.command or "") for j in jobs)
 
 
 def test_prepare_reads_the_official_files_through_the_cli(workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     for task in ("vqav2", "coco-karpathy"):
         assert main(["prepare", "--params", "params.yaml", "--task", task]) == 0
-    vqa = {s: read_table(workdir / "data" / "vqav2" / f"{s}.parquet") for s in ("train", "support", "eval")}
+    vqa = {s: read_table(workdir / "data" / "vqav2" / "seed-0" / f"{s}.parquet") for s in ("train", "support", "eval")}
     assert [len(vqa[s]) for s in ("train", "support", "eval")] == [4, 8, 6]
     assert all(len(a) == 10 for a in vqa["eval"]["answers"])
-    coco = read_table(workdir / "data" / "coco-karpathy" / "eval.parquet")
+    coco = read_table(workdir / "data" / "coco-karpathy" / "seed-0" / "eval.parquet")
     assert len(coco) == 2 and all(len(a) == 5 for a in coco["answers"])
 
 
 def test_prepare_flickr30k_through_the_cli(workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     assert main(["prepare", "--params", "params.yaml", "--task", "flickr30k", "--log", "prepare.log"]) == 0
-    tables = {s: read_table(workdir / "data" / "flickr30k" / f"{s}.parquet") for s in ("train", "support", "eval")}
+    folder = workdir / "data" / "flickr30k" / "seed-0"
+    tables = {s: read_table(folder / f"{s}.parquet") for s in ("train", "support", "eval")}
     train_photos = {str(p) for p, split in FLICKR.items() if split == "train"}
     assert len(tables["train"]) == 2 and len(tables["support"]) == 3
     assert set(tables["train"]["id"]) | set(tables["support"]["id"]) == train_photos  # disjoint, from train
     test_photos = [p for p, split in FLICKR.items() if split == "test"]
     assert list(tables["eval"]["id"]) == [str(p) for p in test_photos]  # the Karpathy test split, all of it
     assert [list(a) for a in tables["eval"]["answers"]] == [flickr_captions(p) for p in test_photos]
-    meta = json.loads((workdir / "data" / "flickr30k" / "meta.json").read_text())
+    meta = json.loads((workdir / "data" / "flickr30k" / "seed-0" / "meta.json").read_text())
     assert meta["loader"] == "flickr30k" and meta["source"]["eval"]["karpathy_splits"] == ["test"]
 
 
@@ -140,8 +144,8 @@ def test_vqav2_default_evaluates_the_papers_10k_question_ids(tmp_path, workdir, 
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(workdir)
     assert main(["prepare", "--params", "params.yaml", "--task", "vqav2", "--log", "prepare.log"]) == 0
-    evaluation = read_table(workdir / "data" / "vqav2" / "eval.parquet")
+    evaluation = read_table(workdir / "data" / "vqav2" / "seed-0" / "eval.parquet")
     assert list(evaluation["id"]) == [str(q) for q in first]  # the list's order, not the source's
-    meta = json.loads((workdir / "data" / "vqav2" / "meta.json").read_text())
+    meta = json.loads((workdir / "data" / "vqav2" / "seed-0" / "meta.json").read_text())
     assert meta["skipped"]["eval"] == {"not in source": 10_000 - 4}
     assert meta["eval_question_ids"]["source"] == "vqav2-val-10k" and meta["eval_question_ids"]["count"] == 10_000

@@ -41,9 +41,10 @@ SHOTS = {"zero-shot": 0, "icl-1": 1, "icl": 8, "mimic": 8}
 LATENCY = {"zero-shot": 10.0, "icl-1": 18.0, "icl": 40.0, "mimic": 11.0}
 
 
-def write_params(root: Path, metric_variant: str = "official") -> Path:
+def write_params(root: Path, metric_variant: str = "official", seeds: tuple[int, ...] = (0,)) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["run"] = {"models": [MODEL], "tasks": list(TASKS), "untrained": ["zero-shot", "icl-1"], "trained": ["mimic"]}
+    params["run"] = {"models": [MODEL], "tasks": list(TASKS), "seeds": list(seeds), "untrained": ["zero-shot", "icl-1"],
+                     "trained": ["mimic"]}
     params["eval"]["metric_variant"] = metric_variant
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -51,9 +52,10 @@ def write_params(root: Path, metric_variant: str = "official") -> Path:
 
 
 def write_eval(
-    root: Path, task: str, method: str, predictions: list[str], score: float, metric_variant: str = "official"
+    root: Path, task: str, method: str, predictions: list[str], score: float, metric_variant: str = "official",
+    seed: int = 0,
 ) -> Path:
-    out = root / "results" / "eval" / MODEL / task / method
+    out = root / "results" / "eval" / MODEL / task / f"seed-{seed}" / method
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w") as fh:
         for i, (prediction, answers) in enumerate(zip(predictions, ANSWERS, strict=True)):
@@ -80,8 +82,8 @@ def write_eval(
     return out / "metrics.json"
 
 
-def write_train_log(root: Path, task: str, method: str = "mimic") -> None:
-    out = root / "results" / "checkpoints" / MODEL / task / method
+def write_train_log(root: Path, task: str, method: str = "mimic", seed: int = 0) -> None:
+    out = root / "results" / "checkpoints" / MODEL / task / f"seed-{seed}" / method
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "train_log.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -199,26 +201,26 @@ def test_within_tolerance_is_accepted(run_dir):
 
 def test_missing_metrics_names_the_file_and_the_command(run_dir):
     root, params_path = run_dir
-    (root / "results/eval" / MODEL / "shapes-vqa-transfer/icl-1/metrics.json").unlink()
+    (root / "results/eval" / MODEL / "shapes-vqa-transfer/seed-0/icl-1/metrics.json").unlink()
     with pytest.raises(ReportError) as info:
         build_report(load_params(params_path), root=root)
     assert str(info.value) == (
-        f"results/eval/{MODEL}/shapes-vqa-transfer/icl-1/metrics.json is missing; it is made by "
-        f"`mimic evaluate --params params.yaml --model {MODEL} --task shapes-vqa-transfer --method icl-1` "
+        f"results/eval/{MODEL}/shapes-vqa-transfer/seed-0/icl-1/metrics.json is missing; it is made by "
+        f"`mimic evaluate --params params.yaml --model {MODEL} --task shapes-vqa-transfer --seed 0 --method icl-1` "
         "(or `snakemake --cores 4 all`)"
     )
 
 
 def test_missing_train_log_names_mimic_train(run_dir):
     root, params_path = run_dir
-    (root / "results/checkpoints" / MODEL / "shapes-vqa/mimic/train_log.csv").unlink()
+    (root / "results/checkpoints" / MODEL / "shapes-vqa/seed-0/mimic/train_log.csv").unlink()
     with pytest.raises(ReportError, match=r"train_log.csv is missing; it is made by `mimic train --params"):
         build_report(load_params(params_path), root=root)
 
 
 def test_metrics_of_another_method_are_refused(run_dir):
     root, params_path = run_dir
-    path = root / "results/eval" / MODEL / "shapes-vqa/icl-1/metrics.json"
+    path = root / "results/eval" / MODEL / "shapes-vqa/seed-0/icl-1/metrics.json"
     metrics = json.loads(path.read_text())
     path.write_text(json.dumps({**metrics, "method": "icl-2"}))
     with pytest.raises(ReportError, match=r"icl-1/metrics.json: method = 'icl-2', expected 'icl-1'"):
@@ -239,9 +241,9 @@ def test_scores_follow_the_metric_variant_of_params(run_dir):
     with pytest.raises(ReportError) as info:  # every metrics.json still says official
         build_report(load_params(reference_params), root=root, params_path="reference/params.yaml")
     assert str(info.value) == (
-        f"results/eval/{MODEL}/shapes-vqa/zero-shot/metrics.json: metric_variant = 'official', but "
+        f"results/eval/{MODEL}/shapes-vqa/seed-0/zero-shot/metrics.json: metric_variant = 'official', but "
         "eval.metric_variant in reference/params.yaml makes it 'reference'; rerun `mimic evaluate --params "
-        f"reference/params.yaml --model {MODEL} --task shapes-vqa --method zero-shot`"
+        f"reference/params.yaml --model {MODEL} --task shapes-vqa --seed 0 --method zero-shot`"
     )
     for task in TASKS:
         for method, (predictions, score) in PREDICTIONS.items():
@@ -260,10 +262,95 @@ def test_scores_follow_the_metric_variant_of_params(run_dir):
 
 def test_metrics_without_a_variant_are_refused(run_dir):
     root, params_path = run_dir
-    path = root / "results/eval" / MODEL / "shapes-vqa/icl/metrics.json"
+    path = root / "results/eval" / MODEL / "shapes-vqa/seed-0/icl/metrics.json"
     metrics = json.loads(path.read_text())
     del metrics["metric_variant"]  # written before the variants existed
     path.write_text(json.dumps(metrics))
     with pytest.raises(ReportError, match=r"icl/metrics.json: no metric_variant, but eval.metric_variant in "
                        r"params.yaml makes it 'official'; rerun `mimic evaluate"):  # fmt: skip
         build_report(load_params(params_path), root=root)
+
+
+def test_score_vs_shots_draws_random_and_rices_curves_and_each_trained_method(run_dir, monkeypatch):
+    from mimic import report as report_module
+
+    root, params_path = run_dir
+    params = yaml.safe_load(params_path.read_text())
+    params["run"]["untrained"] = ["zero-shot", "icl-1", "icl-rices-1"]
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    SHOTS["icl-rices-1"], LATENCY["icl-rices-1"] = 1, 18.0
+    try:
+        for task in TASKS:  # RICES found the right colour for three of the four queries
+            write_eval(root, task, "icl-rices-1", ["red", "blue", "green", "purple"], 75.0)
+        report = build_report(load_params(params_path), root=root)
+    finally:
+        del SHOTS["icl-rices-1"], LATENCY["icl-rices-1"]
+    assert {r.method: r.demos for r in report.results if r.task == TASKS[0]} == {
+        "zero-shot": "random", "icl-1": "random", "icl-rices-1": "rices", "icl": "random", "mimic": "random"}
+    figures = []
+    monkeypatch.setattr(report_module, "_save", lambda fig, path: figures.append(fig))
+    report_module.plot_score_vs_shots(report, root / "plot.png")
+    ax = figures[0].axes[0]
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    assert lines[f"{MODEL} ICL (random)"] == ([0, 1, 8], [0.0, 50.0, 75.0])  # zero-shot, icl-1, icl
+    assert lines[f"{MODEL} ICL (RICES)"] == ([0, 1], [0.0, 75.0])  # zero-shot, icl-rices-1
+    assert lines[f"{MODEL} mimic"][1] == [65.0, 65.0]  # a horizontal line at MimIC's score
+
+
+# A second seed: ICL right on all four questions (blue matches 8 of 10 answers: 100), MimIC on three (75).
+SEED_1 = {
+    "zero-shot": PREDICTIONS["zero-shot"],
+    "icl-1": PREDICTIONS["icl-1"],
+    "icl": (["red", "blue", "green", "blue"], 100.0),
+    "mimic": (["red", "blue", "green", "nothing"], 75.0),
+}
+
+
+def test_two_seeds_give_mean_and_spread_and_gap_recovery_per_seed_then_averaged(tmp_path, monkeypatch):
+    from mimic import report as report_module
+
+    params_path = write_params(tmp_path, seeds=(0, 1))
+    for task in TASKS:
+        for seed, table in ((0, PREDICTIONS), (1, SEED_1)):
+            for method, (predictions, score) in table.items():
+                write_eval(tmp_path, task, method, predictions, score, seed=seed)
+            write_train_log(tmp_path, task, seed=seed)
+    write_latency(tmp_path, TASKS[0])
+    report = build_report(load_params(params_path), root=tmp_path)
+    write_report(report, root=tmp_path)
+
+    with open(tmp_path / "results" / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["task"], r["seed"], r["method"]) for r in rows] == [
+        (task, seed, method)
+        for task in TASKS
+        for seed in ("0", "1")
+        for method in ("zero-shot", "icl-1", "icl", "mimic")
+    ]
+    assert [float(r["score"]) for r in rows if r["method"] == "mimic"] == [65.0, 75.0, 65.0, 75.0]
+    # the side-by-side latency belongs to the seed it timed, the first
+    timed = [r["latency_ms_side_by_side"] for r in rows if r["task"] == TASKS[0] and r["method"] == "mimic"]
+    assert timed == ["9.5", ""]
+
+    md = (tmp_path / "results" / "summary.md").read_text()
+    assert "Over the 2 run seeds 0, 1 (run.seeds" in md
+    # mean and sample sd: icl (75 + 100) / 2 = 87.5, |75 - 100| / sqrt(2) = 17.68; mimic 70 and 7.07
+    assert f"| {MODEL} | icl | icl | 8 | 0 | 87.50 ± 17.68 | 87.50 ± 17.68 |" in md
+    assert f"| {MODEL} | mimic | 8 | 70.00 ± 7.07 | 65.00 / 75.00 | 4 / 4 | 9.5 | 1.04x |" in md
+    # gap recovery per seed: 65 / 75 = 0.867 and 75 / 100 = 0.75; mean 0.808, sd 0.117 / sqrt(2) = 0.082
+    # (not the gap of the means, 70 / 87.5 = 0.80)
+    assert (f"| {MODEL} | {TASKS[0]} | mimic | 0.00 ± 0.00 | 87.50 ± 17.68 (8) | 70.00 ± 7.07 | 0.81 ± 0.08 | "
+            "0.87 / 0.75 | 1.04x |") in md
+    gap = next(c for c in report_module.comparisons(report) if c["task"] == TASKS[0])["gap_recovery"]
+    assert gap.mean == pytest.approx((65 / 75 + 0.75) / 2) and gap.sd == pytest.approx((65 / 75 - 0.75) / 2**0.5)
+
+    figures = []
+    monkeypatch.setattr(report_module, "_save", lambda fig, path: figures.append(fig))
+    report_module.plot_score_vs_shots(report, tmp_path / "plot.png")
+    ax = figures[0].axes[0]
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines[f"{MODEL} ICL (random)"] == [0.0, 50.0, 87.5]  # the means over the seeds
+    assert lines[f"{MODEL} mimic"] == [70.0, 70.0]
+    bars = [c for c in ax.containers if c.has_yerr]  # the ICL curve's error bars: one sd
+    segments = bars[0].lines[2][0].get_segments()
+    assert [round(float(s[1][1] - s[0][1]), 4) for s in segments] == [0.0, 0.0, round(2 * 25 / 2**0.5, 4)]

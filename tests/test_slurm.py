@@ -64,7 +64,7 @@ def slurm():
 
 def _params(jobs: int) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["run"] = {"models": [MODEL], "tasks": [TASK], "untrained": ["zero-shot"], "trained": ["mimic"]}
+    params["run"] = {"models": [MODEL], "tasks": [TASK], "seeds": [0], "untrained": ["zero-shot"], "trained": ["mimic"]}
     params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=8)
     params["icd"].update(shots=4, draws=2)
     params["methods"]["mimic"]["train"].update(epochs=2, batch_size=4)
@@ -125,8 +125,8 @@ def runs(slurm, tmp_path_factory):
 def test_every_model_job_ran_on_slurm_split_in_four(runs):
     _, cluster, log = runs
     submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
-    # prepare, sample_icd, 4 teacher parts and their merge, train, 4 parts and a merge per method, latency
-    assert len(submitted) == 1 + 1 + 4 + 1 + 1 + 3 * (4 + 1) + 1, "\n".join(submitted)
+    # prepare, embed, sample_icd, 4 teacher parts and their merge, train, 4 parts and a merge per method, latency
+    assert len(submitted) == 1 + 1 + 1 + 4 + 1 + 1 + 3 * (4 + 1) + 1, "\n".join(submitted)
     assert not (cluster / "results" / "parts").exists() or not any((cluster / "results" / "parts").rglob("part-*"))
 
 
@@ -141,13 +141,13 @@ def _predictions(folder: Path) -> list[dict]:
 
 def test_slurm_outputs_equal_the_local_ones(runs):
     local, cluster, _ = runs
-    teacher = Path("results/teacher") / MODEL / TASK
+    teacher = Path("results/teacher") / MODEL / TASK / "seed-0"
     assert _tree(cluster / teacher) == _tree(local / teacher) and len(_tree(local / teacher)) == 5
-    checkpoint = Path("results/checkpoints") / MODEL / TASK / "mimic"
+    checkpoint = Path("results/checkpoints") / MODEL / TASK / "seed-0" / "mimic"
     for name in ("mimic.safetensors", "mimic_config.json", "train_log.csv"):
         assert (cluster / checkpoint / name).read_bytes() == (local / checkpoint / name).read_bytes(), name
     for method in METHODS:
-        folder = Path("results/eval") / MODEL / TASK / method
+        folder = Path("results/eval") / MODEL / TASK / "seed-0" / method
 
         assert _predictions(cluster / folder) == _predictions(local / folder) and len(_predictions(local / folder)) == 8
         ours, theirs = (json.loads((root / folder / "metrics.json").read_text()) for root in (cluster, local))

@@ -58,6 +58,7 @@ def prepared(tmp_path_factory):
         params = _params()
         for task in (VQA, CAPTION):
             _ok(params, "prepare", "--task", task)
+            _ok(params, "embed", "--task", task)
             _ok(params, "sample-icd", "--task", task)
     return root
 
@@ -86,7 +87,7 @@ def test_plan_splits_whole_batches_in_order():
 
 
 def test_split_extraction_is_the_single_jobs_cache_byte_for_byte(workdir):
-    teacher = Path("results/teacher") / MODEL / VQA
+    teacher = Path("results/teacher") / MODEL / VQA / "seed-0"
     _ok(_params(), "extract-teacher", "--model", MODEL, "--task", VQA)
     single = _files(teacher)
     assert set(single) == {"shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors",
@@ -102,7 +103,7 @@ def test_split_extraction_is_the_single_jobs_cache_byte_for_byte(workdir):
 
 def test_split_evaluation_gives_the_single_jobs_predictions_and_scores(workdir):
     def outputs(method):
-        folder = Path("results/eval") / MODEL / CAPTION / method
+        folder = Path("results/eval") / MODEL / CAPTION / "seed-0" / method
         rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
         metrics = json.loads((folder / "metrics.json").read_text())
         for row in rows:
@@ -131,7 +132,7 @@ def test_split_evaluation_gives_the_single_jobs_predictions_and_scores(workdir):
 
 def test_merges_refuse_missing_duplicate_and_mismatched_parts(workdir, capsys):
     params = _params(teacher_jobs=2, eval_jobs=2)
-    parts = Path("results/parts/teacher") / MODEL / VQA
+    parts = Path("results/parts/teacher") / MODEL / VQA / "seed-0"
     _ok(params, "extract-teacher", "--model", MODEL, "--task", VQA, "--part", "1/2")
 
     def refused(*argv: str, params: dict = params) -> str:
@@ -151,10 +152,10 @@ def test_merges_refuse_missing_duplicate_and_mismatched_parts(workdir, capsys):
     other["teacher"]["dtype"] = "float32"  # another cache: the parts were made for float16
     err = refused("merge-teacher", "--model", MODEL, "--task", VQA, params=other)
     assert "part-00000-of-00002.safetensors was extracted under other settings" in err
-    assert not (Path("results/teacher") / MODEL / VQA).exists()
+    assert not (Path("results/teacher") / MODEL / VQA / "seed-0").exists()
     _ok(params, "merge-teacher", "--model", MODEL, "--task", VQA)
 
-    eparts = Path("results/parts/eval") / MODEL / VQA / "icl"
+    eparts = Path("results/parts/eval") / MODEL / VQA / "seed-0" / "icl"
     _ok(params, "evaluate", "--model", MODEL, "--task", VQA, "--method", "icl", "--part", "2/2")
     err = refused("merge-evaluate", "--model", MODEL, "--task", VQA, "--method", "icl")
     assert "part-00000-of-00002.json is missing: rerun `mimic evaluate" in err and "--part 1/2`" in err
@@ -173,5 +174,5 @@ def test_merges_refuse_missing_duplicate_and_mismatched_parts(workdir, capsys):
     beams["eval"]["num_beams"] = 2
     err = refused("merge-evaluate", "--model", MODEL, "--task", VQA, "--method", "icl", params=beams)
     assert "part-00000-of-00002.json was made under other settings (eval.num_beams: 1 -> 2)" in err
-    assert not (Path("results/eval") / MODEL / VQA / "icl").exists()
+    assert not (Path("results/eval") / MODEL / VQA / "seed-0" / "icl").exists()
     _ok(params, "merge-evaluate", "--model", MODEL, "--task", VQA, "--method", "icl")

@@ -26,13 +26,14 @@ def root(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def params() -> dict:
     params = load_params(REPO / "params.yaml")
-    params["run"].update(tasks=["shapes-vqa", "shapes-caption"], untrained=["zero-shot", "icl-2"], trained=["mimic"])
+    params["run"].update(tasks=["shapes-vqa", "shapes-caption"], seeds=[0], untrained=["zero-shot", "icl-2"],
+                         trained=["mimic"])
     return params
 
 
 def edited(params: dict, key: str, value) -> dict:
     out = copy.deepcopy(params)
-    *parents, last = key.split(".")
+    *parents, last = key.strip().split(".")
     node = out
     for part in parents:
         node = node[part]
@@ -47,27 +48,36 @@ def names(paths) -> set[str]:
 
 def test_one_settings_file_per_job_of_the_run(params, root):
     written = write_settings(params, root)
-    assert len(written) == len(stage_instances(params)) == 2 + 2 + 2 + 2 + 2 * 4 + 2 + 1
-    assert "train/mini-idefics2/shapes-vqa/mimic.json" in names(written)
-    doc = json.loads((root / "results/settings/train/mini-idefics2/shapes-vqa/mimic.json").read_text())
+    assert len(written) == len(stage_instances(params)) == 2 + 2 + 2 + 2 + 2 + 2 * 4 + 2 + 1
+    assert "train/mini-idefics2/shapes-vqa/seed-0/mimic.json" in names(written)
+    doc = json.loads((root / "results/settings/train/mini-idefics2/shapes-vqa/seed-0/mimic.json").read_text())
     assert doc["settings"]["method"] == params["methods"]["mimic"]
     assert len(doc["settings"]["model"]["files"]) == 64  # the local model's digest
     assert write_settings(params, root) == []  # unchanged content is not rewritten
 
 
 # An edit -> the settings files it changes (for shapes-vqa and shapes-caption of mini-idefics2).
-EVALUATE = {f"evaluate/mini-idefics2/{{t}}/{m}.json" for m in ("zero-shot", "icl-2", "icl", "mimic")}
-TRAIN, TEACHER = "train/mini-idefics2/{t}/mimic.json", "extract-teacher/mini-idefics2/{t}.json"
+EVALUATE = {f"evaluate/mini-idefics2/{{t}}/seed-0/{m}.json" for m in ("zero-shot", "icl-2", "icl", "mimic")}
+TRAIN, TEACHER = "train/mini-idefics2/{t}/seed-0/mimic.json", "extract-teacher/mini-idefics2/{t}/seed-0.json"
 LATENCY = "latency/mini-idefics2/{t}.json"  # a trained method's settings reach it through its checkpoint
 EDITS = {
-    "methods.mimic.train.lr": (3.0e-3, {TRAIN, "evaluate/mini-idefics2/{t}/mimic.json"}),
-    "methods.icl-2.shots": (3, {"evaluate/mini-idefics2/{t}/icl-2.json", LATENCY}),
-    "icd.seed": (1, {"sample-icd/{t}.json", TEACHER, TRAIN, *EVALUATE, LATENCY}),
+    "methods.mimic.train.lr": (3.0e-3, {TRAIN, "evaluate/mini-idefics2/{t}/seed-0/mimic.json"}),
+    "methods.icl-2.shots": (3, {"evaluate/mini-idefics2/{t}/seed-0/icl-2.json", LATENCY}),
+    "icd.seed": (1, {"sample-icd/{t}/seed-0.json", TEACHER, TRAIN, *EVALUATE, LATENCY}),
     "teacher.target": ("layer", {TEACHER, TRAIN}),
     "teacher.shard_size": (7, {TEACHER}),
     "eval.num_beams": (3, {*EVALUATE, LATENCY}),
     "latency.rounds": (3, {LATENCY}),
-    "tasks.shapes-vqa.n_eval": (7, {"prepare/shapes-vqa.json"}),
+    "tasks.shapes-vqa.n_eval": (7, {"prepare/shapes-vqa/seed-0.json", "embed/shapes-vqa/seed-0.json"}),
+    "icd.embedding": (None, {"embed/{t}/seed-0.json", "sample-icd/{t}/seed-0.json", TEACHER, TRAIN, *EVALUATE,
+                             LATENCY}),
+    # a second seed adds its own jobs; the first seed's are left as they are
+    "run.seeds": ([0, 1], {f.replace("seed-0", "seed-1") for f in (
+        "prepare/{t}/seed-0.json", "embed/{t}/seed-0.json", "sample-icd/{t}/seed-0.json", TEACHER, TRAIN,
+        *EVALUATE)} | {"report.json"}),
+    "run.seeds ": ([2], {f.replace("seed-0", "seed-2") for f in (  # another first seed: latency times it
+        "prepare/{t}/seed-0.json", "embed/{t}/seed-0.json", "sample-icd/{t}/seed-0.json", TEACHER, TRAIN,
+        *EVALUATE)} | {"report.json", LATENCY}),
     "eval.metric_variant": ("reference", {"report.json", *EVALUATE}),
 }
 
@@ -84,7 +94,8 @@ def test_an_edit_changes_exactly_the_settings_of_the_jobs_it_affects(params, roo
 def test_the_eval_length_of_one_task_kind_changes_only_that_kind(params, root):
     write_settings(params, root)
     changed = names(changed_settings(edited(params, "eval.max_new_tokens", {"vqa": 3, "caption": 20}), root))
-    assert changed == {f"evaluate/mini-idefics2/shapes-vqa/{m}.json" for m in ("zero-shot", "icl-2", "icl", "mimic")}
+    methods = ("zero-shot", "icl-2", "icl", "mimic")
+    assert changed == {f"evaluate/mini-idefics2/shapes-vqa/seed-0/{m}.json" for m in methods}
 
 
 @pytest.mark.parametrize("key", RESULT_NEUTRAL)
@@ -98,7 +109,7 @@ def test_result_neutral_settings_change_nothing(params, root, key):
 def test_the_model_enters_by_the_content_of_its_files(params, root):
     write_settings(params, root)
     model_jobs = {str(i.settings_file) for i in stage_instances(params)
-                  if i.stage in ("extract-teacher", "train", "evaluate", "latency")}
+                  if i.stage in ("embed", "extract-teacher", "train", "evaluate", "latency")}  # embed: its vision tower
     (root / MODEL / "README.md").write_text("notes")  # not read by loading: no change
     assert changed_settings(params, root) == {}
     weights = root / MODEL / "model.safetensors"
@@ -121,4 +132,5 @@ def test_the_settings_of_the_default_params_yaml_are_valid_json_for_dvc(root):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for path in write_settings(params, root):
         doc = json.loads((root / path).read_text())
-        assert doc["stage"] in ("prepare", "sample-icd", "extract-teacher", "train", "evaluate", "latency", "report")
+        assert doc["stage"] in ("prepare", "embed", "sample-icd", "extract-teacher", "train", "evaluate", "latency",
+                                "report")

@@ -24,6 +24,7 @@ COMMANDS = {
     "demo": ("demo", "attach MimIC to tiny models and run the exactness check"),
     "validate": ("validate", "check all of params.yaml; write each stage's settings under results/settings/"),
     "prepare": ("prepare", "a task's splits -> normalized tables under data/"),
+    "embed": ("embed", "pooled image embeddings of a task for RICES (icd.embedding)"),
     "sample-icd": ("sample_icd", "seeded demonstration ids for every query"),
     "extract-teacher": ("extract_teacher", "cache the ICL teacher's hidden states"),
     "merge-teacher": ("merge_teacher", "join the parts of a split teacher extraction (teacher.jobs)"),
@@ -102,12 +103,16 @@ def _close_progress_bars() -> None:
 
 
 def _log_usage(name: str, start: float) -> None:
-    """The stage's wall time and peak memory, in its log (the same under Snakemake, DVC or by hand)."""
+    """The stage's wall time, CPU time (its own and its finished children's, e.g. the caption metrics'
+    java: on a shared machine the CPU time says what the wall time would be on idle cores) and peak
+    memory, in its log (the same under Snakemake, DVC or by hand)."""
     import resource
 
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    logging.getLogger("mimic").info("mimic %s done in %.1f s, peak memory %.0f MB", name, time.monotonic() - start,
-                                    peak_mb)
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    peak_mb = own.ru_maxrss / 1024  # KiB on Linux
+    logging.getLogger("mimic").info("mimic %s done in %.1f s (CPU %.1f s), peak memory %.0f MB", name,
+                                    time.monotonic() - start, cpu, peak_mb)
 
 
 if __name__ == "__main__":

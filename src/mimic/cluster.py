@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from mimic.errors import MimicError
 
-MODEL_RULES = ("extract_teacher", "extract_teacher_part", "train", "evaluate", "evaluate_part", "latency")
+MODEL_RULES = ("embed", "extract_teacher", "extract_teacher_part", "train", "evaluate", "evaluate_part", "latency")
 PROFILE = "workflow/profiles/slurm/config.yaml"
 HINTS = {
     "slurm_partition": "the partition to submit to (`sinfo -s` lists them)",

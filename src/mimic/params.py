@@ -20,6 +20,7 @@ module importing torch). Adding a method means adding its type here and to the s
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -282,6 +283,14 @@ def _check_references(params: dict, source: str) -> None:
                 article = "a" if trained is False else "an"
                 fail(f"{where}: {article} {other} method (type {kind}); list it under run.{other}")
 
+    embedding = params["icd"].get("embedding")
+    if embedding is None:
+        if params["icd"].get("sampler") == "rices":
+            fail("icd.sampler = rices: needs icd.embedding (a key of `models` or a CLIP hub id)")
+        for name in run_methods(params):
+            if methods.get(name, {}).get("demos") == "rices":
+                fail(f"methods.{name}.demos = rices: needs icd.embedding (a key of `models` or a CLIP hub id)")
+
     if params["icd"].get("sampler") == "reference":
         for name in run["trained"]:
             epochs = methods[name].get("train", {}).get("epochs", 0)
@@ -297,7 +306,7 @@ def _check_references(params: dict, source: str) -> None:
             if joined in seen and seen[joined] != combo:
                 fail(
                     f"run: {' x '.join(seen[joined])} and {' x '.join(combo)} share the log file "
-                    f"results/logs/{stage}/{joined}.log; rename one of them"
+                    f"results/logs/{stage}/seed-<s>/{joined}.log; rename one of them"
                 )
             seen[joined] = combo
 
@@ -320,6 +329,27 @@ def is_trained(params: dict, method: str) -> bool:
 def trained_methods(params: dict) -> list[str]:
     """Every defined method of a trained type, in file order (run or not)."""
     return [name for name, entry in params["methods"].items() if entry["type"] in TRAINED_TYPES]
+
+
+def run_seeds(params: dict) -> list[int]:
+    """The run's seeds (``run.seeds``): each is one replicate of the whole run (:func:`seeded`)."""
+    return list(params["run"]["seeds"])
+
+
+def seeded(params: dict, seed: int) -> dict:
+    """``params`` for the run seed ``seed``: data (``seed``), demonstrations (``icd.seed``) and every
+    trained or fitted method (``methods.*.train.seed`` / ``fit.seed``, ``models.*.train.seed``) move
+    together, each by ``seed`` from its value in params.yaml. Seed 0 is params.yaml as written."""
+    out = copy.deepcopy(params)
+    if not seed:
+        return out
+    out["seed"] += seed
+    out["icd"]["seed"] += seed
+    for entry in [*out["methods"].values(), *out["models"].values()]:
+        for section in ("train", "fit"):
+            if isinstance(entry.get(section), dict) and "seed" in entry[section]:
+                entry[section]["seed"] += seed
+    return out
 
 
 def run_methods(params: dict) -> list[str]:
@@ -376,6 +406,15 @@ def method_shots(params: dict, method: str, model: str | None = None) -> int:
     if kind == "icl" and "shots" in params["methods"][method]:
         return int(params["methods"][method]["shots"])
     return teacher_shots(params, model)
+
+
+def method_demos(params: dict, method: str) -> str:
+    """Which evaluation demonstrations a method sees: ``rices`` (icd.json's ``eval_rices``) or the
+    sampler's (``eval``). The ``icl`` reference follows ``icd.sampler`` (the teacher's demonstrations)."""
+    entry = params["methods"][method]
+    if entry.get("type") == "icl" and entry.get("demos") == "rices":
+        return "rices"
+    return "sampler"
 
 
 # -- the per-model protocol (models.<name>: prompt, processor, shots, train, eval) --------------------

@@ -34,14 +34,18 @@ from mimic.params import (
     ICL_REFERENCE,
     ParamsError,
     eval_settings,
+    method_demos,
     method_hp,
     method_shots,
     model_source,
     processor_settings,
     prompt_preset,
     run_methods,
+    run_seeds,
+    seeded,
     teacher_shots,
 )
+from mimic.paths import seed_dir
 
 SETTINGS_DIR = Path("results") / "settings"
 DIGEST_CACHE = Path("results") / ".file-digests.json"
@@ -53,7 +57,7 @@ _NOT_MODEL_FILES = ("README", "LICENSE", ".")
 
 @dataclass(frozen=True)
 class StageInstance:
-    """One job of the pipeline: a stage and the names it runs for (model, task, method)."""
+    """One job of the pipeline: a stage and the names it runs for (model, task, seed, method)."""
 
     stage: str
     names: tuple[tuple[str, str], ...] = ()
@@ -63,9 +67,12 @@ class StageInstance:
         return settings_file(self.stage, **dict(self.names))
 
 
-def settings_file(stage: str, model: str | None = None, task: str | None = None, method: str | None = None) -> Path:
-    """``results/settings/<stage>/[<model>/][<task>/]<last name>.json`` (``report.json`` for the report)."""
-    parts = [p for p in (model, task, method) if p is not None]
+def settings_file(stage: str, model: str | None = None, task: str | None = None, method: str | None = None,
+                  seed: int | str | None = None) -> Path:
+    """``results/settings/<stage>/[<model>/][<task>/][seed-<s>/]<last name>.json`` (``report.json`` for the
+    report; latency, timed on the first seed only, has no seed level)."""
+    level = None if seed is None else seed_dir(seed)
+    parts = [p for p in (model, task, level, method) if p is not None]
     if not parts:
         return SETTINGS_DIR / f"{stage}.json"
     return SETTINGS_DIR.joinpath(stage, *parts[:-1], f"{parts[-1]}.json")
@@ -74,24 +81,36 @@ def settings_file(stage: str, model: str | None = None, task: str | None = None,
 def stage_instances(params: dict) -> list[StageInstance]:
     """Every job of the run (``run.*``), as ``dvc repro`` computes them (Snakemake skips
     extract-teacher when ``teacher.mode`` is online; dvc.yaml cannot make it conditional)."""
-    run = params["run"]
-    out = [StageInstance("prepare", (("task", t),)) for t in run["tasks"]]
-    out += [StageInstance("sample-icd", (("task", t),)) for t in run["tasks"]]
-    pairs = [(("model", m), ("task", t)) for m in run["models"] for t in run["tasks"]]
-    out += [StageInstance("extract-teacher", pair) for pair in pairs]
-    out += [StageInstance("train", (*pair, ("method", x))) for pair in pairs for x in run["trained"]]
-    out += [StageInstance("evaluate", (*pair, ("method", x))) for pair in pairs for x in run_methods(params)]
-    out += [StageInstance("latency", pair) for pair in pairs]
+    run, seeds = params["run"], run_seeds(params)
+    tasks = [(("task", t), ("seed", s)) for t in run["tasks"] for s in seeds]
+    out = [StageInstance(stage, task) for stage in ("prepare", "embed", "sample-icd") for task in tasks]
+    triples = [(("model", m), *task) for m in run["models"] for task in tasks]
+    out += [StageInstance("extract-teacher", triple) for triple in triples]
+    out += [StageInstance("train", (*triple, ("method", x))) for triple in triples for x in run["trained"]]
+    out += [StageInstance("evaluate", (*triple, ("method", x))) for triple in triples for x in run_methods(params)]
+    out += [StageInstance("latency", (("model", m), ("task", t))) for m in run["models"] for t in run["tasks"]]
     out.append(StageInstance("report"))
     return out
 
 
 def result_settings(params: dict, stage: str, model: str | None = None, task: str | None = None,
-                    method: str | None = None, root: str | os.PathLike = ".") -> dict:
-    """The params.yaml values (and model digest) the results of one stage instance depend on."""
+                    method: str | None = None, root: str | os.PathLike = ".", seed: int | None = None) -> dict:
+    """The params.yaml values (and model digest) the results of one stage instance depend on; with
+    ``seed``, under that run seed's params (:func:`mimic.params.seeded`; the commands pass params already
+    seeded). Latency times the first run seed: its settings are that seed's."""
+    if stage == "latency":
+        seed = run_seeds(params)[0]
+    if seed is not None:
+        params = seeded(params, seed)
     teacher, ev = params["teacher"], params["eval"]
     if stage == "prepare":
         return {"seed": params["seed"], "task": params["tasks"][task]}
+    if stage == "embed":
+        source = params["icd"].get("embedding")
+        if source in params["models"]:  # the model's own vision tower: its files decide
+            return {"seed": params["seed"], "task": params["tasks"][task], "embedding": source,
+                    "model": model_identity(params, source, root)}
+        return {"seed": params["seed"], "task": params["tasks"][task], "embedding": source}
     if stage == "sample-icd":
         return {"icd": params["icd"]}
     if stage == "report":
@@ -102,10 +121,10 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
         return {**found, "teacher": {**kept, "logits_topk": teacher.get("logits_topk", 0)},
                 "shots": teacher_shots(params, model)}
     if stage == "latency":  # the methods timed: types and shots (a checkpoint is an input of its own)
-        timed = {m: {"type": params["methods"][m]["type"], "shots": method_shots(params, m, model)}
-                 for m in run_methods(params)}
+        timed = {m: {"type": params["methods"][m]["type"], "shots": method_shots(params, m, model),
+                     "demos": method_demos(params, m)} for m in run_methods(params)}
         return {**found, "latency": params["latency"], "num_beams": eval_settings(params, model)["num_beams"],
-                "methods": timed}
+                "methods": timed, "seed": seed}
     kind = params["tasks"][task]["kind"]
     entry = params["methods"][method]
     if "train" in entry:  # with the model's overrides of the training settings (the per-model protocol)

@@ -3,7 +3,7 @@
 import re
 
 from mimic.paths import part_name
-from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, trained_methods
+from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, run_seeds, trained_methods
 from mimic.record import forget_replaced_outputs, forget_resplit_outputs
 from mimic.stages import settings_file, write_settings
 
@@ -38,14 +38,19 @@ def part_files(folder, jobs, ext):
     return [f"{folder}/{part_name(i, jobs, ext)}" for i in range(jobs)]
 
 
-# A model job (extract_teacher, train, evaluate and their parts) takes every core it is given: locally
-# Snakemake caps this at --cores (so model jobs never share the machine and latencies are clean), on a
-# cluster the profile's cpus_per_task decides. models.<name>.threads, where set, is what torch uses.
+# A model job (embed, extract_teacher, train, evaluate, latency and their parts) takes every core it is
+# given: locally Snakemake caps this at --cores (so model jobs never share the machine and latencies are
+# clean), on a cluster the profile's cpus_per_task decides. models.<name>.threads, where set, is what torch uses.
 MODEL_THREADS = 1024
 
 
 def model_threads(wildcards):
     return config["models"][wildcards.model].get("threads") or MODEL_THREADS
+
+
+def embed_threads(wildcards):
+    """The embed job is a model job too: of icd.embedding's model (a key of `models`, or a CLIP hub id)."""
+    return config["models"].get(config["icd"].get("embedding") or "", {}).get("threads") or MODEL_THREADS
 
 
 def one_of(names):
@@ -54,7 +59,14 @@ def one_of(names):
     return "|".join(re.escape(name) for name in names) if names else "(?!)"
 
 
+# Every run seed (run.seeds) is a replicate of the whole run: a seed-<s> level in data/ and results/
+# (mimic.paths); latency times the first seed only.
+SEEDS = run_seeds(config)
+FIRST_SEED = SEEDS[0]
+
+
 wildcard_constraints:
+    seed=r"\d+",
     part=r"\d{5}",
     jobs=r"\d{5}",
     model=one_of(config["models"]),
@@ -67,22 +79,23 @@ TRAINED_METHODS = one_of(trained_methods(config))
 
 def settings(stage):
     """The job's settings file (mimic.stages): the params.yaml values its results depend on."""
-    return lambda w: str(settings_file(stage, **{k: v for k, v in w.items() if k in ("model", "task", "method")}))
+    return lambda w: str(settings_file(stage, **{k: v for k, v in w.items() if k in ("model", "task", "method", "seed")}))
 
 
-def task_files(w):
-    """data/<task>/{train,support,eval}.parquet and meta.json, as made by `mimic prepare`."""
+def task_files(w, seed=None):
+    """data/<task>/seed-<s>/{train,support,eval}.parquet and meta.json, as made by `mimic prepare`."""
+    folder = f"data/{w.task}/seed-{w.seed if seed is None else seed}"
     return {
-        "train": f"data/{w.task}/train.parquet",
-        "support": f"data/{w.task}/support.parquet",
-        "eval": f"data/{w.task}/eval.parquet",
-        "meta": f"data/{w.task}/meta.json",
+        "train": f"{folder}/train.parquet",
+        "support": f"{folder}/support.parquet",
+        "eval": f"{folder}/eval.parquet",
+        "meta": f"{folder}/meta.json",
     }
 
 
-def model_inputs(w):
+def model_inputs(w, seed=None):
     """The prepared task and its demonstrations (a local model enters through its settings file's digest)."""
-    return {**task_files(w), "icd": f"data/{w.task}/icd.json"}
+    return {**task_files(w, seed), "icd": f"data/{w.task}/seed-{w.seed if seed is None else seed}/icd.json"}
 
 
 def train_inputs(w):
@@ -90,17 +103,17 @@ def train_inputs(w):
     # Every trained method depends on the cache, also one whose loss never reads it (HiFICL, LoRA,
     # CE-only): dvc.yaml's train matrix cannot tell the types apart, and both tools must rerun the same jobs.
     if config["teacher"]["mode"] == "cached":
-        inputs["teacher"] = f"results/teacher/{w.model}/{w.task}/manifest.json"  # the cache (see teacher.smk)
+        inputs["teacher"] = f"results/teacher/{w.model}/{w.task}/seed-{w.seed}/manifest.json"  # the cache (teacher.smk)
     return inputs
 
 
 def evaluate_inputs(w):
     inputs = model_inputs(w)
     if is_trained(config, w.method):
-        inputs["weights"] = f"results/checkpoints/{w.model}/{w.task}/{w.method}/mimic.safetensors"
-        inputs["shift_config"] = f"results/checkpoints/{w.model}/{w.task}/{w.method}/mimic_config.json"
+        inputs["weights"] = f"results/checkpoints/{w.model}/{w.task}/seed-{w.seed}/{w.method}/mimic.safetensors"
+        inputs["shift_config"] = f"results/checkpoints/{w.model}/{w.task}/seed-{w.seed}/{w.method}/mimic_config.json"
     if w.method != ICL_REFERENCE:
-        inputs["icl_predictions"] = f"results/eval/{w.model}/{w.task}/{ICL_REFERENCE}/predictions.jsonl"
+        inputs["icl_predictions"] = f"results/eval/{w.model}/{w.task}/seed-{w.seed}/{ICL_REFERENCE}/predictions.jsonl"
     return inputs
 
 
@@ -110,10 +123,11 @@ def evaluate_part_inputs(w):
 
 
 def latency_inputs(w):
-    """The task, its demonstrations and the checkpoint of every trained method of the run."""
-    checkpoints = expand("results/checkpoints/{model}/{task}/{method}/{name}", model=w.model, task=w.task,
-                         method=config["run"]["trained"], name=["mimic.safetensors", "mimic_config.json"])
-    return {**model_inputs(w), "checkpoints": checkpoints}
+    """The task, its demonstrations and the checkpoint of every trained method of the run (the first seed's)."""
+    checkpoints = expand("results/checkpoints/{model}/{task}/seed-{seed}/{method}/{name}", model=w.model,
+                         task=w.task, seed=FIRST_SEED, method=config["run"]["trained"],
+                         name=["mimic.safetensors", "mimic_config.json"])
+    return {**model_inputs(w, FIRST_SEED), "checkpoints": checkpoints}
 
 
 def report_inputs(w):
@@ -121,16 +135,16 @@ def report_inputs(w):
     return {
         "latency": expand("results/latency/{model}/{task}.json", model=run["models"], task=run["tasks"]),
         "metrics": expand(
-            "results/eval/{model}/{task}/{method}/metrics.json",
-            model=run["models"], task=run["tasks"], method=run_methods(config),
+            "results/eval/{model}/{task}/seed-{seed}/{method}/metrics.json",
+            model=run["models"], task=run["tasks"], seed=SEEDS, method=run_methods(config),
         ),
         "predictions": expand(
-            "results/eval/{model}/{task}/{method}/predictions.jsonl",
-            model=run["models"], task=run["tasks"], method=run_methods(config),
+            "results/eval/{model}/{task}/seed-{seed}/{method}/predictions.jsonl",
+            model=run["models"], task=run["tasks"], seed=SEEDS, method=run_methods(config),
         ),
         "train_logs": expand(
-            "results/checkpoints/{model}/{task}/{method}/train_log.csv",
-            model=run["models"], task=run["tasks"], method=run["trained"],
+            "results/checkpoints/{model}/{task}/seed-{seed}/{method}/train_log.csv",
+            model=run["models"], task=run["tasks"], seed=SEEDS, method=run["trained"],
         ),
     }
 
@@ -140,12 +154,14 @@ def all_outputs(w):
     (a deleted checkpoint, a teacher cache) only when a target asks for it, even if everything
     downstream of it is there."""
     run = config["run"]
-    data = expand("data/{task}/{name}", task=run["tasks"],
+    data = expand("data/{task}/seed-{seed}/{name}", task=run["tasks"], seed=SEEDS,
                   name=["train.parquet", "support.parquet", "eval.parquet", "meta.json", "icd.json"])
-    teacher = expand("results/teacher/{model}/{task}/manifest.json", model=run["models"], task=run["tasks"])
+    teacher = expand("results/teacher/{model}/{task}/seed-{seed}/manifest.json", model=run["models"],
+                     task=run["tasks"], seed=SEEDS)
     checkpoints = expand(
-        "results/checkpoints/{model}/{task}/{method}/{name}", model=run["models"], task=run["tasks"],
-        method=run["trained"], name=["mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json"],
+        "results/checkpoints/{model}/{task}/seed-{seed}/{method}/{name}", model=run["models"], task=run["tasks"],
+        seed=SEEDS, method=run["trained"],
+        name=["mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json"],
     )
     return {
         "data": data,

@@ -9,16 +9,16 @@ if eval_jobs() == 1:
             unpack(evaluate_inputs),
             settings=settings("evaluate"),
         output:
-            predictions=update("results/eval/{model}/{task}/{method}/predictions.jsonl"),
-            metrics=update("results/eval/{model}/{task}/{method}/metrics.json"),
+            predictions=update("results/eval/{model}/{task}/seed-{seed}/{method}/predictions.jsonl"),
+            metrics=update("results/eval/{model}/{task}/seed-{seed}/{method}/metrics.json"),
         log:
-            "results/logs/evaluate/{model}-{task}-{method}.log",
+            "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}.log",
         threads: model_threads
         conda:
             "../envs/mimic.yaml"
         shell:
             "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
-            " --method {wildcards.method} --log {log}"
+            " --seed {wildcards.seed} --method {wildcards.method} --log {log}"
 
 else:
 
@@ -27,9 +27,9 @@ else:
             unpack(evaluate_part_inputs),
             settings=settings("evaluate"),
         output:
-            part=temp("results/parts/eval/{model}/{task}/{method}/part-{part}-of-{jobs}.json"),
+            part=temp("results/parts/eval/{model}/{task}/seed-{seed}/{method}/part-{part}-of-{jobs}.json"),
         log:
-            "results/logs/evaluate/{model}-{task}-{method}-part-{part}-of-{jobs}.log",
+            "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}-part-{part}-of-{jobs}.log",
         threads: model_threads
         params:
             part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
@@ -37,20 +37,20 @@ else:
             "../envs/mimic.yaml"
         shell:
             "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
-            " --method {wildcards.method} --part {params.part} --log {log}"
+            " --seed {wildcards.seed} --method {wildcards.method} --part {params.part} --log {log}"
 
     rule merge_evaluate:
         input:
             unpack(evaluate_inputs),
             settings=settings("evaluate"),
-            parts=lambda w: part_files(f"results/parts/eval/{w.model}/{w.task}/{w.method}", eval_jobs(), "json"),
+            parts=lambda w: part_files(f"results/parts/eval/{w.model}/{w.task}/seed-{w.seed}/{w.method}", eval_jobs(), "json"),
         output:
-            predictions=update("results/eval/{model}/{task}/{method}/predictions.jsonl"),
-            metrics=update("results/eval/{model}/{task}/{method}/metrics.json"),
+            predictions=update("results/eval/{model}/{task}/seed-{seed}/{method}/predictions.jsonl"),
+            metrics=update("results/eval/{model}/{task}/seed-{seed}/{method}/metrics.json"),
         log:
-            "results/logs/evaluate/{model}-{task}-{method}-merge.log",
+            "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}-merge.log",
         conda:
             "../envs/mimic.yaml"
         shell:
             "mimic merge-evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
-            " --method {wildcards.method} --log {log}"
+            " --seed {wildcards.seed} --method {wildcards.method} --log {log}"

@@ -9,7 +9,9 @@ rule latency:
     # Timings: a model job takes every core it is given (model_threads), so no other model job shares
     # the machine while it measures.
     threads: model_threads
+    params:
+        seed=FIRST_SEED,  # timing does not depend on the data drawn: the first run seed only
     conda:
         "../envs/mimic.yaml"
     shell:
-        "mimic latency --params params.yaml --model {wildcards.model} --task {wildcards.task} --log {log}"
+        "mimic latency --params params.yaml --model {wildcards.model} --task {wildcards.task} --seed {params.seed} --log {log}"

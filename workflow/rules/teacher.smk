@@ -14,14 +14,14 @@ if teacher_jobs() == 1:
             unpack(model_inputs),
             settings=settings("extract-teacher"),
         output:
-            manifest=update("results/teacher/{model}/{task}/manifest.json"),
+            manifest=update("results/teacher/{model}/{task}/seed-{seed}/manifest.json"),
         log:
-            "results/logs/extract-teacher/{model}-{task}.log",
+            "results/logs/extract-teacher/seed-{seed}/{model}-{task}.log",
         threads: model_threads
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --log {log}"
+            "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --seed {wildcards.seed} --log {log}"
 
 else:
 
@@ -30,9 +30,9 @@ else:
             unpack(model_inputs),
             settings=settings("extract-teacher"),
         output:
-            part=temp("results/parts/teacher/{model}/{task}/part-{part}-of-{jobs}.safetensors"),
+            part=temp("results/parts/teacher/{model}/{task}/seed-{seed}/part-{part}-of-{jobs}.safetensors"),
         log:
-            "results/logs/extract-teacher/{model}-{task}-part-{part}-of-{jobs}.log",
+            "results/logs/extract-teacher/seed-{seed}/{model}-{task}-part-{part}-of-{jobs}.log",
         threads: model_threads
         params:
             part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
@@ -40,18 +40,18 @@ else:
             "../envs/mimic.yaml"
         shell:
             "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task}"
-            " --part {params.part} --log {log}"
+            " --seed {wildcards.seed} --part {params.part} --log {log}"
 
     rule merge_teacher:
         input:
             unpack(model_inputs),
             settings=settings("extract-teacher"),
-            parts=lambda w: part_files(f"results/parts/teacher/{w.model}/{w.task}", teacher_jobs(), "safetensors"),
+            parts=lambda w: part_files(f"results/parts/teacher/{w.model}/{w.task}/seed-{w.seed}", teacher_jobs(), "safetensors"),
         output:
-            manifest=update("results/teacher/{model}/{task}/manifest.json"),
+            manifest=update("results/teacher/{model}/{task}/seed-{seed}/manifest.json"),
         log:
-            "results/logs/extract-teacher/{model}-{task}-merge.log",
+            "results/logs/extract-teacher/seed-{seed}/{model}-{task}-merge.log",
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic merge-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --log {log}"
+            "mimic merge-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --seed {wildcards.seed} --log {log}"

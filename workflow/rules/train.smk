@@ -3,17 +3,17 @@ rule train:
         unpack(train_inputs),
         settings=settings("train"),
     output:
-        weights=update("results/checkpoints/{model}/{task}/{method}/mimic.safetensors"),
-        shift_config=update("results/checkpoints/{model}/{task}/{method}/mimic_config.json"),
-        train_log=update("results/checkpoints/{model}/{task}/{method}/train_log.csv"),
-        summary=update("results/checkpoints/{model}/{task}/{method}/train_summary.json"),
+        weights=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/mimic.safetensors"),
+        shift_config=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/mimic_config.json"),
+        train_log=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/train_log.csv"),
+        summary=update("results/checkpoints/{model}/{task}/seed-{seed}/{method}/train_summary.json"),
     wildcard_constraints:
         method=TRAINED_METHODS,
     log:
-        "results/logs/train/{model}-{task}-{method}.log",
+        "results/logs/train/seed-{seed}/{model}-{task}-{method}.log",
     threads: model_threads
     conda:
         "../envs/mimic.yaml"
     shell:
         "mimic train --params params.yaml --model {wildcards.model} --task {wildcards.task}"
-        " --method {wildcards.method} --log {log}"
+        " --seed {wildcards.seed} --method {wildcards.method} --log {log}"

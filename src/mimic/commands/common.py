@@ -9,14 +9,18 @@ def add_stage_arguments(parser, model: bool = False, task: bool = False, method:
         parser.add_argument("--model", required=True, help="a key of `models` in params.yaml")
     if task:
         parser.add_argument("--task", required=True, help="a key of `tasks` in params.yaml")
+        parser.add_argument("--seed", type=int, default=None,
+                            help="the run seed (run.seeds; default: the first): which replicate of the run")
     if method:
         parser.add_argument("--method", required=True, help="a key of `methods` in params.yaml")
     parser.add_argument("--log", default=None, help="log file (results/logs/...)")
 
 
 def load_checked(args) -> dict:
-    """Validated params, with the names given on the command line checked against them."""
-    from mimic.params import ParamsError, load_params
+    """Validated params, with the names given on the command line checked against them; for a stage
+    of one task, the params of its run seed (``--seed``, default the first of run.seeds: mimic.params.seeded),
+    and ``args.seed`` set to it."""
+    from mimic.params import ParamsError, load_params, run_seeds, seeded
 
     params = load_params(args.params)
     for key, section in (("model", "models"), ("task", "tasks"), ("method", "methods")):
@@ -24,7 +28,14 @@ def load_checked(args) -> dict:
         if name is not None and name not in params[section]:
             known = sorted(params[section])
             raise ParamsError(f"{args.params}: --{key} {name!r} is not in `{section}`; known: {known}")
-    return params
+    if not hasattr(args, "seed"):
+        return params
+    if args.seed is None:
+        args.seed = run_seeds(params)[0]
+    if args.seed not in run_seeds(params):
+        raise ParamsError(f"{args.params}: --seed {args.seed} is not in run.seeds = {run_seeds(params)}; "
+                          "add it there (each seed's settings and outputs are declared from that list)")
+    return seeded(params, args.seed)
 
 
 def add_part_argument(parser, what: str) -> None:

@@ -25,7 +25,7 @@ def reference_predictions(args) -> list[dict] | None:
 
     if args.method == ICL_REFERENCE:
         return None
-    ref_path = paths.predictions_file(args.model, args.task, ICL_REFERENCE)
+    ref_path = paths.predictions_file(args.model, args.task, ICL_REFERENCE, seed=args.seed)
     if not ref_path.is_file():
         raise MimicError(f"{ref_path} is missing: run `mimic evaluate --method {ICL_REFERENCE}` first")
     try:
@@ -45,7 +45,7 @@ def check_checkpoint(args, params: dict) -> str | None:
 
     if not is_trained(params, args.method):
         return None
-    checkpoint = paths.checkpoint_dir(args.model, args.task, args.method)
+    checkpoint = paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed)
     made = read_config(checkpoint).extra.get("settings")
     wanted = result_settings(params, "train", args.model, args.task, args.method)
     if made is not None and made != wanted:
@@ -66,7 +66,8 @@ def part_queries(qids: list[str], batch_size: int, part: int, jobs: int) -> list
 def part_file(args, part: int, jobs: int):
     from mimic import paths
 
-    return paths.eval_parts_dir(args.model, args.task, args.method) / paths.part_name(part, jobs, "json")
+    folder = paths.eval_parts_dir(args.model, args.task, args.method, seed=args.seed)
+    return folder / paths.part_name(part, jobs, "json")
 
 
 def run(args) -> int:
@@ -74,7 +75,7 @@ def run(args) -> int:
 
     from mimic import paths
     from mimic.atomic import atomic_write_text
-    from mimic.commands.stage_inputs import load_stage_model, load_task
+    from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
     from mimic.evaluation import peak_memory_mb, predict
     from mimic.logs import setup_logging
     from mimic.methods import count_parameters, load
@@ -86,12 +87,12 @@ def run(args) -> int:
     kind = params["tasks"][args.task]["kind"]
     mtype = method_type(params, args.method)
     reference = reference_predictions(args) if args.part is None else None
-    data, icd = load_task(args.task, params)
+    data, icd = load_task(args.task, params, args.seed)
     weights_sha256 = check_checkpoint(args, params)  # before the model loads
     loaded = load_stage_model(params, args.model)
     counts = {"trainable": 0, "fitted": 0}
     if is_trained(params, args.method):
-        module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method))
+        module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed))
         counts = count_parameters(module.config)
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
@@ -100,7 +101,8 @@ def run(args) -> int:
         qids = qids[: ev["limit"]]
     if args.part is not None:
         qids = part_queries(qids, ev["batch_size"], *args.part)
-    rows = predict(loaded, data, qids, icd["eval"], shots if mtype == "icl" else 0, ev["batch_size"],
+    demos = eval_demonstrations(params, icd, args.task, args.method, args.seed)
+    rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
                    length_penalty=ev.get("length_penalty", 1.0)) if qids else []
     run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
@@ -148,9 +150,9 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
         "batch_size": ev["batch_size"],  # result-neutral (mimic.stages): recorded, not a rerun trigger
         "trainable_params": run_info["trainable_params"], "fitted_params": run_info["fitted_params"],
         "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
-        "skipped": json.loads(paths.task_meta(args.task).read_text()).get("skipped", {}),
+        "skipped": json.loads(paths.task_meta(args.task, seed=args.seed).read_text()).get("skipped", {}),
     }
-    out = paths.eval_dir(args.model, args.task, args.method)
+    out = paths.eval_dir(args.model, args.task, args.method, seed=args.seed)
     atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_json(out / "metrics.json", result)
     log.info("%s %s %s: %s (%s) = %.2f, %.1f ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,

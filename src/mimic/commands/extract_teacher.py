@@ -22,8 +22,8 @@ def teacher_job(args, params: dict):
     from mimic.commands.stage_inputs import load_task, teacher_provenance
     from mimic.params import model_source, teacher_shots
 
-    data, icd = load_task(args.task, params)
-    provenance = teacher_provenance(params, args.model, args.task)
+    data, icd = load_task(args.task, params, args.seed)
+    provenance = teacher_provenance(params, args.model, args.task, args.seed)
     shots = teacher_shots(params, args.model)
     meta = {"model": args.model, "source": model_source(params, args.model), "task": args.task, "shots": shots,
             "seed": icd["seed"]}
@@ -42,13 +42,14 @@ def run(args) -> int:
     params = load_checked(args)
     data, icd, provenance, shots, meta = teacher_job(args, params)
     loaded = load_stage_model(params, args.model)
+    model, task, seed = args.model, args.task, args.seed
     if args.part is not None:
         part, jobs = args.part
-        extract_part(loaded, data, icd, paths.teacher_parts_dir(args.model, args.task), params["teacher"], meta,
+        extract_part(loaded, data, icd, paths.teacher_parts_dir(model, task, seed=seed), params["teacher"], meta,
                      part, jobs, provenance=provenance, shots=shots)
         return 0
-    manifest = extract(loaded, data, icd, paths.teacher_dir(args.model, args.task), params["teacher"], meta,
-                       provenance=provenance, work_dir=paths.teacher_partial_dir(args.model, args.task), shots=shots)
+    manifest = extract(loaded, data, icd, paths.teacher_dir(model, task, seed=seed), params["teacher"], meta,
+                       provenance=provenance, work_dir=paths.teacher_partial_dir(model, task, seed=seed), shots=shots)
     log.info("teacher cache: %s", json.dumps({k: manifest[k] for k in ("n_samples", "bytes_per_sample",
                                                                         "total_bytes", "seconds", "reused_shards")}))
     return 0

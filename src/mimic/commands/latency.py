@@ -2,7 +2,8 @@
 
 Writes ``results/latency/<model>/<task>.json``: per method the median ms per query over the
 rounds (min..max) and the median per-round ratio to zero-shot. These are the latencies the
-report compares; the evaluate jobs' own wall times stay in their metrics.json.
+report compares; the evaluate jobs' own wall times stay in their metrics.json. The pipeline times
+the first run seed only (``--seed`` defaults to it): timing does not depend on the data drawn.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def run(args) -> int:
     from contextlib import contextmanager
 
     from mimic import paths
-    from mimic.commands.stage_inputs import load_stage_model, load_task
+    from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
     from mimic.data.schema import write_json
     from mimic.errors import MimicError
     from mimic.inference import encode_prompts
@@ -31,11 +32,12 @@ def run(args) -> int:
     params = load_checked(args)
     settings = params["latency"]
     methods = run_methods(params)
-    checkpoints = {m: paths.checkpoint_dir(args.model, args.task, m) for m in methods if is_trained(params, m)}
+    checkpoints = {m: paths.checkpoint_dir(args.model, args.task, m, seed=args.seed)
+                   for m in methods if is_trained(params, m)}
     missing = [str(p) for p in checkpoints.values() if not (p / "mimic_config.json").is_file()]
     if missing:
         raise MimicError(f"{missing[0]} holds no checkpoint: train it first (`snakemake all` or `mimic train`)")
-    data, icd = load_task(args.task, params)
+    data, icd = load_task(args.task, params, args.seed)
     qids = list(data.tables["eval"]["id"])[: settings["queries"]]
     loaded = load_stage_model(params, args.model)
     queries = [data.query("eval", q) for q in qids]
@@ -60,7 +62,8 @@ def run(args) -> int:
             continue
         if kind == "icl":
             shots = method_shots(params, method, args.model)
-            demos = [[data.demo(s) for s in icd["eval"][q][:shots]] for q in qids]
+            shown = eval_demonstrations(params, icd, args.task, method, args.seed)
+            demos = [[data.demo(s) for s in shown[q][:shots]] for q in qids]
             variants.append(Variant(method, encode_prompts(loaded, data.kind, queries, demos=demos)))
         elif kind == "zero-shot":
             variants.append(Variant(method, zero_inputs))
@@ -73,7 +76,7 @@ def run(args) -> int:
                          on_round=lambda r: log.info("round %d of %d done", r + 1, settings["rounds"]))
     summary = summarize(times, len(qids), baseline)
     result = {
-        "model": args.model, "task": args.task, "device": str(loaded.device), "baseline": baseline,
+        "model": args.model, "task": args.task, "seed": args.seed, "device": str(loaded.device), "baseline": baseline,
         "queries": len(qids), "new_tokens": settings["new_tokens"], "num_beams": beams,
         "rounds": settings["rounds"], "methods": summary, "seconds": times,
     }

@@ -33,7 +33,7 @@ def run(args) -> int:
     log = setup_logging(args.log, "mimic.merge_evaluate")
     params = load_checked(args)
     reference = reference_predictions(args)
-    data, _ = load_task(args.task, params)
+    data, _ = load_task(args.task, params, args.seed)
     weights_sha256 = check_checkpoint(args, params)
     ev = eval_settings(params, args.model)
     jobs = params["eval"].get("jobs", 1)

@@ -26,9 +26,10 @@ def run(args) -> int:
     params = load_checked(args)
     _, icd, provenance, shots, meta = teacher_job(args, params)
     jobs = params["teacher"].get("jobs", 1)
-    manifest = merge_parts(paths.teacher_parts_dir(args.model, args.task), jobs, icd,
-                           paths.teacher_dir(args.model, args.task), params["teacher"], meta, provenance=provenance,
-                           work_dir=paths.teacher_partial_dir(args.model, args.task), shots=shots)
+    model, task, seed = args.model, args.task, args.seed
+    manifest = merge_parts(paths.teacher_parts_dir(model, task, seed=seed), jobs, icd,
+                           paths.teacher_dir(model, task, seed=seed), params["teacher"], meta, provenance=provenance,
+                           work_dir=paths.teacher_partial_dir(model, task, seed=seed), shots=shots)
     log.info("teacher cache from %d parts: %s", jobs, json.dumps({k: manifest[k] for k in (
         "n_samples", "total_bytes", "seconds")}))
     return 0

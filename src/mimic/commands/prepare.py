@@ -17,6 +17,6 @@ def run(args) -> int:
     log = setup_logging(args.log, "mimic.prepare")
     params = load_checked(args)
     spec = {"name": args.task, **params["tasks"][args.task]}
-    meta = prepare_task(spec, paths.task_dir(args.task), params["seed"])
+    meta = prepare_task(spec, paths.task_dir(args.task, seed=args.seed), params["seed"])
     log.info("prepared %s: sizes %s, skipped %s", args.task, meta.get("sizes"), meta.get("skipped"))
     return 0

@@ -17,28 +17,43 @@ def read_stage_json(path, fix: str):
         raise IntegrityError(f"{path}: not valid JSON ({exc}); {fix}") from None
 
 
-def load_task(task: str, params: dict):
+def load_task(task: str, params: dict, seed: int):
     from mimic import paths
     from mimic.batches import TaskData
     from mimic.data.schema import SPLITS, read_table
     from mimic.errors import MimicError
 
-    tables = {s: read_table(paths.split_table(task, s)) for s in SPLITS}
-    icd_path = paths.icd_file(task)
-    icd = read_stage_json(icd_path, f"run `mimic sample-icd --task {task}`")
+    tables = {s: read_table(paths.split_table(task, s, seed=seed)) for s in SPLITS}
+    icd_path = paths.icd_file(task, seed=seed)
+    icd = read_stage_json(icd_path, f"run `mimic sample-icd --task {task} --seed {seed}`")
     if icd["shots"] != params["icd"]["shots"]:
         raise MimicError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
     return TaskData(params["tasks"][task]["kind"], tables), icd  # loaders store absolute image paths
 
 
-def teacher_provenance(params: dict, model: str, task: str) -> dict:
+def eval_demonstrations(params: dict, icd: dict, task: str, method: str, seed: int) -> dict:
+    """query id -> the support ids a method's evaluation prompts show: the RICES lists (``eval_rices``)
+    for an icl method with ``demos: rices``, else the sampler's (``eval``)."""
+    from mimic import paths
+    from mimic.errors import MimicError
+    from mimic.params import method_demos
+
+    if method_demos(params, method) != "rices":
+        return icd["eval"]
+    if "eval_rices" not in icd:
+        raise MimicError(f"{paths.icd_file(task, seed=seed)} has no RICES demonstrations (icd.embedding is null?); "
+                         "set icd.embedding and rerun `mimic sample-icd`")
+    return icd["eval_rices"]
+
+
+def teacher_provenance(params: dict, model: str, task: str, seed: int) -> dict:
     """The identity of what a teacher cache is computed from: the model and the task's files."""
     from mimic import paths
     from mimic.stages import file_sha256, model_identity
 
-    files = {"train": paths.split_table(task, "train"), "support": paths.split_table(task, "support"),
-             "icd": paths.icd_file(task)}
+    files = {"train": paths.split_table(task, "train", seed=seed),
+             "support": paths.split_table(task, "support", seed=seed), "icd": paths.icd_file(task, seed=seed)}
     return {"model": model_identity(params, model), **{k: file_sha256(p) for k, p in files.items()}}
 
 

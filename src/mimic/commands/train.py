@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
     add_stage_arguments(parser, model=True, task=True, method=True)
 
 
-def open_teacher_cache(params: dict, model: str, task: str, icd: dict, needs: set[str]):
+def open_teacher_cache(params: dict, model: str, task: str, icd: dict, needs: set[str], seed: int):
     """The teacher cache, checked against params.yaml, when the method's loss needs the teacher and
     the teacher is cached; else None."""
     from mimic import paths
@@ -29,9 +29,9 @@ def open_teacher_cache(params: dict, model: str, task: str, icd: dict, needs: se
     teacher = params["teacher"]
     if not needs or teacher["mode"] != "cached":
         return None
-    cache = TeacherCache(paths.teacher_dir(model, task))
+    cache = TeacherCache(paths.teacher_dir(model, task, seed=seed))
     meta = {"model": model, "task": task, "source": model_source(params, model)}
-    cache.check(cache_settings(icd, teacher, meta, teacher_provenance(params, model, task),
+    cache.check(cache_settings(icd, teacher, meta, teacher_provenance(params, model, task, seed),
                                teacher_shots(params, model)))
     if "logits" in needs and not cache.manifest.get("logits_topk"):
         raise ValueError(f"the teacher cache {cache.dir} holds no answer logits, which this method's kl_weight needs; "
@@ -61,15 +61,15 @@ def run(args) -> int:
     entry = params["methods"][args.method]
     hp = method_hp(params, args.method, args.model)
     teacher = params["teacher"]
-    data, icd = load_task(args.task, params)
-    cache = open_teacher_cache(params, args.model, args.task, icd, teacher_needs(hp))
+    data, icd = load_task(args.task, params, args.seed)
+    cache = open_teacher_cache(params, args.model, args.task, icd, teacher_needs(hp), args.seed)
     settings = result_settings(params, "train", args.model, args.task, args.method)
     loaded = load_stage_model(params, args.model)
     config = config_from_entry(entry, base_model=loaded.source)
     shots = teacher_shots(params, args.model)
     module, rows, summary = train(loaded, data, icd, config, hp, teacher["target"], cache,
                                   teacher.get("logits_topk", DEFAULT_LOGITS_TOPK), shots=shots)
-    out = paths.checkpoint_dir(args.model, args.task, args.method)
+    out = paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -15,7 +15,15 @@ Two samplers for the training queries' demonstrations (``icd.sampler``):
   (set ``icd.draws`` to the number of epochs). Unlike the reference code, the query itself and
   records of its image are never drawn.
 
-Evaluation queries always take distinct support records.
+- ``rices``: retrieved by image similarity (RICES): the ``shots`` support records whose
+  embeddings (``mimic embed``, :mod:`mimic.data.rices`) are most cosine-similar to the query's,
+  the most similar first (so that the first k of a list are the k nearest, as every consumer
+  takes a list's first k; open_flamingo puts the most similar last). Deterministic: one draw.
+
+Evaluation queries always take distinct support records: ``eval`` holds random ones (or the
+retrieved ones under the ``rices`` sampler, so that the ICL teacher sees what it was trained
+with); with embeddings, ``eval_rices`` holds the retrieved ones for every sampler (the ICL
+baseline with RICES demonstrations, ``methods.<m>.demos: rices``).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ def image_key(record: dict) -> str:
     return "sha:" + hashlib.sha256(record["bytes"]).hexdigest()
 
 
-SAMPLERS = ("separate", "reference")
+SAMPLERS = ("separate", "reference", "rices")
 
 
 def sample_for_query(pool_ids, pool_images, query_id, query_image, shots, seed, tag,
@@ -50,10 +58,24 @@ def sample_for_query(pool_ids, pool_images, query_id, query_image, shots, seed, 
     return [pool_ids[i] for i in rng.sample(usable, shots)]
 
 
+def retrieve(query: pd.DataFrame, support: pd.DataFrame, query_emb, support_emb, shots: int) -> dict[str, list[str]]:
+    """RICES: per query id, the ``shots`` most similar support ids (never the query's image), most similar first."""
+    from mimic.data.rices import nearest
+
+    support_images = [image_key(r) for r in support["image"]]
+    exclude = [[j for j, s in enumerate(support_images) if s == image_key(r)] for r in query["image"]]
+    ids = support["id"].tolist()
+    rows = nearest(query_emb, support_emb, shots, exclude=exclude).tolist()
+    return {qid: [ids[j] for j in row] for qid, row in zip(query["id"], rows, strict=True)}
+
+
 def sample_icds(task: str, train: pd.DataFrame, support: pd.DataFrame, eval_: pd.DataFrame,
-                shots: int, draws: int, seed: int, sampler: str = "separate") -> dict:
+                shots: int, draws: int, seed: int, sampler: str = "separate", embeddings: dict | None = None) -> dict:
+    """Demonstration ids per query; ``embeddings`` ({split: [n, d] tensor in table order}) enable RICES."""
     if sampler not in SAMPLERS:
         raise ValueError(f"icd.sampler = {sampler!r}; valid: {list(SAMPLERS)}")
+    if sampler == "rices" and embeddings is None:
+        raise ValueError("icd.sampler = 'rices' needs image embeddings: set icd.embedding and run `mimic embed`")
     if len(support) < shots:
         raise ValueError(f"{task}: the support split has {len(support)} records, fewer than icd.shots = {shots}")
     train_pool = train if sampler == "reference" else support
@@ -67,12 +89,16 @@ def sample_icds(task: str, train: pd.DataFrame, support: pd.DataFrame, eval_: pd
                         for d in range(n_draws)]
         return out
 
-    return {
-        "task": task,
-        "shots": shots,
-        "draws": draws,
-        "seed": seed,
-        "sampler": sampler,
-        "train": per_split(train, train_pool, "train", draws, replacement=sampler == "reference"),
-        "eval": {qid: lists[0] for qid, lists in per_split(eval_, support, "eval", 1, False).items()},
-    }
+    random_eval = {qid: lists[0] for qid, lists in per_split(eval_, support, "eval", 1, False).items()}
+    out = {"task": task, "shots": shots, "draws": draws, "seed": seed, "sampler": sampler}
+    if embeddings is not None:
+        rices_eval = retrieve(eval_, support, embeddings["eval"], embeddings["support"], shots)
+    if sampler == "rices":
+        train_lists = retrieve(train, support, embeddings["train"], embeddings["support"], shots)
+        out.update(draws=1, train={qid: [ids] for qid, ids in train_lists.items()}, eval=rices_eval)
+    else:
+        out.update(train=per_split(train, train_pool, "train", draws, replacement=sampler == "reference"),
+                   eval=random_eval)
+    if embeddings is not None:
+        out["eval_rices"] = rices_eval
+    return out

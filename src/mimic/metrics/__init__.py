@@ -40,12 +40,14 @@ def score(
     predictions: Sequence[str] | Mapping[str, str],
     references,
     variant: str = DEFAULT_VARIANT,
+    caption_metrics: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Scores x100 of ``predictions`` against ``references`` for a task of ``kind``.
 
     - ``"vqa"``: ``{"vqa_accuracy": ...}`` computed as ``variant`` says; predictions and the
       lists of human answers are parallel lists (dicts keyed by the same ids are accepted too).
-    - ``"caption"``: :func:`mimic.metrics.caption.caption_scores` (CIDEr, BLEU-4, METEOR, ROUGE-L).
+    - ``"caption"``: :func:`mimic.metrics.caption.caption_scores` (CIDEr, BLEU-4, METEOR, ROUGE-L, or
+      ``caption_metrics``).
     """
     metric_variant(kind, variant)  # checks both
     if kind == "vqa":
@@ -59,4 +61,6 @@ def score(
         return {"vqa_accuracy": vqa_score(list(predictions), list(references), variant)}
     from mimic.metrics.caption import caption_scores
 
-    return caption_scores(predictions, references)
+    if caption_metrics is None:
+        return caption_scores(predictions, references)
+    return caption_scores(predictions, references, caption_metrics)

@@ -38,7 +38,7 @@ MODEL_CONFIG = {
         "max_position_embeddings": 2048,
         "rope_theta": 10000.0,
         "sliding_window": None,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": True,  # copying a word from the context needs its input and output vectors alike
     },
     "vision_config": {
         "hidden_size": 96,
@@ -65,7 +65,7 @@ def _suite_texts() -> list[str]:
     texts = [fmt.vqa, fmt.caption, *syn.GENERIC_QUESTIONS]
     texts += [q for qs in syn.EXPLICIT_QUESTIONS.values() for q in qs]
     texts += [s for options in syn.SYNONYMS.values() for s in options]
-    texts += [str(i) for i in range(10)] + list(syn.NUMBER_WORDS.values())
+    texts += [str(i) for i in range(10)] + list(syn.NUMBER_WORDS.values()) + list(syn.NONCE_WORDS)
     for color in syn.COLORS:
         for shape in syn.SHAPES:
             for count in syn.COUNTS:
@@ -130,7 +130,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Idefics2Fo
         vision_config=MODEL_CONFIG["vision_config"],
         perceiver_config=MODEL_CONFIG["perceiver_config"],
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        tie_word_embeddings=False,
+        tie_word_embeddings=MODEL_CONFIG["text_config"]["tie_word_embeddings"],
     )
     model = Idefics2ForConditionalGeneration(config)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(NEWLINE)]

@@ -31,13 +31,26 @@ class EpisodeCollator:
         return self._cache[text]
 
     def encode(self, episode: Episode) -> tuple[list[int], list[int], list[syn.Scene]]:
+        """Token ids, the loss mask and the scenes (in order) of one episode.
+
+        The answer is tokenized word by word so that each word's tokens can be masked: a word in
+        ``turn.unknown`` (a made-up name nothing in the context determines) is never supervised.
+        """
         ids, labels_mask = [self.tok.bos_token_id], [0]
+        text = episode.kind == "text"
         for turn in episode.turns:
-            prompt = self.image_block + self._ids(query_text(episode.kind, turn.question, self.fmt))
-            answer = self._ids(self.fmt.answer_prefix + turn.answer + self.fmt.separator)
-            ids += prompt + answer
-            labels_mask += [0] * len(prompt) + [int(turn.supervised)] * len(answer)
-        return ids, labels_mask, [t.scene for t in episode.turns]
+            image = self.image_block if turn.scene is not None else []
+            prompt = image + ([] if text else self._ids(query_text(episode.kind, turn.question, self.fmt)))
+            ids += prompt
+            labels_mask += [0] * len(prompt)
+            for i, w in enumerate(turn.answer.split(" ")):
+                piece = self._ids((self.fmt.answer_prefix if i == 0 else " ") + w)
+                ids += piece
+                labels_mask += [int(turn.supervised and w not in turn.unknown)] * len(piece)
+            end = [] if text else self._ids(self.fmt.separator)
+            ids += end
+            labels_mask += [int(turn.supervised)] * len(end)
+        return ids, labels_mask, [t.scene for t in episode.turns if t.scene is not None]
 
     def __call__(self, episodes: list[Episode]) -> dict[str, torch.Tensor]:
         encoded = [self.encode(e) for e in episodes]
@@ -59,13 +72,10 @@ class EpisodeCollator:
             for j, scene in enumerate(scenes):
                 pixel_values[i, j] = pixels(syn.render(scene))
                 pixel_attention_mask[i, j] = 1
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": pixel_values,
-            "pixel_attention_mask": pixel_attention_mask,
-            "labels": labels,
-        }
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if n_img:  # a batch of text-only episodes has no images at all
+            batch.update(pixel_values=pixel_values, pixel_attention_mask=pixel_attention_mask)
+        return batch
 
 
 def pixels(image) -> torch.Tensor:

@@ -1,8 +1,12 @@
 """Pretrain the miniature Idefics2 model on interleaved multi-shot episodes of the suite.
 
-Two stages, as LMMs are trained: ``vision_steps`` steps of single-image, zero-shot turns
-(the vision tower and the perceiver learn to read the scenes; short sequences, cheap),
-then interleaved episodes of 0..``max_shots`` demonstrations (in-context learning).
+Stages, as LMMs are trained: ``text_steps`` of text-only recall episodes (the decoder's
+"language" pretraining: it learns to find a word in its context and copy what followed it),
+``vision_steps`` of single-image, zero-shot turns (the vision tower and the perceiver learn
+to read the scenes; short sequences, cheap), then interleaved episodes of 0..``short_shots``
+and 0..``max_shots`` demonstrations (in-context learning: a task's format, and made-up names
+looked up in the demonstrations). Stages after the first keep a share ``text_ratio`` of text
+recall episodes in every batch.
 
 Deterministic given the seed (fixed thread count, deterministic algorithms): the pipeline
 rule ``pretrain_mini`` regenerates the shipped weights from it.
@@ -26,20 +30,26 @@ from tqdm import tqdm
 
 from mimic.mini.build import IMAGE_SEQ_LEN, build_model, build_processor, build_tokenizer
 from mimic.mini.collate import EpisodeCollator
-from mimic.mini.episodes import sample_episode
+from mimic.mini.episodes import sample_episode, sample_repeat_episode, sample_text_episode
 
 log = logging.getLogger("mimic.pretrain")
 
 DEFAULTS = {
-    "vision_steps": 3000,  # stage 1: single-image, zero-shot turns (the vision tower and connector learn)
-    "steps": 1200,  # stage 2: interleaved episodes with 0..max_shots demonstrations
+    "text_steps": 800,  # stage 0: text-only recall episodes (the decoder learns to look words up in context)
+    "vision_steps": 1000,  # stage 1: single-image, zero-shot turns (the vision tower and connector learn)
+    "short_steps": 0,  # stage 2: interleaved episodes with 0..short_shots demonstrations (cheap)
+    "steps": 900,  # stage 3: interleaved episodes with 0..max_shots demonstrations
     "batch_size": 32,
     "lr": 1e-3,
     "warmup_steps": 100,
     "weight_decay": 0.01,
+    "short_shots": 2,
     "max_shots": 8,
+    "text_ratio": 0.125,  # share of text-only recall episodes in the batches of stages 1-3
+    "nonce_ratio": 0.5,  # share of multi-shot episodes whose names are made-up words (a fresh mapping each)
+    "reuse": 0.5,  # chance that a turn repeats the renamed values of an earlier turn (lookups happen)
     "seed": 0,
-    "threads": 2,
+    "threads": 1,  # the thread count enters the bits (reductions split differently)
 }
 WEIGHTS = "model.safetensors"
 
@@ -58,6 +68,37 @@ def lr_at(step: int, steps: int, warmup: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def stage_plan(hp: dict) -> list[tuple[str, int]]:
+    """The stages in order, with their step counts (each has its own warmup and cosine schedule)."""
+    plan = [("text", hp["text_steps"]), ("vision", hp["vision_steps"]), ("short", hp["short_steps"]),
+            ("episodes", hp["steps"])]
+    return [(name, steps) for name, steps in plan if steps > 0]
+
+
+def locate(plan: list[tuple[str, int]], step: int) -> tuple[str, int, int]:
+    """(stage, step within the stage, the stage's steps) of a global step."""
+    for name, steps in plan:
+        if step < steps:
+            return name, step, steps
+        step -= steps
+    raise IndexError(step)
+
+
+def sample_batch(stage: str, rng: random.Random, hp: dict) -> list:
+    """One batch of episodes of ``stage``; stages after the text stage keep a share of text-only recall."""
+    n = hp["batch_size"]
+    n_text = n if stage == "text" else round(n * hp["text_ratio"])
+    episodes = [sample_repeat_episode(rng) if rng.random() < 0.5
+                else sample_text_episode(rng, hp["max_shots"], hp["reuse"]) for _ in range(n_text)]
+    for _ in range(n - n_text):
+        if stage == "vision":
+            episodes.append(sample_episode(rng, 0, explicit_ratio=0.5))
+        else:
+            shots = hp["short_shots"] if stage == "short" else hp["max_shots"]
+            episodes.append(sample_episode(rng, shots, nonce_ratio=hp["nonce_ratio"], reuse=hp["reuse"]))
+    return episodes
 
 
 def pretrain(out_dir: str | os.PathLike, **overrides) -> dict:
@@ -83,17 +124,14 @@ def pretrain(out_dir: str | os.PathLike, **overrides) -> dict:
     )
     start = time.time()
     losses = []
-    total = hp["vision_steps"] + hp["steps"]
+    plan = stage_plan(hp)
+    total = sum(steps for _, steps in plan)
     bar = tqdm(range(total), desc="pretrain-mini", dynamic_ncols=True)
     for step in bar:
-        vision = step < hp["vision_steps"]
-        stage_step, stage_steps = (step, hp["vision_steps"]) if vision else (step - hp["vision_steps"], hp["steps"])
+        stage, stage_step, stage_steps = locate(plan, step)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(stage_step, stage_steps, hp["warmup_steps"], hp["lr"])
-        if vision:
-            episodes = [sample_episode(rng, 0, explicit_ratio=0.5) for _ in range(hp["batch_size"])]
-        else:
-            episodes = [sample_episode(rng, hp["max_shots"]) for _ in range(hp["batch_size"])]
+        episodes = sample_batch(stage, rng, hp)
         batch = collate(episodes)
         loss = model(**batch).loss
         loss.backward()
