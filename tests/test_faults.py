@@ -257,7 +257,7 @@ def test_snakemake_runs_dvc_versions(ws):
         repro = ws.run("dvc", "repro")
         assert repro.returncode == 0, repro.output[-3000:]
         ran = set(re.findall(r"Running stage '([^']+)'", repro.output))
-        assert ran == {"validate", f"train@{MODEL}-{TASK}-mimic", f"evaluate-trained@{MODEL}-{TASK}-mimic",
+        assert ran == {"validate", f"train@{MODEL}-{TASK}-0-mimic", f"evaluate-trained@{MODEL}-{TASK}-0-mimic",
                        f"latency@{MODEL}-{TASK}", "report"}
         ws.up_to_date()  # Snakemake has nothing to do after DVC ran them
         after = ws.outputs()
@@ -292,7 +292,7 @@ PARAMS_FAULTS = {  # fault -> (edit, what the line names[, what DVC's own messag
     "n_eval: 0": (_set(f"tasks.{TASK}.n_eval", 0), f"tasks.{TASK}.n_eval = 0"),
     # dvc.yaml's matrices put mimic into two stages: DVC itself refuses the overlapping outputs
     "mimic listed in run.untrained": (_set("run.untrained", ["zero-shot", "mimic"]), "run.untrained[1] = 'mimic'",
-                                      f"evaluate-untrained@{MODEL}-{TASK}-mimic"),
+                                      f"evaluate-untrained@{MODEL}-{TASK}-0-mimic"),
     "icd.shots: 600 (pool of 16)": (_set("icd.shots", 600), f"icd.shots = 600: more than tasks.{TASK}.n_support"),
     "lr: .inf": (_set("methods.mimic.train.lr", float("inf")), "methods.mimic.train.lr = .inf"),
     "lr: .nan": (_set("methods.mimic.train.lr", float("nan")), "methods.mimic.train.lr = .nan"),
