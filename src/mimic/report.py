@@ -141,19 +141,15 @@ class Report:
 
 @dataclass(frozen=True)
 class Spread:
-    """Mean, sample standard deviation (None for one value), min and max of a figure over the run seeds."""
+    """Mean and sample standard deviation (None for one value) of a figure over the run seeds."""
 
     mean: float
     sd: float | None
-    low: float
-    high: float
-    n: int
 
 
 def spread(values: list[float]) -> Spread:
     values = [float(v) for v in values]
-    sd = statistics.stdev(values) if len(values) > 1 else None
-    return Spread(statistics.fmean(values), sd, min(values), max(values), len(values))
+    return Spread(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
 
 
 # -- reading ---------------------------------------------------------------------------------
