@@ -52,6 +52,18 @@ def _rows(method: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _assert_two_shot_predictions(loaded, data, demo_lists: dict, method: str) -> None:
+    """The method's predictions are greedy generation from prompts with the first 2 of each query's
+    ``demo_lists``, and its metrics.json says 2 shots."""
+    rows = _rows(method)
+    qids = [r["id"] for r in rows]
+    demos = [[data.demo(s) for s in demo_lists[q][:2]] for q in qids]
+    inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
+    assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
+    metrics = json.loads((Path("results/eval") / MODEL / TASK / "seed-0" / method / "metrics.json").read_text())
+    assert metrics["shots"] == 2
+
+
 def test_eval_limit_keeps_the_first_n_queries(workdir):
     params = _params(limit=3)
     _run(params, "prepare", "--task", TASK)
@@ -122,13 +134,7 @@ def test_a_models_own_teacher_shots_reach_extraction_and_the_icl_reference(workd
     assert torch.allclose(cache.get(q, 0).float(), direct[0].float(), atol=2e-3)  # float16 storage
     four, _ = teacher_states(loaded, data, [(q, 0, icd["train"][q][0])], "mlp")
     assert not torch.allclose(cache.get(q, 0).float(), four[0].float(), atol=2e-3)
-    rows = _rows("icl")
-    qids = [r["id"] for r in rows]
-    demos = [[data.demo(s) for s in icd["eval"][q][:2]] for q in qids]
-    inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
-    assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
-    metrics = json.loads((Path("results/eval") / MODEL / TASK / "seed-0" / "icl" / "metrics.json").read_text())
-    assert metrics["shots"] == 2
+    _assert_two_shot_predictions(loaded, data, icd["eval"], "icl")
 
 
 def test_rices_embeddings_reach_the_demonstrations_of_an_icl_rices_method(workdir):
@@ -156,13 +162,7 @@ def test_rices_embeddings_reach_the_demonstrations_of_an_icl_rices_method(workdi
     eval_ids = data.tables["eval"]["id"]
     assert icd["eval_rices"] == {q: [ids[j] for j in row] for q, row in zip(eval_ids, nearest, strict=True)}
     assert icd["eval_rices"] != icd["eval"]  # the random lists stay for the other methods
-    rows = _rows("icl-rices-2")
-    qids = [r["id"] for r in rows]
-    demos = [[data.demo(s) for s in icd["eval_rices"][q][:2]] for q in qids]
-    inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids], demos=demos)
-    assert [r["prediction"] for r in rows] == generate(loaded, inputs, 10)
-    metrics = json.loads((Path("results/eval") / MODEL / TASK / "seed-0" / "icl-rices-2" / "metrics.json").read_text())
-    assert metrics["shots"] == 2
+    _assert_two_shot_predictions(loaded, data, icd["eval_rices"], "icl-rices-2")
 
 
 def test_a_clip_checkpoint_embeds_for_rices_through_the_cli(workdir):
