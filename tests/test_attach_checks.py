@@ -6,7 +6,6 @@ import transformers as tf
 
 import mimic
 from mimic import attention
-from mimic.adapters import ADAPTERS, ModelAdapter
 from mimic.tiny import random_icl_batch, tiny_idefics2
 
 
@@ -66,11 +65,30 @@ def test_only_the_decoder_layers_are_examined_when_the_adapter_is_known():
         mimic.attach(model)
 
 
-@pytest.fixture
-def falcon_adapter(monkeypatch):
-    """What a user would register for Falcon (rotary, no ALiBi): its attention reads _attn_implementation itself."""
-    monkeypatch.setitem(ADAPTERS, "falcon", ModelAdapter("falcon", ("falcon",), "transformer.h",
-                                                         attn_name="self_attention", image_placeholder=None))
+class OwnAttention(torch.nn.Module):
+    """Attention written here that never asks transformers' attention interface: it calls torch's sdpa itself,
+    whatever ``config._attn_implementation`` says (as some models' attention did, and may again)."""
+
+    def __init__(self, original):
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (original.q_proj, original.k_proj, original.v_proj,
+                                                              original.o_proj)
+        self.head_dim, self.config = original.head_dim, original.config
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        b, t, _ = hidden_states.shape
+        q, k, v = (p(hidden_states).view(b, t, -1, self.head_dim).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), None
+
+
+def llama_with_own_attention(layer: int):
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                               num_attention_heads=4, num_key_value_heads=2, vocab_size=64))
+    decoder = model.model.layers[layer]
+    decoder.self_attn = OwnAttention(decoder.self_attn)
+    return model.eval()
 
 
 def _untouched(model, impl):
@@ -80,15 +98,23 @@ def _untouched(model, impl):
     assert not any("_mimic_target" in m.__dict__ for m in model.modules())
 
 
-def test_a_module_that_never_calls_the_hook_is_named_and_the_model_detached(falcon_adapter):
-    model = falcon(False).eval()
-    with pytest.raises(RuntimeError, match=r"^MimIC's attention hook never ran in transformer\.h\.0\.self_attention: "):
+@pytest.mark.parametrize("layer", [0, 1])
+def test_a_module_that_never_calls_the_hook_is_named_and_the_model_detached(layer):
+    model = llama_with_own_attention(layer)
+    probe = torch.arange(40, 46)[None]
+    with torch.no_grad():
+        before = model(probe).logits
+    message = rf"^MimIC's attention hook never ran in model\.layers\.{layer}\.self_attn: "
+    with pytest.raises(RuntimeError, match=message):
         mimic.attach(model)
     _untouched(model, "sdpa")
+    with torch.no_grad():
+        assert torch.equal(model(probe).logits, before)
     # verify=False is the caller's word that the model works: nothing is run, nothing refused.
     shift = mimic.attach(model, verify=False)
-    assert shift is not None
+    assert shift is not None and mimic.api.attachment(model) is not None
     mimic.detach(model)
+    _untouched(model, "sdpa")
 
 
 def test_outputs_that_move_at_zero_shift_fail_the_dry_run(monkeypatch):

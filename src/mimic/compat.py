@@ -12,7 +12,8 @@ them up front:
 Everything else is checked by running it: :func:`dry_run` feeds a few token ids through
 the model once unpatched and once patched with a zero shift that counts its calls. Every
 targeted attention module must call the shift, and the logits must not move; a module
-that reads ``config._attn_implementation`` itself (Falcon) fails one or the other.
+that computes attention itself instead of calling transformers' attention interface, or
+reads ``config._attn_implementation`` to decide how, fails one or the other.
 """
 
 from __future__ import annotations
