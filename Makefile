@@ -3,26 +3,34 @@
 # install your CUDA build of torch into it first; the setup below keeps an installed torch.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+# The CPU build of torch by default (pip takes `torch==2.13.0` from a local wheel where one lies on disk).
+# torch is not in the locks: a torch already in the venv (a GPU user's CUDA build) is kept.
+TORCH_SPEC ?= $(shell cat requirements/torch.txt)
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+# Exactly the lock, nothing resolved: every line pinned with its hashes, no dependency looked up, then the
+# project itself without its dependencies, built by the locked setuptools (no isolated build env to resolve).
+LOCKED_INSTALL = $(PIP) install --quiet --require-hashes --no-deps -r $(1) \
+	&& $(PIP) install --quiet --no-deps --no-build-isolation -e . \
+	&& $(PIP) check
 
-.PHONY: run test lint mutation setup setup-test clean-venv
+.PHONY: run test test-latest lint lock mutation setup setup-test clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 
+# torch without its dependencies: the locks pin them (sympy, networkx, jinja2, fsspec, filelock, ...).
 $(VENV)/.torch: | $(BIN)/python
-	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install --quiet --no-deps "$(TORCH_SPEC)"
 	touch $@
 
-$(VENV)/.run: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[pipeline]"
+$(VENV)/.run: requirements/run.lock pyproject.toml $(VENV)/.torch
+	$(call LOCKED_INSTALL,requirements/run.lock)
+	rm -f $(VENV)/.test
 	touch $@
 
-$(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(PIP) install --quiet -e ".[pipeline,test,slurm]"
+$(VENV)/.test: requirements/test.lock pyproject.toml $(VENV)/.torch
+	$(call LOCKED_INSTALL,requirements/test.lock)
 	touch $@ $(VENV)/.run
 
 setup: $(VENV)/.run
@@ -39,6 +47,34 @@ test: $(VENV)/.test
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
 
+# Regenerate the locks after editing the dependency ranges in pyproject.toml or requirements/torch.txt:
+# `make lock` keeps every pin the new ranges still allow; `make lock UPGRADE=1` takes the newest releases
+# (run `make test-latest` first to see what they break). pip-tools runs from its own pinned venv.
+PIP_TOOLS_SPEC ?= pip-tools==7.7.0
+LOCK_VENV ?= .venv-lock
+LOCK_FLAGS = --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	--constraint requirements/torch.txt --unsafe-package torch --build-deps-for editable
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/python -m pip install --quiet "$(PIP_TOOLS_SPEC)"; }
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) --extra pipeline --extra test --extra slurm \
+		--output-file requirements/test.lock pyproject.toml
+	# run.lock starts from test.lock's pins, so both locks agree on every package they share
+	cp requirements/test.lock requirements/run.lock
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra pipeline --output-file requirements/run.lock pyproject.toml
+
+# Known drift: the newest releases the ranges in pyproject.toml allow, in their own venv, against the fast
+# tests. Prints the packages whose newest release differs from the lock, then what fails. Not part of CI.
+LATEST_VENV ?= .venv-latest
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[pipeline,test,slurm]"
+	$(LATEST_VENV)/bin/python tools/lock_drift.py requirements/test.lock
+	PATH="$(abspath $(LATEST_VENV)/bin):$$PATH" MIMIC_UNLOCKED=1 $(LATEST_VENV)/bin/python -m pytest -m "not slow" \
+		-q -p no:cacheprovider --no-header -rf || { echo "test-latest: the failures above are what the next lock update breaks"; exit 1; }
+
 # Mutation testing of the core modules (settings: [tool.mutmut] in pyproject.toml); hours on 2 cores.
 # make mutation: every mutant of the core modules (hours on 2 cores); make mutation MUTATION_SAMPLE=400:
 # a stratified random sample of 400 (tools/mutation_sample.py, seed MUTATION_SEED), scored with 95% intervals.
@@ -52,4 +88,4 @@ mutation: $(VENV)/.test
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/mutation_score.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST_VENV) $(LOCK_VENV)
