@@ -242,6 +242,16 @@ register_adapter(
     )
 )
 
+register_adapter(
+    ModelAdapter(
+        name="falcon",  # rotary Falcon (MHA, multi-query, or grouped keys); ALiBi Falcon is refused by attach
+        model_types=("falcon",),
+        layers_path="transformer.h",
+        attn_name="self_attention",
+        image_placeholder=None,
+    )
+)
+
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
     model_type = getattr(model.config, "model_type", None)

@@ -40,5 +40,5 @@ def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
         pad_token_id=loaded.pad_token_id,
     )
     new = out[:, inputs["input_ids"].shape[1] :]
-    texts = loaded.processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+    texts = loaded.tokenizer.batch_decode(new, skip_special_tokens=True)
     return [postprocess(t, stop_words) for t in texts]

@@ -188,6 +188,17 @@ def llama3_tokenizer(specials: tuple[str, ...]) -> transformers.PreTrainedTokeni
     )
 
 
+def falcon_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """Falcon style: byte-level BPE in a ``PreTrainedTokenizerFast``, no BOS, ``<|endoftext|>`` ends and pads."""
+    eos = "<|endoftext|>"
+    vocab, merges = byte_level_tokens([eos])
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=eos,
+                                                padding_side="left")
+
+
 GEMMA_IMAGE = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
 
 
