@@ -477,7 +477,7 @@ def kernels():
     """Which kernel sdpa picked in MimIC's attention calls, and whether log Z2 came from it (prefill / decoding)."""
     from torch.nn.attention import SDPBackend
 
-    import mimic.log_z2 as lz
+    import mimic.shift.log_z2 as lz
 
     real, seen = lz.fused_sdpa, {"prefill": set(), "decoding": set()}
     names = {int(b): name for name, b in SDPBackend.__members__.items()}

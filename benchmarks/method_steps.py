@@ -21,7 +21,6 @@ import torch
 
 import mimic
 from mimic.batches import TaskData, student_batch
-from mimic.config import MimicConfig
 from mimic.data.loaders import prepare_task
 from mimic.data.schema import SPLITS, read_table
 from mimic.methods.hificl import HificlConfig
@@ -30,6 +29,7 @@ from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.mimic_lora import MimicLoraConfig
 from mimic.models import load_model
+from mimic.shift.config import MimicConfig
 from mimic.training import TeacherTargets, objective_terms
 
 REPO = Path(__file__).resolve().parents[1]

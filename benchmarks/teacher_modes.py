@@ -13,10 +13,10 @@ import argparse
 import tempfile
 import time
 
-from mimic.api import detach
 from mimic.commands.stage_inputs import load_stage_model, load_task
-from mimic.config import MimicConfig
+from mimic.methods import detach
 from mimic.params import load_params
+from mimic.shift.config import MimicConfig
 from mimic.teacher import TeacherCache, extract
 from mimic.training import train
 

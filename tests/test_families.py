@@ -14,10 +14,10 @@ import torch
 import mimic
 from mimic.adapters import positions_from_mask
 from mimic.batches import aligned_lengths, student_batch, teacher_batch
-from mimic.config import MimicConfig
 from mimic.inference import encode_prompts, generate
 from mimic.oracle import exactness_errors, oracle_inputs
 from mimic.prompts import PromptFormat
+from mimic.shift.config import MimicConfig
 from mimic.teacher import teacher_states
 from mimic.tiny_families import FAMILIES, IMAGE_SIZES, tiny_family, tiny_task
 from mimic.training import train

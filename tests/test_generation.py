@@ -66,7 +66,7 @@ def test_the_hooks_attention_is_bit_for_bit_transformers_sdpa_in_prefill_and_dec
     (Logits are compared with a tolerance below: a CPU matmul may round differently when its input
     sits at another memory alignment, even between two runs of the unpatched model.)
     """
-    from mimic import attention
+    from mimic.shift import attention
 
     real, calls = attention._sdpa_and_log_z2, []
 

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 import mimic
 import mimic.teacher as teacher_module
-from mimic.config import MimicConfig
 from mimic.errors import IntegrityError, TrainingDiverged
+from mimic.shift.config import MimicConfig
 from mimic.teacher import TeacherCache, cache_settings, extract, fingerprint
 from mimic.training import train
 
@@ -182,7 +182,7 @@ def test_checkpoints_carry_a_checksum_and_refuse_damage(setup, tmp_path):
         weights.write_bytes(damaged)
         with pytest.raises(IntegrityError, match=rf"^{weights}: sha256 differs from the one mimic_config.json"):
             mimic.load(loaded.model, tmp_path / "ckpt")
-        assert mimic.api.attachment(loaded.model) is None  # nothing attached
+        assert mimic.methods.attached(loaded.model) is None  # nothing attached
     weights.write_bytes(good[: len(good) // 2])
     del config["extra"]["weights_sha256"]  # a checkpoint without a checksum is still checked for its format
     (tmp_path / "ckpt" / "mimic_config.json").write_text(json.dumps(config))

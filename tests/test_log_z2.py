@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import mimic
-from mimic.log_z2 import NEG, chunked_log_z2, fused_sdpa, reference_log_z2, sdpa_with_log_z2
+from mimic.shift.log_z2 import NEG, chunked_log_z2, fused_sdpa, reference_log_z2, sdpa_with_log_z2
 from mimic.tiny import random_icl_batch, tiny_idefics2
 
 

@@ -13,11 +13,11 @@ import torch
 
 import mimic
 from mimic import MimicConfig
-from mimic.api import disabled
 from mimic.batches import TaskData, student_batch
 from mimic.data.icd import sample_icds
 from mimic.data.loaders import prepare_task
 from mimic.data.schema import SPLITS, read_table
+from mimic.methods import disabled
 from mimic.models import load_model
 from mimic.recording import HiddenStateRecorder
 from mimic.teacher import TeacherCache, extract, teacher_states

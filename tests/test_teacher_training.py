@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import mimic
-from mimic.config import MimicConfig
 from mimic.recording import HiddenStateRecorder
+from mimic.shift.config import MimicConfig
 from mimic.teacher import TeacherCache, extract
 from mimic.training import alignment_loss, train
 

@@ -20,7 +20,7 @@ _EXPORTS = {
     "load": "mimic.methods",
     "read_config": "mimic.methods",
     "save": "mimic.methods",
-    "MimicConfig": "mimic.config",
+    "MimicConfig": "mimic.shift.config",
     "HiddenStateRecorder": "mimic.recording",
     "MimicShift": "mimic.shift",
 }

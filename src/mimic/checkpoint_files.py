@@ -4,7 +4,7 @@ A checkpoint is ``mimic.safetensors`` (float32 tensors) beside ``mimic_config.js
 config, its ``type`` and ``extra`` metadata). :func:`write_checkpoint` refuses non-finite tensors and
 records the weights' sha256 in ``extra.weights_sha256``; :func:`read_weights` checks that sha256,
 the safetensors format and finiteness, and every failure names the file and how to get it back.
-Every method's checkpoint (``mimic.api`` for MimIC, ``mimic.methods`` for all) goes through here.
+Every method's checkpoint (:func:`mimic.methods.save` / :func:`mimic.methods.load`) goes through here.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mimic.api import attach, count_parameters, detach
+from mimic.methods import attach, count_parameters, detach
 from mimic.oracle import exactness_errors, oracle_inputs
 from mimic.tiny_families import FAMILIES, tiny_family, tiny_task
 

@@ -15,8 +15,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from mimic.api import attach, detach
-from mimic.config import MimicConfig
+from mimic.shift.install import installed
 
 
 class _Capture(nn.Module):
@@ -70,11 +69,8 @@ def build_oracle(model: nn.Module, icl_inputs: dict, query_lengths: list[int], l
     ``query_lengths[i]`` tokens; everything before it in the row is the prefix.
     """
     capture = _Capture(query_lengths)
-    attach(model, MimicConfig(layers=layers), shift=capture, freeze_base=False)
-    try:
+    with installed(model, capture, layers):
         model(**icl_inputs)
-    finally:
-        detach(model)
     return OracleShift(capture.log_z1, capture.v)
 
 
@@ -97,11 +93,8 @@ def exactness_errors(model: nn.Module, icl_inputs: dict, zero_shot_inputs: dict,
 
     reference = states(icl_inputs)
     zero_shot = states(zero_shot_inputs)
-    attach(model, shift=build_oracle(model, icl_inputs, query_lengths), freeze_base=False)
-    try:
+    with installed(model, build_oracle(model, icl_inputs, query_lengths)):
         shifted = states(zero_shot_inputs)
-    finally:
-        detach(model)
 
     def err(x):
         return max((x[:, i, -q:] - reference[:, i, -q:]).abs().max().item() for i, q in enumerate(query_lengths))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mimic.adapters import adapter_for
-from mimic.config import ALIGN_TARGETS
+from mimic.shift.config import ALIGN_TARGETS
 
 
 class HiddenStateRecorder:

@@ -3,7 +3,7 @@
 In the spirit of peft's tuners, each module of :mod:`mimic.methods` holds one method: a config
 dataclass (the ``type:`` of a ``methods:`` entry in params.yaml, and the JSON next to the
 weights) and a :class:`Method` that says how it enters a model (the attention interface of
-:mod:`mimic.attention`, or forward hooks), what its tensors are, how many of them are trained
+:mod:`mimic.shift.attention`, or forward hooks), what its tensors are, how many of them are trained
 or fitted, and what its training needs. Everything else is shared and lives here:
 
 - :func:`attach` freezes the base model, installs the method and records how to undo it;
@@ -206,13 +206,12 @@ def attach(model: nn.Module, config=None, shift: nn.Module | None = None, freeze
     The base model is frozen (``freeze_base``); the returned module's parameters are what is
     trained. ``shift`` hands in the method's module instead of building a fresh one.
     """
-    from mimic import api
-    from mimic.config import MimicConfig
+    from mimic.shift.config import MimicConfig
 
     config = MimicConfig() if config is None else config
-    if attached(model) is not None or api.attachment(model) is not None:
-        current = attached(model).method.type if attached(model) is not None else "mimic"
-        raise RuntimeError(f"a method ({current}) is already attached to this model; call mimic.detach(model) first")
+    if attached(model) is not None:
+        raise RuntimeError(f"a method ({attached(model).method.type}) is already attached to this model; "
+                           "call mimic.detach(model) first")
     method = method_of(config)
     config = method.complete(config, model)
     grads = [(p, p.requires_grad) for p in model.parameters()]
@@ -234,9 +233,7 @@ def detach(model: nn.Module) -> nn.Module | None:
     """Undo :func:`attach`: the model computes exactly what it computed before. Returns the module."""
     att = model.__dict__.pop(SLOT, None)
     if att is None:
-        from mimic import api
-
-        return api.detach(model)  # attached through mimic.api directly
+        return None
     for undo in reversed(att.installed.undo):
         undo()
     for p, flag in att.requires_grad:
@@ -248,14 +245,8 @@ def detach(model: nn.Module) -> nn.Module | None:
 def disabled(model: nn.Module):
     """Run the model without the attached method (e.g. the online ICL teacher), then switch it back on."""
     att = attached(model)
-    if att is None:
-        from mimic import api
-
-        with api.disabled(model):
-            yield model
-        return
     with ExitStack() as stack:
-        for switch in att.installed.switches:
+        for switch in att.installed.switches if att is not None else ():
             stack.enter_context(switch())
         yield model
 

@@ -145,16 +145,12 @@ class FunctionVector(Method):
 @torch.no_grad()
 def mean_head_outputs(loaded, data, icd, qids, config: FunctionVectorConfig, batch_size: int) -> torch.Tensor:
     """``a[l, h]``: each head's output at the last token, averaged over the ICL prompts of ``qids``, [L, H, d]."""
-    from mimic import api
-    from mimic.config import MimicConfig
+    from mimic.shift.install import installed
 
     capture = _HeadMeans(config.num_layers, config.num_heads, config.head_dim)
-    api.attach(loaded.model, MimicConfig(), shift=capture, freeze_base=False, verify=False)
-    try:
+    with installed(loaded.model, capture, verify=False):
         for chunk in chunks(qids, batch_size):
             loaded.model(**icl_inputs(loaded, data, chunk, icd))
-    finally:
-        api.detach(loaded.model)
     return (capture.sums / len(qids)).float()
 
 
@@ -162,15 +158,13 @@ def mean_head_outputs(loaded, data, icd, qids, config: FunctionVectorConfig, bat
 def causal_effects(loaded, data, icd, qids, means: torch.Tensor, hp: dict) -> torch.Tensor:
     """Mean rise of the first answer token's probability on corrupted ICL prompts when one head's
     output at the last token is set to its mean, [L, H]."""
-    from mimic import api
-    from mimic.config import MimicConfig
+    from mimic.shift.install import installed
 
     layers, heads = means.shape[:2]
     effects = torch.zeros(layers, heads, dtype=torch.float64)
     patch = _HeadPatch(means)
     rng = random.Random(hp["seed"])
-    api.attach(loaded.model, MimicConfig(), shift=patch, freeze_base=False, verify=False)
-    try:
+    with installed(loaded.model, patch, verify=False):
         for chunk in chunks(qids, hp["batch_size"]):
             inputs = icl_inputs(loaded, data, chunk, icd, corrupt=rng)
             target = first_answer_tokens(loaded, data, chunk).to(loaded.device)
@@ -182,8 +176,6 @@ def causal_effects(loaded, data, icd, qids, means: torch.Tensor, hp: dict) -> to
                     patch.head = (layer, head)
                     effects[layer, head] += (_answer_probability(loaded, inputs, target) - base).sum()
             patch.head = None
-    finally:
-        api.detach(loaded.model)
     return effects / len(qids)
 
 

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from mimic import api
-from mimic.config import MimicConfig
 from mimic.methods.base import ConfigMixin, Installed, Method, register
 from mimic.methods.live import layer_shapes
+from mimic.shift import install as shift_install
 
 MIXES = ("exact", "additive")
 
@@ -91,7 +90,7 @@ class Hificl(Method):
     uses_demonstrations = False
 
     def complete(self, config: HificlConfig, model) -> HificlConfig:
-        api.check_supported(model)  # HiFICL rests on the same split of softmax attention as MimIC
+        shift_install.check_supported(model)  # HiFICL rests on the same split of softmax attention as MimIC
         shapes = layer_shapes(model, config.layers, "HificlConfig")
         return replace(config, layers=shapes["layers"], base_model=config.base_model or shapes["base_model"],
                        model_type=model.config.model_type, num_layers=shapes["num_layers"],
@@ -99,9 +98,9 @@ class Hificl(Method):
 
     def install(self, model, config: HificlConfig, module, verify: bool):
         shift = module if module is not None else HificlShift(config).to(next(model.parameters()).device)
-        placement = MimicConfig(layers=config.layers, insert="attn", base_model=config.base_model)
-        api.attach(model, placement, shift=shift, freeze_base=False, verify=verify)
-        return shift, Installed(undo=[lambda: api.detach(model)], switches=[lambda: api.disabled(model)])
+        shift_install.install(model, shift, config.layers, "attn", verify)
+        return shift, Installed(undo=[lambda: shift_install.uninstall(model)],
+                                switches=[lambda: shift_install.switched_off(model)])
 
     def counts(self, config: HificlConfig) -> dict[str, int]:
         n = len(config.layers) if config.layers is not None else config.num_layers

@@ -1,7 +1,7 @@
 """Whether MimIC can enter a model's attention, and the dry run that proves it did.
 
 MimIC rests on the split of plain softmax attention over ``[demonstrations; query]``
-(ARCHITECTURE.md) and computes ``log Z2`` from the scaled scores ``q.k / sqrt(d)`` under
+(:mod:`mimic.shift.module`) and computes ``log Z2`` from the scaled scores ``q.k / sqrt(d)`` under
 the attention mask. Three kinds of attention break that silently, so ``attach`` refuses
 them up front:
 

@@ -6,7 +6,7 @@ unchanged, then, on the decoder self-attention modules that carry a MimIC target
 shift to the head outputs before ``o_proj`` (or hand it to the MLP hook). ``log Z2`` is
 the exact log-sum-exp of the head's scaled scores under the same mask the attention used:
 padding, causal (also when sdpa skipped materialising it), sliding window, cached keys
-during decoding, with grouped key/value heads expanded (see :mod:`mimic.log_z2`).
+during decoding, with grouped key/value heads expanded (see :mod:`mimic.shift.log_z2`).
 
 Where it comes from:
 
@@ -14,7 +14,7 @@ Where it comes from:
   call served by the very kernel sdpa would pick, whose log-sum-exp is kept (no second pass
   over the scores; :func:`_sdpa_and_log_z2`);
 - eager (and sdpa under ``torch.compile`` or with a position bias): recomputed in query
-  blocks from the hook's arguments (:func:`mimic.log_z2.chunked_log_z2`);
+  blocks from the hook's arguments (:func:`mimic.shift.log_z2.chunked_log_z2`);
 - a shift that sets ``needs_scores = True`` (the exactness oracle's capture) gets the full
   masked scores and the values in an :class:`AttentionCall`; every other shift gets ``None``.
 """
@@ -30,7 +30,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import pack_gqa, repeat_kv, sdpa_attention_forward, use_gqa_in_sdpa
 from transformers.masking_utils import eager_mask, sdpa_mask
 
-from mimic.log_z2 import NEG, chunked_log_z2, masked_scores, sdpa_with_log_z2
+from mimic.shift.log_z2 import NEG, chunked_log_z2, masked_scores, sdpa_with_log_z2
 
 __all__ = ["NEG", "AttentionCall", "ShiftTarget", "mimic_attention", "register"]
 

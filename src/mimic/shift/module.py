@@ -4,9 +4,11 @@ For head ``h`` of layer ``l`` and a query vector ``q``::
 
     delta = sigmoid(w[l,h].q + b[l,h] - log Z2) * v[l,h]
 
-which approximates the demonstrations' contribution ``mu * (SA(q,K_D,V_D) - SA(q,K,V))``
-(see ARCHITECTURE.md). ``log Z2`` is computed by the attention hook under the model's
-own mask; this module only turns ``(q, log Z2)`` into the shift.
+which approximates the demonstrations' contribution ``mu * (SA(q,K_D,V_D) - SA(q,K,V))``:
+softmax attention over ``[K_D; K]`` splits exactly into ``(1 - mu) SA(q,K,V) + mu SA(q,K_D,V_D)``
+with ``mu = sigmoid(log Z1 - log Z2)``, and ``w.q + b`` estimates ``log Z1``. ``log Z2`` is
+computed by the attention hook under the model's own mask; this module only turns
+``(q, log Z2)`` into the shift.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mimic.config import MimicConfig
+from mimic.shift.config import MimicConfig
 
 
 class MimicShift(nn.Module):
@@ -91,3 +93,14 @@ class MimicShift(nn.Module):
         if torch.is_grad_enabled() and (out.requires_grad or mu.requires_grad or v.requires_grad):
             return torch.addcmul(out, mu, v).to(out.dtype)
         return out.addcmul_(mu, v)
+
+
+def count_shift_parameters(config: MimicConfig) -> dict[str, int]:
+    """Parameters of the :class:`MimicShift` a completed config describes, without building it:
+    ``{"v": ..., "magnitude": ... (w and b), "total": ...}``."""
+    layers = len(config.layers) if config.layers is not None else config.num_layers
+    heads, d = config.num_heads, config.head_dim
+    v = layers * heads * d
+    w = layers * heads * d if config.query_dependent else 0
+    b = layers * (heads if config.per_head else 1)
+    return {"v": v, "magnitude": w + b, "total": v + w + b}
