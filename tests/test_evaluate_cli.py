@@ -102,7 +102,7 @@ def test_mimic_with_three_beams_equals_direct_beam_search(workdir, monkeypatch):
     rows = _rows("mimic")
     data, _ = load_task(TASK, params, 0)
     loaded = load_model(MODEL, params["models"][MODEL]["path"])
-    shift = mimic.load(loaded.model, Path("results/checkpoints") / MODEL / TASK / "seed-0" / "mimic")
+    shift = mimic.from_pretrained(loaded.model, Path("results/checkpoints") / MODEL / TASK / "seed-0" / "mimic")
     assert shift.v.abs().max() > 1e-2  # trained: the shift is not negligible
     qids = [r["id"] for r in rows]
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids])

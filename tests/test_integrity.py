@@ -170,24 +170,24 @@ def test_the_manifest_records_the_settings_provenance_and_shots_it_was_made_unde
 def test_checkpoints_carry_a_checksum_and_refuse_damage(setup, tmp_path):
     loaded, _, _ = setup
     shift = mimic.attach(loaded.model, MimicConfig())
-    mimic.save(shift, tmp_path / "ckpt", metadata={"settings": {"lr": 1}})
+    mimic.save_pretrained(shift, tmp_path / "ckpt", metadata={"settings": {"lr": 1}})
     mimic.detach(loaded.model)
     config = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
     assert len(config["extra"]["weights_sha256"]) == 64 and config["extra"]["settings"] == {"lr": 1}
-    mimic.load(loaded.model, tmp_path / "ckpt")
+    mimic.from_pretrained(loaded.model, tmp_path / "ckpt")
     mimic.detach(loaded.model)
     weights = tmp_path / "ckpt" / "mimic.safetensors"
     good = weights.read_bytes()
     for damaged in (bytes(len(good)), good[: len(good) // 2]):
         weights.write_bytes(damaged)
         with pytest.raises(IntegrityError, match=rf"^{weights}: sha256 differs from the one mimic_config.json"):
-            mimic.load(loaded.model, tmp_path / "ckpt")
+            mimic.from_pretrained(loaded.model, tmp_path / "ckpt")
         assert mimic.methods.attached(loaded.model) is None  # nothing attached
     weights.write_bytes(good[: len(good) // 2])
     del config["extra"]["weights_sha256"]  # a checkpoint without a checksum is still checked for its format
     (tmp_path / "ckpt" / "mimic_config.json").write_text(json.dumps(config))
     with pytest.raises(IntegrityError, match=rf"^{weights}: not a readable safetensors file"):
-        mimic.load(loaded.model, tmp_path / "ckpt")
+        mimic.from_pretrained(loaded.model, tmp_path / "ckpt")
 
 
 def test_non_finite_weights_are_never_saved(setup, tmp_path):
@@ -196,7 +196,7 @@ def test_non_finite_weights_are_never_saved(setup, tmp_path):
     with torch.no_grad():
         next(shift.parameters()).view(-1)[0] = float("nan")
     with pytest.raises(IntegrityError, match="not written"):
-        mimic.save(shift, tmp_path / "ckpt")
+        mimic.save_pretrained(shift, tmp_path / "ckpt")
     mimic.detach(loaded.model)
     assert not (tmp_path / "ckpt").exists()
 

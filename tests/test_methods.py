@@ -90,7 +90,7 @@ def test_attach_detach_disabled_counts_save_load(kind, tmp_path):
     assert counts["fitted"] == sum(b.numel() for b in module.buffers())
     assert counts["total"] == counts["trainable"] + counts["fitted"] > 0
 
-    mimic.save(module, tmp_path / "ckpt", metadata={"task": "t"})
+    mimic.save_pretrained(module, tmp_path / "ckpt", metadata={"task": "t"})
     doc = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
     assert doc["type"] == kind and doc["extra"]["task"] == "t"
     assert mimic.detach(model) is module
@@ -101,7 +101,7 @@ def test_attach_detach_disabled_counts_save_load(kind, tmp_path):
     assert set(model.__dict__) == attrs_before  # nothing left behind (peft_config, hook targets, records)
     assert mimic.detach(model) is None
 
-    loaded = mimic.load(model, tmp_path / "ckpt")
+    loaded = mimic.from_pretrained(model, tmp_path / "ckpt")
     assert type(loaded.config) is type(module.config)
     assert loaded.state_dict().keys() == module.state_dict().keys()
     assert all(torch.equal(v, module.state_dict()[k]) for k, v in loaded.state_dict().items())
@@ -115,15 +115,15 @@ def test_attach_refuses_a_second_method_and_loading_onto_other_shapes(tmp_path):
     with pytest.raises(RuntimeError, match=r"a method \(live\) is already attached"):
         mimic.attach(model, HificlConfig())
     module = mimic.detach(model)
-    mimic.save(module, tmp_path / "ckpt")
+    mimic.save_pretrained(module, tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"num_layers 2 in the checkpoint vs 3 in the model"):
-        mimic.load(tiny_idefics2(layers=3), tmp_path / "ckpt")
+        mimic.from_pretrained(tiny_idefics2(layers=3), tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"unknown LiveConfig keys \['colour'\]"):
         LiveConfig.from_dict({"colour": 1})
     doc = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
     (tmp_path / "ckpt" / "mimic_config.json").write_text(json.dumps({**doc, "type": "prefix-tuning"}))
     with pytest.raises(ValueError, match=r"unknown method type 'prefix-tuning'; known: function-vector, hificl"):
-        mimic.load(model, tmp_path / "ckpt")
+        mimic.from_pretrained(model, tmp_path / "ckpt")
 
 
 def test_a_mimic_checkpoint_records_its_type_and_one_without_a_type_loads_as_mimic(tmp_path):
@@ -133,16 +133,16 @@ def test_a_mimic_checkpoint_records_its_type_and_one_without_a_type_loads_as_mim
     shift = mimic.attach(model, MimicConfig())
     randomize(shift)
     expected = logits(model, inputs)
-    mimic.save(shift, tmp_path / "a")
+    mimic.save_pretrained(shift, tmp_path / "a")
     mimic.detach(model)
     assert json.loads((tmp_path / "a" / "mimic_config.json").read_text())["type"] == "mimic"
-    mimic.load(model, tmp_path / "a")
+    mimic.from_pretrained(model, tmp_path / "a")
     assert torch.equal(logits(model, inputs), expected)
     mimic.detach(model)
     doc = json.loads((tmp_path / "a" / "mimic_config.json").read_text())
     del doc["type"]
     (tmp_path / "a" / "mimic_config.json").write_text(json.dumps(doc))  # as written before this change
-    mimic.load(model, tmp_path / "a")
+    mimic.from_pretrained(model, tmp_path / "a")
     assert torch.equal(logits(model, inputs), expected)
     mimic.detach(model)
 

@@ -4,7 +4,7 @@ A checkpoint is ``mimic.safetensors`` (float32 tensors) beside ``mimic_config.js
 config, its ``type`` and ``extra`` metadata). :func:`write_checkpoint` refuses non-finite tensors and
 records the weights' sha256 in ``extra.weights_sha256``; :func:`read_weights` checks that sha256,
 the safetensors format and finiteness, and every failure names the file and how to get it back.
-Every method's checkpoint (:func:`mimic.methods.save` / :func:`mimic.methods.load`) goes through here.
+Every method's checkpoint (:mod:`mimic.methods.pretrained`) goes through here.
 """
 
 from __future__ import annotations
@@ -35,8 +35,12 @@ def how_to_fix(file: Path) -> str:
     return f"restore it (`dvc checkout --force {file}`) or train the checkpoint again (`mimic train ...`)"
 
 
-def write_checkpoint(path: Path, state: dict[str, torch.Tensor], doc: dict) -> Path:
-    """Write ``state`` and ``doc`` (config + ``extra``) into directory ``path``, atomically, file by file."""
+CARD_FILE = "README.md"
+
+
+def write_checkpoint(path: Path, state: dict[str, torch.Tensor], doc: dict, card: str | None = None) -> Path:
+    """Write ``state``, ``doc`` (config + ``extra``) and a model ``card`` into directory ``path``, atomically,
+    file by file."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
@@ -46,6 +50,8 @@ def write_checkpoint(path: Path, state: dict[str, torch.Tensor], doc: dict) -> P
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     doc = {**doc, "extra": {**(doc.get("extra") or {}), "weights_sha256": sha256(path / WEIGHTS_FILE)}}
     atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
+    if card is not None:
+        atomic_write_text(path / CARD_FILE, card)
     return path
 
 
@@ -54,7 +60,8 @@ def read_doc(path: Path) -> dict:
     path = Path(path)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing: not a checkpoint directory written by mimic.save")
+            raise FileNotFoundError(f"{path / name} is missing: not a checkpoint directory written by "
+                                    "mimic.save_pretrained")
     try:
         doc = json.loads((path / CONFIG_FILE).read_text())
     except ValueError as exc:

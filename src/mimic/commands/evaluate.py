@@ -78,7 +78,7 @@ def run(args) -> int:
     from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
     from mimic.evaluation import peak_memory_mb, predict
     from mimic.logs import setup_logging
-    from mimic.methods import count_parameters, load
+    from mimic.methods import count_parameters, from_pretrained
     from mimic.params import eval_settings, is_trained, method_shots, method_type
     from mimic.stages import result_settings
 
@@ -92,7 +92,7 @@ def run(args) -> int:
     loaded = load_stage_model(params, args.model)
     counts = {"trainable": 0, "fitted": 0}
     if is_trained(params, args.method):
-        module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed))
+        module = from_pretrained(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed))
         counts = count_parameters(module.config)
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)

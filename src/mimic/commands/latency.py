@@ -25,7 +25,7 @@ def run(args) -> int:
     from mimic.inference import encode_prompts
     from mimic.latency import Variant, side_by_side, summarize
     from mimic.logs import setup_logging
-    from mimic.methods import detach, load
+    from mimic.methods import detach, from_pretrained
     from mimic.params import eval_settings, is_trained, method_shots, method_type, run_methods
 
     log = setup_logging(args.log, "mimic.latency")
@@ -47,7 +47,7 @@ def run(args) -> int:
     def installed(path):
         @contextmanager
         def context():
-            load(loaded.model, path, verify=False)
+            from_pretrained(loaded.model, path, verify=False)
             try:
                 yield
             finally:

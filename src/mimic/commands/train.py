@@ -48,7 +48,7 @@ def run(args) -> int:
     from mimic import paths
     from mimic.commands.stage_inputs import load_stage_model, load_task
     from mimic.logs import setup_logging
-    from mimic.methods import config_from_entry, detach, save
+    from mimic.methods import config_from_entry, detach, save_pretrained
     from mimic.params import ParamsError, is_trained, method_hp, teacher_shots
     from mimic.stages import result_settings
     from mimic.training import DEFAULT_LOGITS_TOPK, log_csv, teacher_needs, train
@@ -79,7 +79,8 @@ def run(args) -> int:
         # the checkpoint holds nothing of this run (no times): the same training gives the same bytes,
         # so retraining that changes nothing reruns nothing downstream; the times go to train_summary.json
         timing = ("seconds", "teacher_seconds")
-        save(module, tmp, metadata={**{k: v for k, v in meta.items() if k not in timing}, "settings": settings})
+        kept = {k: v for k, v in meta.items() if k not in timing}
+        save_pretrained(module, tmp, card=False, metadata={**kept, "settings": settings})
         (tmp / "train_log.csv").write_text(log_csv(rows))
         (tmp / "train_summary.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         detach(loaded.model)

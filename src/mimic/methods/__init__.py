@@ -13,8 +13,9 @@ type                 what it learns or fits                                     
 ``mimic-lora``       MimIC and LoRA together                                     both
 ===================  ==========================================================  ==================
 
-``attach`` / ``detach`` / ``disabled`` / ``save`` / ``load`` / ``count_parameters`` work for all
-of them (:mod:`mimic.methods.base`); the one training loop is :func:`mimic.training.train`.
+``attach`` / ``detach`` / ``disabled`` / ``count_parameters`` (:mod:`mimic.methods.base`) and
+``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` (:mod:`mimic.methods.pretrained`) work for
+all of them; the one training loop is :func:`mimic.training.train`.
 """
 
 from mimic.methods import function_vector, hificl, i2cl, live, lora, mimic, mimic_lora, task_vector  # noqa: F401
@@ -27,13 +28,11 @@ from mimic.methods.base import (
     count_parameters,
     detach,
     disabled,
-    load,
     method_for_type,
     method_of,
-    read_config,
     register,
-    save,
 )
+from mimic.methods.pretrained import from_pretrained, push_to_hub, read_config, save_pretrained
 
 __all__ = [
     "METHODS",
@@ -44,10 +43,11 @@ __all__ = [
     "count_parameters",
     "detach",
     "disabled",
-    "load",
+    "from_pretrained",
     "method_for_type",
     "method_of",
+    "push_to_hub",
     "read_config",
     "register",
-    "save",
+    "save_pretrained",
 ]

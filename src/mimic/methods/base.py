@@ -9,8 +9,8 @@ or fitted, and what its training needs. Everything else is shared and lives here
 - :func:`attach` freezes the base model, installs the method and records how to undo it;
   :func:`detach` undoes it, after which the model computes exactly what it computed before;
   :func:`disabled` switches every installed piece off for a while (the online ICL teacher);
-- :func:`save` writes a checkpoint directory: the method's tensors as ``mimic.safetensors``
-  and its config as ``mimic_config.json`` with its ``type``; :func:`load` dispatches on it.
+- checkpoints (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``) are in
+  :mod:`mimic.methods.pretrained`.
 
 Adding a method is one module with its config and a :class:`Method` subclass, registered with
 :func:`register`, plus its ``type:`` in params.yaml (see README, "Methods").
@@ -19,19 +19,14 @@ Adding a method is one module with its config and a :class:`Method` subclass, re
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import nn
-
-from mimic.checkpoint_files import CONFIG_FILE, how_to_fix, read_doc, read_weights, write_checkpoint
-from mimic.errors import IntegrityError
 
 SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
 SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
@@ -251,67 +246,7 @@ def disabled(model: nn.Module):
         yield model
 
 
-# -- checkpoints -------------------------------------------------------------------------------
 
-
-def checkpoint_doc(config, metadata: dict | None = None) -> dict:
-    """The JSON next to the weights: the method's ``type``, its config, and ``extra`` metadata."""
-    doc = {"type": method_of(config).type, **json.loads(config.to_json())}
-    doc["extra"] = {**(doc.get("extra") or {}), **(metadata or {})}
-    return doc
-
-
-def save(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``mimic.safetensors`` (the module's tensors) and ``mimic_config.json`` into ``path``, atomically.
-
-    Refuses non-finite tensors; the config records the weights' sha256, which :func:`load` verifies.
-    """
-    return write_checkpoint(Path(path), module.state_dict(), checkpoint_doc(module.config, metadata))
-
-
-def read_config(path: str | os.PathLike):
-    """The config saved in a checkpoint directory (any method; one without ``type`` is MimIC)."""
-    path = Path(path)
-    doc = read_doc(path)
-    kind = doc.pop("type", "mimic")
-    if kind not in METHODS:
-        raise ValueError(f"{path / CONFIG_FILE}: unknown method type {kind!r}; known: {', '.join(sorted(METHODS))}")
-    try:
-        return METHODS[kind].config_class.from_dict(doc)
-    except (ValueError, TypeError) as exc:
-        raise IntegrityError(f"{path / CONFIG_FILE}: not a {kind} config ({' '.join(str(exc).split())}); "
-                             f"{how_to_fix(path / CONFIG_FILE)}") from None
-
-
-def check_fits(config, model: nn.Module, path) -> None:
-    """Refuse, in one line, a checkpoint whose shapes differ from the model's."""
-    from mimic.adapters import adapter_for
-
-    have = adapter_for(model).shapes(model)
-    parts = [config] + [getattr(config, f.name) for f in fields(config) if type(getattr(config, f.name)) in _BY_CONFIG]
-    mismatch = {}
-    for part in parts:
-        for key in SHAPE_FIELDS:
-            want = getattr(part, key, None)
-            if want is not None and want != have[key]:
-                mismatch[key] = (want, have[key])
-    if mismatch:
-        detail = ", ".join(f"{k} {a} in the checkpoint vs {b} in the model" for k, (a, b) in mismatch.items())
-        base = next((getattr(p, "base_model", None) for p in parts if getattr(p, "base_model", None)), None)
-        base = base or "another model"
-        raise ValueError(f"{path} was trained for {base} and does not fit: {detail}")
-
-
-def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> nn.Module:
-    """Attach the checkpoint at ``path`` (any method) to ``model``; fails clearly if the shapes differ."""
-    config = read_config(path)
-    check_fits(config, model, path)
-    tensors = read_weights(Path(path), (getattr(config, "extra", None) or {}).get("weights_sha256"))
-    module = attach(model, config, freeze_base=freeze_base, verify=verify)
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != got:
-        detach(model)
-        raise ValueError(f"{path}: tensors {got} do not match the config's shapes {expected}")
-    module.load_state_dict(tensors)
-    return module
+def config_parts(config) -> list:
+    """``config`` and, for a composite method (MimIC + LoRA), the configs of its parts."""
+    return [config] + [getattr(config, f.name) for f in fields(config) if type(getattr(config, f.name)) in _BY_CONFIG]
