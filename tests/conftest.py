@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -79,3 +81,37 @@ def mini_vqa(tmp_path):
 def mini_vqa_module(tmp_path_factory):
     """:func:`mini_vqa_setup` shared by one test module (for tests that leave the model as they found it)."""
     return mini_vqa_setup(tmp_path_factory.mktemp("mini_vqa"))
+
+
+class RepositoryNotFoundError(Exception):
+    """Stands for huggingface_hub's error of the same name (a multi-line message)."""
+
+
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch):
+    """The Hub as a folder: create_repo / upload_folder copy into it, snapshot_download reads from it."""
+    import huggingface_hub
+
+    hub, calls = tmp_path / "hub", []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            self.token = token
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls.append(("create_repo", repo_id, private, exist_ok))
+            (hub / repo_id).mkdir(parents=True, exist_ok=exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message=None):
+            calls.append(("upload_folder", repo_id, commit_message))
+            shutil.copytree(folder_path, hub / repo_id, dirs_exist_ok=True)
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None):
+        calls.append(("snapshot_download", repo_id, revision, tuple(allow_patterns)))
+        if not (hub / repo_id).is_dir():
+            raise RepositoryNotFoundError(f"404 Client Error.\n\nRepository Not Found for {repo_id}")
+        return str(hub / repo_id)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return hub, calls

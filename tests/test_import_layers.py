@@ -16,7 +16,7 @@ LAYERS = [  # bottom first
     ("shift", {"shift"}),
     ("data", {"data", "batches", "metrics"}),
     ("methods", {"methods", "recording", "checkpoint_files"}),
-    ("training", {"teacher", "training", "evaluation", "latency"}),
+    ("training", {"teacher", "training", "evaluation", "latency", "learn"}),
     ("tiny", {"tiny", "tiny_families", "mini", "oracle", "demo"}),
     ("pipeline", {"params", "paths", "stages", "record", "cluster", "report"}),
     ("entry", {"commands", "cli"}),

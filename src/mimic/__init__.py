@@ -21,6 +21,7 @@ _EXPORTS = {
     "push_to_hub": "mimic.methods",
     "read_config": "mimic.methods",
     "save_pretrained": "mimic.methods",
+    "train": "mimic.learn",
     "MimicConfig": "mimic.shift.config",
     "HiddenStateRecorder": "mimic.recording",
     "MimicShift": "mimic.shift",

@@ -69,12 +69,20 @@ def load_model(name: str, source: str, dtype: str = "float32", device: str | Non
     model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype], attn_implementation="sdpa")
     model.to(dev).eval()
     processor = AutoProcessor.from_pretrained(source, **(processor_kwargs or {}))
+    return wrap_model(model, processor, name, prompt)
+
+
+def wrap_model(model, processor, name: str | None = None, prompt: str = "clean") -> LoadedModel:
+    """A model and its processor (or tokenizer) already in memory, as the stages use them: its family's
+    adapter, the prompt preset ``prompt``, its stop tokens (EOS and newlines) and pad token."""
     tokenizer = getattr(processor, "tokenizer", processor)
     stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     adapter = adapter_for(model)
     fmt = preset_format(prompt, adapter.name, adapter.prompt_format)
-    return LoadedModel(name, model, processor, adapter, fmt, dev, stops, pad)
+    device = next(model.parameters()).device
+    return LoadedModel(name or getattr(model.config, "_name_or_path", "") or model.config.model_type, model,
+                       processor, adapter, fmt, device, stops, pad)
 
 
 NEWLINE_TOKENS = ("\n", "\n\n", "Ċ", "ĊĊ", "<0x0A>")  # plain, byte-level BPE, SentencePiece byte fallback

@@ -32,8 +32,7 @@ from PIL import Image
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 
-from mimic.adapters import adapter_for
-from mimic.models import LoadedModel, stop_token_ids
+from mimic.models import LoadedModel, wrap_model
 
 # ---------------------------------------------------------------------------------------
 # A small task: coloured scenes, colour questions, captions. Its words make the corpus the
@@ -484,8 +483,4 @@ def tiny_family(name: str, seed: int = 0) -> LoadedModel:
         raise KeyError(f"no tiny family {name!r}; known: {sorted(FAMILIES)}")
     torch.manual_seed(seed)
     processor, model = FAMILIES[name].build()
-    adapter = adapter_for(model)
-    tok = processor.tokenizer
-    stops = stop_token_ids(model, tok)
-    return LoadedModel(name, model, processor, adapter, adapter.prompt_format, torch.device("cpu"), stops,
-                       tok.pad_token_id if tok.pad_token_id is not None else stops[0])
+    return wrap_model(model, processor, name)
