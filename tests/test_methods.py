@@ -55,6 +55,30 @@ def test_the_registry_is_the_one_list_of_trained_types_and_the_schema_enum():
     assert sorted(CONFIGS) == sorted(METHODS)
 
 
+def test_the_catalog_and_params_need_no_torch_and_a_method_outside_the_catalog_is_refused():
+    import subprocess
+    import sys
+
+    code = "import sys, mimic.params, mimic.methods.catalog; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    from mimic.methods.base import Method, register
+
+    class Prefix(Method):
+        type = "prefix-tuning"
+        config_class = LiveConfig
+
+        def install(self, model, config, module, verify):
+            raise AssertionError
+
+        def counts(self, config):
+            return {}
+
+    with pytest.raises(ValueError, match=r"^method type 'prefix-tuning' \([\w.]*test_methods\) is not in "
+                                         r"mimic\.methods\.catalog\.CATALOG with that module"):
+        register(Prefix())
+    assert "prefix-tuning" not in METHODS
+
+
 def test_every_params_entry_builds_its_config():
     params = load_params("params.yaml")
     types = set()

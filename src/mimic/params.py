@@ -12,10 +12,9 @@ sampled demonstrations, a model has a path or a hub id, ...). Every problem is a
 The Snakefile (workflow/rules/common.smk) and every ``mimic`` stage call :func:`load_params`,
 so a bad file fails before any job runs; :func:`check_params` checks an already parsed dict.
 
-Methods come in two families. ``TRAINED_TYPES`` is the one list of method types that have a
-``mimic train`` stage and a checkpoint (trained by gradient, or fitted: ``FITTED_TYPES``); it
-equals the types registered in :mod:`mimic.methods` (a test keeps them in sync, without this
-module importing torch). Adding a method means adding its type here and to the schema.
+Methods come in two families: ``TRAINED_TYPES`` have a ``mimic train`` stage and a checkpoint
+(trained by gradient, or fitted: ``FITTED_TYPES``), ``UNTRAINED_TYPES`` do not. Every such fact
+is read from :mod:`mimic.methods.catalog` (torch-free), the one place that lists method types.
 """
 
 from __future__ import annotations
@@ -31,13 +30,14 @@ from typing import Any
 import yaml
 
 from mimic.errors import MimicError
+from mimic.methods.catalog import types
 
 SCHEMA_RELPATH = Path("workflow") / "schemas" / "params.schema.yaml"
-UNTRAINED_TYPES = ("zero-shot", "icl")
-TRAINED_TYPES = ("mimic", "live", "task-vector", "function-vector", "i2cl", "hificl", "lora", "mimic-lora")
-FITTED_TYPES = ("task-vector", "function-vector")  # fitted from forward passes: a `fit:` section, no `train:`
-DEMONSTRATION_FREE_TYPES = ("hificl", "lora")  # learn from the answers alone: 0 shots in the tables
-MODEL_LR_TYPES = ("mimic", "mimic-lora")  # types that take models.<name>.train.lr (the paper's MimIC lr)
+UNTRAINED_TYPES = types(trained=False)
+TRAINED_TYPES = types(trained=True)
+FITTED_TYPES = types(fitted=True)  # fitted from forward passes: a `fit:` section, no `train:`
+DEMONSTRATION_FREE_TYPES = types(trained=True, uses_demonstrations=False)  # learn from the answers alone: 0 shots
+MODEL_LR_TYPES = types(takes_model_lr=True)  # types that take models.<name>.train.lr (the paper's MimIC lr)
 ICL_REFERENCE = "icl"  # the method every other method is compared to (the ICL teacher)
 MIMIC_REFERENCE = "mimic"  # the MimIC entry its ablations (other entries of type mimic) are compared to
 

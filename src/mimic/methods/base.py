@@ -23,10 +23,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from importlib import import_module
 from typing import ClassVar
 
 import torch
 from torch import nn
+
+from mimic.methods.catalog import CATALOG, MethodInfo
 
 SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
 SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
@@ -92,17 +95,28 @@ def output_hook(module: nn.Module, edit: Callable[[torch.Tensor], torch.Tensor],
 class Method(ABC):
     """One way to make a model answer as if it had seen demonstrations.
 
-    type: the ``type:`` of its params.yaml entries (and of its checkpoints).
-    config_class: its config dataclass; ``section``: the params.yaml key that holds it.
-    fitted: computed by :meth:`fit` from forward passes (Task / Function Vector) rather than trained.
-    uses_demonstrations: it learns from the ICL demonstrations (else only from the answers).
+    type: the ``type:`` of its params.yaml entries (and of its checkpoints); its facts (fitted,
+    uses demonstrations, the params.yaml section of its config, ...) are its line of
+    :data:`mimic.methods.catalog.CATALOG`.
+    config_class: its config dataclass.
     """
 
     type: ClassVar[str]
     config_class: ClassVar[type]
-    section: ClassVar[str] = "config"
-    fitted: ClassVar[bool] = False
-    uses_demonstrations: ClassVar[bool] = True
+
+    @property
+    def info(self) -> MethodInfo:
+        return CATALOG[self.type]
+
+    @property
+    def fitted(self) -> bool:
+        """Computed by :meth:`fit` from forward passes (Task / Function Vector) rather than trained."""
+        return self.info.fitted
+
+    @property
+    def section(self) -> str:
+        """The key of a params.yaml ``methods:`` entry that holds its config."""
+        return self.info.section
 
     def config_from_entry(self, entry: dict):
         """The config of a params.yaml ``methods:`` entry."""
@@ -134,6 +148,11 @@ _BY_CONFIG: dict[type, Method] = {}
 
 
 def register(method: Method) -> Method:
+    """Add ``method`` to the registry; its type must be in the catalog, listed with the registering module."""
+    info = CATALOG.get(method.type)
+    if info is None or f"mimic.methods.{info.module}" != type(method).__module__:
+        raise ValueError(f"method type {method.type!r} ({type(method).__module__}) is not in "
+                         "mimic.methods.catalog.CATALOG with that module: add its line there")
     METHODS[method.type] = method
     _BY_CONFIG[method.config_class] = method
     return method
@@ -250,3 +269,13 @@ def disabled(model: nn.Module):
 def config_parts(config) -> list:
     """``config`` and, for a composite method (MimIC + LoRA), the configs of its parts."""
     return [config] + [getattr(config, f.name) for f in fields(config) if type(getattr(config, f.name)) in _BY_CONFIG]
+
+
+def _register_every_method() -> None:
+    """Import every method module of the catalog (each registers itself): the registry is always whole."""
+    for info in CATALOG.values():
+        if info.module is not None:
+            import_module(f"mimic.methods.{info.module}")
+
+
+_register_every_method()

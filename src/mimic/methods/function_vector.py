@@ -95,7 +95,6 @@ def first_answer_tokens(loaded, data, qids: list[str]) -> torch.Tensor:
 class FunctionVector(Method):
     type = "function-vector"
     config_class = FunctionVectorConfig
-    fitted = True
 
     def complete(self, config: FunctionVectorConfig, model) -> FunctionVectorConfig:
         s = layer_shapes(model, config.layers, "FunctionVectorConfig")

@@ -87,7 +87,6 @@ class HificlShift(nn.Module):
 class Hificl(Method):
     type = "hificl"
     config_class = HificlConfig
-    uses_demonstrations = False
 
     def complete(self, config: HificlConfig, model) -> HificlConfig:
         shift_install.check_supported(model)  # HiFICL rests on the same split of softmax attention as MimIC

@@ -71,8 +71,6 @@ def projection_sizes(config) -> dict[str, tuple[int, int]]:
 class Lora(Method):
     type = "lora"
     config_class = LoraConfig
-    section = "lora"
-    uses_demonstrations = False
 
     def complete(self, config: LoraConfig, model) -> LoraConfig:
         s = layer_shapes(model, config.layers, "LoraConfig")

@@ -21,7 +21,6 @@ from mimic.shift.module import MimicShift, count_shift_parameters
 class Mimic(Method):
     type = "mimic"
     config_class = MimicConfig
-    section = "shift"
 
     def complete(self, config: MimicConfig, model) -> MimicConfig:
         shift_install.check_supported(model)  # before the shapes: a refused model is named first

@@ -39,7 +39,6 @@ class TaskVectorConfig(ConfigMixin):
 class TaskVector(Method):
     type = "task-vector"
     config_class = TaskVectorConfig
-    fitted = True
 
     def complete(self, config: TaskVectorConfig, model) -> TaskVectorConfig:
         s = layer_shapes(model, config.layers, "TaskVectorConfig")
