@@ -13,7 +13,7 @@ registered family through its real processor.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import nn
@@ -135,6 +135,42 @@ class ModelAdapter:
         if self.images_one_by_one:
             images = [img for row in images for img in row]
         return processor(text=texts, images=images, **kwargs)
+
+
+SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
+
+
+@dataclass(kw_only=True)
+class ModelShapes:
+    """The base model a method's config was completed for, saved with its weights (every method config
+    inherits these fields; ``attach`` fills them: :func:`complete_for`). ``extra``: free metadata."""
+
+    base_model: str | None = None
+    model_type: str | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    hidden_size: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def complete_for(config, model: nn.Module):
+    """``config`` (a :class:`ModelShapes` dataclass) with ``model``'s name, type and text-stack shapes filled
+    in, and its ``layers`` (if it has them) checked and sorted (None: every decoder layer)."""
+    shapes = adapter_for(model).shapes(model)
+    changes = {key: shapes[key] for key in SHAPE_FIELDS}
+    changes["model_type"] = model.config.model_type
+    changes["base_model"] = config.base_model or getattr(model.config, "_name_or_path", None) or None
+    if "layers" in {f.name for f in fields(config)}:
+        layers = sorted({int(i) for i in config.layers}) if config.layers is not None else None
+        layers = list(range(shapes["num_layers"])) if layers is None else layers
+        bad = [i for i in layers if not 0 <= i < shapes["num_layers"]]
+        if bad:
+            raise ValueError(f"{type(config).__name__}.layers {bad} out of range: the model has "
+                             f"{shapes['num_layers']} decoder layers")
+        changes["layers"] = layers
+    return replace(config, **changes)
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,6 @@ from torch import nn
 from mimic.methods.catalog import CATALOG, MethodInfo
 
 SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
-SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
 
 
 class ConfigMixin:

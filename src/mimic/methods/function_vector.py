@@ -19,20 +19,20 @@ Fitted numbers: ``hidden`` (one vector; the heads are in the config); trained: 0
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Method, register
-from mimic.methods.live import layer_shapes
 from mimic.methods.vectors import LayerVector, choose_layer, chunks, icl_inputs, install_layer_vector, split_dev
 
 FIT_DEFAULTS = {"batch_size": 16, "dev_fraction": 0.25, "seed": 0}
 
 
 @dataclass
-class FunctionVectorConfig(ConfigMixin):
+class FunctionVectorConfig(ModelShapes, ConfigMixin):
     """top_heads: heads summed; cie_prompts: corrupted prompts that rank the heads (None: every fit query);
     layer: where the vector is added (None: chosen by the fit among ``layers``, the candidates; None: all)."""
 
@@ -41,13 +41,6 @@ class FunctionVectorConfig(ConfigMixin):
     layer: int | None = None
     layers: list[int] | None = None
     heads: list[list[int]] | None = None  # the chosen (layer, head) pairs, set by the fit
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    head_dim: int | None = None
-    hidden_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class _HeadMeans(nn.Module):
@@ -97,13 +90,11 @@ class FunctionVector(Method):
     config_class = FunctionVectorConfig
 
     def complete(self, config: FunctionVectorConfig, model) -> FunctionVectorConfig:
-        s = layer_shapes(model, config.layers, "FunctionVectorConfig")
-        if config.layer is not None and not 0 <= config.layer < s["num_layers"]:
+        config = complete_for(config, model)
+        if config.layer is not None and not 0 <= config.layer < config.num_layers:
             raise ValueError(f"FunctionVectorConfig.layer {config.layer} out of range: the model has "
-                             f"{s['num_layers']} decoder layers")
-        return replace(config, layers=s["layers"], base_model=config.base_model or s["base_model"],
-                       model_type=model.config.model_type, num_layers=s["num_layers"], num_heads=s["num_heads"],
-                       head_dim=s["head_dim"], hidden_size=s["hidden_size"])
+                             f"{config.num_layers} decoder layers")
+        return config
 
     def install(self, model, config: FunctionVectorConfig, module, verify: bool):
         if config.layer is None:

@@ -19,20 +19,20 @@ Parameters: ``L*H*2*r*(n + d)`` (2,228,224 for 32 layers x 32 heads, d 128, n 8,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Installed, Method, register
-from mimic.methods.live import layer_shapes
 from mimic.shift import install as shift_install
 
 MIXES = ("exact", "additive")
 
 
 @dataclass
-class HificlConfig(ConfigMixin):
+class HificlConfig(ModelShapes, ConfigMixin):
     """n_virtual: virtual tokens per head; rank: of both factorisations; mix: exact | additive."""
 
     layers: list[int] | None = None
@@ -41,12 +41,6 @@ class HificlConfig(ConfigMixin):
     mix: str = "exact"
     a_init_std: float = 1.0
     bk_init_std: float = 0.01
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    head_dim: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
@@ -90,10 +84,7 @@ class Hificl(Method):
 
     def complete(self, config: HificlConfig, model) -> HificlConfig:
         shift_install.check_supported(model)  # HiFICL rests on the same split of softmax attention as MimIC
-        shapes = layer_shapes(model, config.layers, "HificlConfig")
-        return replace(config, layers=shapes["layers"], base_model=config.base_model or shapes["base_model"],
-                       model_type=model.config.model_type, num_layers=shapes["num_layers"],
-                       num_heads=shapes["num_heads"], head_dim=shapes["head_dim"])
+        return complete_for(config, model)
 
     def install(self, model, config: HificlConfig, module, verify: bool):
         shift = module if module is not None else HificlShift(config).to(next(model.parameters()).device)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
+from mimic.adapters import SHAPE_FIELDS
 from mimic.checkpoint_files import (
     CARD_FILE,
     CONFIG_FILE,
@@ -35,7 +36,6 @@ from mimic.checkpoint_files import (
 from mimic.errors import IntegrityError
 from mimic.methods.base import (
     METHODS,
-    SHAPE_FIELDS,
     attach,
     attached,
     config_parts,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
+
+from mimic.adapters import ModelShapes
 
 INSERT_POINTS = ("attn", "mlp")
 ALIGN_TARGETS = ("mlp", "layer", "attn")
 
 
 @dataclass
-class MimicConfig:
+class MimicConfig(ModelShapes):
     """Switches of MimIC and its ablations.
 
     insert: ``attn`` adds the shift to each head's output before ``o_proj`` (MimIC);
@@ -27,13 +29,6 @@ class MimicConfig:
     layers: list[int] | None = None
     v_init_std: float = 1e-3
     w_init_std: float = 0.02
-    # Filled in by ``attach`` from the model, so that a saved checkpoint names its shapes.
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    head_dim: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.insert not in INSERT_POINTS:

@@ -14,12 +14,12 @@ what the attention-interface methods call inside it.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for
+from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for, complete_for
 from mimic.shift.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
 from mimic.shift.compat import dry_run, probe_ids, reference_forward, refusal_reason
 from mimic.shift.config import INSERT_POINTS, MimicConfig
@@ -54,23 +54,10 @@ def check_supported(model: nn.Module) -> None:
 
 def complete(config: MimicConfig, model: nn.Module) -> MimicConfig:
     """``config`` with the model's layers and shapes filled in, as a checkpoint records them."""
-    adapter = adapter_for(model)
-    shapes = adapter.shapes(model)
-    layers = config.layers if config.layers is not None else list(range(shapes["num_layers"]))
-    bad = [i for i in layers if not 0 <= i < shapes["num_layers"]]
-    if bad:
-        raise ValueError(f"MimicConfig.layers {bad} out of range: the model has {shapes['num_layers']} decoder layers")
-    if config.insert == "mlp" and shapes["num_heads"] * shapes["head_dim"] != shapes["hidden_size"]:
+    config = complete_for(config, model)
+    if config.insert == "mlp" and config.num_heads * config.head_dim != config.hidden_size:
         raise ValueError("insert='mlp' needs num_heads * head_dim == hidden_size; this model differs, use 'attn'")
-    return replace(
-        config,
-        layers=layers,
-        base_model=config.base_model or getattr(model.config, "_name_or_path", None) or None,
-        model_type=model.config.model_type,
-        num_layers=shapes["num_layers"],
-        num_heads=shapes["num_heads"],
-        head_dim=shapes["head_dim"],
-    )
+    return config
 
 
 def install(model: nn.Module, shift: nn.Module, layers: list[int] | None = None, insert: str = "attn",
