@@ -15,10 +15,10 @@ import time
 
 from mimic.commands.stage_inputs import load_stage_model, load_task
 from mimic.methods import detach
-from mimic.params import load_params
+from mimic.pipeline.params import load_params
 from mimic.shift.config import MimicConfig
-from mimic.teacher import TeacherCache, extract
-from mimic.training import train
+from mimic.training.loop import train
+from mimic.training.teacher import TeacherCache, extract
 
 
 def main() -> None:

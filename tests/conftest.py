@@ -3,11 +3,11 @@ import shutil
 import pytest
 import torch
 
-from mimic.tiny import tiny_idefics, tiny_idefics2, tiny_idefics3
+from mimic.tiny.models import tiny_idefics, tiny_idefics2, tiny_idefics3
 
 
 class FakeClock:
-    """A stand-in for the ``time`` module of mimic.training: each ``time()`` call advances 1/16 s, so
+    """A stand-in for the ``time`` module of mimic.training.loop: each ``time()`` call advances 1/16 s, so
     logged seconds and rates are exact."""
 
     def __init__(self):
@@ -20,8 +20,8 @@ class FakeClock:
 
 @pytest.fixture
 def fake_training_clock(monkeypatch) -> FakeClock:
-    """mimic.training's clock replaced by a :class:`FakeClock`."""
-    import mimic.training as training
+    """mimic.training.loop's clock replaced by a :class:`FakeClock`."""
+    import mimic.training.loop as training
 
     clock = FakeClock()
     monkeypatch.setattr(training, "time", clock)
@@ -50,14 +50,14 @@ def tiny_model(request):
 def mini_vqa_setup(root):
     """The miniature model (random weights, seed 1) and a tiny synthetic colour-VQA task prepared under
     ``root``, with 2 draws of 2 demonstrations per query: ``(loaded, TaskData, icd)``."""
-    from mimic.adapters import adapter_for
-    from mimic.batches import TaskData
+    from mimic.data.batches import TaskData
     from mimic.data.icd import sample_icds
     from mimic.data.loaders import prepare_task
     from mimic.data.schema import SPLITS, read_table
-    from mimic.mini.build import build_model, build_processor, build_tokenizer
-    from mimic.models import LoadedModel
-    from mimic.prompts import PromptFormat
+    from mimic.models.adapters import adapter_for
+    from mimic.models.loading import LoadedModel
+    from mimic.models.prompts import PromptFormat
+    from mimic.tiny.mini.build import build_model, build_processor, build_tokenizer
 
     tok = build_tokenizer()
     model = build_model(tok, seed=1).eval()

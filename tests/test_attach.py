@@ -7,7 +7,7 @@ import torch
 
 import mimic
 from mimic import MimicConfig
-from mimic.tiny import random_icl_batch, tiny_idefics2, tiny_idefics3
+from mimic.tiny.models import random_icl_batch, tiny_idefics2, tiny_idefics3
 
 SWITCHES = [
     MimicConfig(),

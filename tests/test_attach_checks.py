@@ -6,7 +6,7 @@ import transformers as tf
 
 import mimic
 from mimic.shift import attention
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 
 def gpt_oss():

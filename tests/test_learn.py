@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 import mimic
-from mimic.learn import examples_table
-from mimic.tiny import tiny_idefics2
+from mimic.tiny.models import tiny_idefics2
+from mimic.training.learn import examples_table
 
 
 def good(n=4):

@@ -20,7 +20,7 @@ from mimic.methods.i2cl import I2clConfig
 from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.task_vector import TaskVectorConfig
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 
 def randomize(module, std: float = 0.5, seed: int = 0) -> None:

@@ -19,8 +19,8 @@ from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.mimic_lora import MimicLoraConfig
 from mimic.methods.task_vector import TaskVectorConfig
-from mimic.params import FITTED_TYPES, TRAINED_TYPES, UNTRAINED_TYPES, load_params, load_schema
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.pipeline.params import FITTED_TYPES, TRAINED_TYPES, UNTRAINED_TYPES, load_params, load_schema
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 CONFIGS = {
     "mimic": MimicConfig,
@@ -59,7 +59,7 @@ def test_the_catalog_and_params_need_no_torch_and_a_method_outside_the_catalog_i
     import subprocess
     import sys
 
-    code = "import sys, mimic.params, mimic.methods.catalog; print('torch' in sys.modules)"
+    code = "import sys, mimic.pipeline.params, mimic.methods.catalog; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
     from mimic.methods.base import Method, register
 
@@ -193,7 +193,7 @@ def test_a_mimic_checkpoint_records_its_type_and_one_without_a_type_loads_as_mim
     ids=["live-config", "lora-train", "tv-train", "hificl-mix"],
 )
 def test_params_errors_name_the_bad_key_of_each_type(tmp_path, entry, message):
-    from mimic.params import ParamsError
+    from mimic.pipeline.params import ParamsError
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["methods"]["x"] = entry

@@ -16,7 +16,7 @@ import yaml
 import mimic
 from mimic import MimicConfig
 from mimic.methods.live import LiveConfig
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 
 def saved_model(root: Path, name: str, seed: int) -> torch.nn.Module:

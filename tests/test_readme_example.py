@@ -29,9 +29,9 @@ def test_the_readme_example_trains_shares_and_reloads_and_the_base_check_refuses
     code = example_code()
     assert len(code.splitlines()) <= 20
     namespace = {}
-    with caplog.at_level(logging.INFO, logger="mimic.learn"):
+    with caplog.at_level(logging.INFO, logger="mimic.training.learn"):
         exec(compile(code, "README.md example", "exec"), namespace)  # noqa: S102 - the documented example itself
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "mimic.learn"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mimic.training.learn"]
     first, last = map(float, re.match(r"loss ([\d.]+) -> ([\d.]+) over 16 steps$", line).groups())
     assert last < first  # 16 examples, batch 2, 2 epochs: 16 steps, and the loss went down
 

@@ -10,9 +10,9 @@ transformers model through its attention interface; the other methods of the com
 from importlib import import_module
 
 _EXPORTS = {
-    "ModelAdapter": "mimic.adapters",
-    "adapter_for": "mimic.adapters",
-    "register_adapter": "mimic.adapters",
+    "ModelAdapter": "mimic.models.adapters",
+    "adapter_for": "mimic.models.adapters",
+    "register_adapter": "mimic.models.adapters",
     "attach": "mimic.methods",
     "count_parameters": "mimic.methods",
     "detach": "mimic.methods",
@@ -21,9 +21,9 @@ _EXPORTS = {
     "push_to_hub": "mimic.methods",
     "read_config": "mimic.methods",
     "save_pretrained": "mimic.methods",
-    "train": "mimic.learn",
+    "train": "mimic.training.learn",
     "MimicConfig": "mimic.shift.config",
-    "HiddenStateRecorder": "mimic.recording",
+    "HiddenStateRecorder": "mimic.models.hidden_states",
     "MimicShift": "mimic.shift",
 }
 __all__ = sorted(_EXPORTS)

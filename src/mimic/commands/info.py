@@ -10,15 +10,15 @@ def add_arguments(parser) -> None:
 
 
 def _shapes(model_name: str) -> dict:
-    from mimic.shapes import KNOWN_SHAPES
+    from mimic.models.shapes import KNOWN_SHAPES
 
     if model_name in KNOWN_SHAPES:
         return KNOWN_SHAPES[model_name]
     import torch
     from transformers import AutoConfig
 
-    from mimic.adapters import adapter_for
-    from mimic.models import model_class
+    from mimic.models.adapters import adapter_for
+    from mimic.models.loading import model_class
 
     config = AutoConfig.from_pretrained(model_name)
     with torch.device("meta"):

@@ -15,7 +15,7 @@ type                 what it learns or fits                                     
 
 ``attach`` / ``detach`` / ``disabled`` / ``count_parameters`` (:mod:`mimic.methods.base`) and
 ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` (:mod:`mimic.methods.pretrained`) work for
-all of them; the one training loop is :func:`mimic.training.train`.
+all of them; the one training loop is :func:`mimic.training.loop.train`.
 
 Importing this package is light (``mimic.methods.catalog`` needs no torch); the names below load
 :mod:`mimic.methods.base`, which registers every method of the catalog, on first use.

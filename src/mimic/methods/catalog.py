@@ -1,6 +1,6 @@
 """Every method type of params.yaml, and the facts about it the pipeline needs, in one torch-free place.
 
-``mimic.params`` reads it (which types are trained, fitted, demonstration-free, take the model's lr)
+``mimic.pipeline.params`` reads it (which types are trained, fitted, demonstration-free, take the model's lr)
 without importing torch; :mod:`mimic.methods.base` registers each method's module against it and
 imports them all. ``workflow/schemas/params.schema.yaml`` lists the same types (a test keeps them
 equal). A new method is a module of :mod:`mimic.methods` plus one line here.

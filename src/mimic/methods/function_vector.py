@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Method, register
 from mimic.methods.vectors import LayerVector, choose_layer, chunks, icl_inputs, install_layer_vector, split_dev
+from mimic.models.adapters import ModelShapes, complete_for
 
 FIT_DEFAULTS = {"batch_size": 16, "dev_fraction": 0.25, "seed": 0}
 
@@ -78,7 +78,7 @@ class _HeadPatch(nn.Module):
 
 def first_answer_tokens(loaded, data, qids: list[str]) -> torch.Tensor:
     """The first token of each query's teacher-forced answer, as it follows the prompt."""
-    from mimic.batches import student_batch
+    from mimic.data.batches import student_batch
 
     inputs, _, answer_lengths = student_batch(loaded, data, "train", qids)
     n = inputs["input_ids"].shape[1]
@@ -178,7 +178,7 @@ def _answer_probability(loaded, inputs: dict, target: torch.Tensor) -> torch.Ten
 @torch.no_grad()
 def head_vector(model, means: torch.Tensor, heads: list[list[int]]) -> torch.Tensor:
     """Sum over ``heads`` of each head's mean output through its layer's ``o_proj`` (its slice of the weight)."""
-    from mimic.adapters import adapter_for
+    from mimic.models.adapters import adapter_for
 
     adapter = adapter_for(model)
     d = means.shape[-1]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Installed, Method, register
+from mimic.models.adapters import ModelShapes, complete_for
 from mimic.shift import install as shift_install
 
 MIXES = ("exact", "additive")

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Installed, Method, Switch, disabled, output_hook, register
+from mimic.models.adapters import ModelShapes, complete_for
 
 MODULES = ("attn", "mlp")
 
@@ -72,7 +72,7 @@ class I2cl(Method):
         return complete_for(config, model)
 
     def install(self, model, config: I2clConfig, module, verify: bool):
-        from mimic.adapters import adapter_for
+        from mimic.models.adapters import adapter_for
 
         shift = module if module is not None else I2clShift(config).to(next(model.parameters()).device)
         adapter, installed, switch = adapter_for(model), Installed(), Switch()
@@ -108,8 +108,8 @@ def demonstrations(icd: dict, n: int | None) -> list[str]:
 def context_vectors(loaded, data, demo_ids: list[str], layers: list[int]) -> torch.Tensor:
     """[L, 2, hidden]: the mean over the demonstrations (each alone) of the attention and MLP outputs at their
     last token."""
-    from mimic.inference import encode_prompts
-    from mimic.recording import HiddenStateRecorder
+    from mimic.models.generation import encode_prompts
+    from mimic.models.hidden_states import HiddenStateRecorder
 
     total = None
     with disabled(loaded.model), HiddenStateRecorder(loaded.model, "attn", layers) as attn, \

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Installed, Method, Switch, output_hook, register
+from mimic.models.adapters import ModelShapes, complete_for
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Live(Method):
         return complete_for(config, model)
 
     def install(self, model, config: LiveConfig, module, verify: bool):
-        from mimic.adapters import adapter_for
+        from mimic.models.adapters import adapter_for
 
         shift = module if module is not None else LiveShift(config).to(next(model.parameters()).device)
         adapter, installed, switch = adapter_for(model), Installed(), Switch()

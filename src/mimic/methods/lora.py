@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Installed, Method, register
+from mimic.models.adapters import ModelShapes, complete_for
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ADAPTER = "mimic"  # peft's adapter name
@@ -82,7 +82,7 @@ def install_lora(model, config: LoraConfig) -> tuple[LoraWeights, Installed]:
     from peft import LoraConfig as PeftLoraConfig
     from peft import LoraModel
 
-    from mimic.adapters import adapter_for
+    from mimic.models.adapters import adapter_for
 
     adapter = adapter_for(model)
     layers = "|".join(str(i) for i in config.layers)

@@ -3,7 +3,7 @@
 A checkpoint directory holds ``mimic.safetensors`` (the method's tensors), ``mimic_config.json``
 (its config, its ``type`` and ``extra`` metadata, the weights' sha256) and, unless told otherwise,
 a ``README.md`` model card. :func:`from_pretrained` takes a local directory or a Hub repository
-id, checks the files (:mod:`mimic.checkpoint_files`), then that the checkpoint was made for this
+id, checks the files (:mod:`mimic.io.checkpoints`), then that the checkpoint was made for this
 model: its shapes always, and its base model (name and ``model_type``) unless ``strict=False``.
 
     module = mimic.attach(model, MimicConfig())
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from torch import nn
 
-from mimic.adapters import SHAPE_FIELDS
-from mimic.checkpoint_files import (
+from mimic.errors import IntegrityError
+from mimic.io.checkpoints import (
     CARD_FILE,
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -33,7 +33,6 @@ from mimic.checkpoint_files import (
     read_weights,
     write_checkpoint,
 )
-from mimic.errors import IntegrityError
 from mimic.methods.base import (
     METHODS,
     attach,
@@ -43,6 +42,7 @@ from mimic.methods.base import (
     detach,
     method_of,
 )
+from mimic.models.adapters import SHAPE_FIELDS
 
 CARD_KEYS = ("task", "training_data", "scores")  # what a model card reports beside the config
 
@@ -134,7 +134,7 @@ def check_fits(config, model: nn.Module, path, strict: bool = True) -> None:
     must too: the same ``model_type`` and, where both are known, the same name (a hub id and a
     local copy of it match by their last path component).
     """
-    from mimic.adapters import adapter_for
+    from mimic.models.adapters import adapter_for
 
     have = adapter_for(model).shapes(model)
     mismatch = {}

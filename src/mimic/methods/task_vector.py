@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from mimic.adapters import ModelShapes, complete_for
 from mimic.methods.base import ConfigMixin, Method, register
 from mimic.methods.vectors import LayerVector, choose_layer, chunks, icl_inputs, install_layer_vector, split_dev
+from mimic.models.adapters import ModelShapes, complete_for
 
 FIT_DEFAULTS = {"batch_size": 16, "dev_fraction": 0.25, "seed": 0}
 
@@ -54,7 +54,7 @@ class TaskVector(Method):
         return {"trainable": 0, "fitted": config.hidden_size}
 
     def fit(self, loaded, data, icd: dict, config: TaskVectorConfig, hp: dict):
-        from mimic.recording import HiddenStateRecorder
+        from mimic.models.hidden_states import HiddenStateRecorder
 
         hp = {**FIT_DEFAULTS, **hp}
         config = self.complete(config, loaded.model)

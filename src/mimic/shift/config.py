@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from mimic.adapters import ModelShapes
+from mimic.models.adapters import ModelShapes
 
 INSERT_POINTS = ("attn", "mlp")
-ALIGN_TARGETS = ("mlp", "layer", "attn")
 
 
 @dataclass

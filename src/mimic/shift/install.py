@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mimic.adapters import ADAPTERS, ModelAdapter, adapter_for, complete_for
+from mimic.models.adapters import ADAPTERS, ModelAdapter, adapter_for, complete_for
 from mimic.shift.attention import BASES, PREFIX, ShiftTarget, add_pending_shift, register
 from mimic.shift.compat import dry_run, probe_ids, reference_forward, refusal_reason
 from mimic.shift.config import INSERT_POINTS, MimicConfig

@@ -6,7 +6,7 @@
 
 The examples become a task table, each example gets ``draws`` seeded lists of ``shots``
 demonstrations from ``support`` (default: the other examples; never the example itself nor
-its image), and the pipeline's training loop (:func:`mimic.training.train`) runs with the
+its image), and the pipeline's training loop (:func:`mimic.training.loop.train`) runs with the
 online teacher: the frozen model, shift switched off, prompted with the demonstrations. The
 defaults are the paper's (AdamW, lr 5e-3, cosine with 10% warmup, weight decay 1e-3,
 ``align_weight`` 1 on the MLP outputs, ``ce_weight`` 0.5).
@@ -23,15 +23,16 @@ import pandas as pd
 from PIL import Image
 from torch import nn
 
-from mimic.batches import TaskData
+from mimic.data.batches import TaskData
 from mimic.data.icd import sample_icds
 from mimic.data.schema import COLUMNS, KINDS, encode_png, image_record
-from mimic.models import wrap_model
-from mimic.shift.config import ALIGN_TARGETS, MimicConfig
-from mimic.training import DEFAULT_LOGITS_TOPK
-from mimic.training import train as train_loop
+from mimic.models.hidden_states import RECORD_TARGETS
+from mimic.models.loading import wrap_model
+from mimic.shift.config import MimicConfig
+from mimic.training.loop import DEFAULT_LOGITS_TOPK
+from mimic.training.loop import train as train_loop
 
-log = logging.getLogger("mimic.learn")
+log = logging.getLogger("mimic.training.learn")
 
 PAPER_HP = {"epochs": 5, "lr": 5e-3, "warmup_ratio": 0.1, "weight_decay": 1e-3, "batch_size": 2, "grad_accum": 1,
             "align_weight": 1.0, "ce_weight": 0.5, "seed": 0}
@@ -86,15 +87,15 @@ def train(model: nn.Module, processor, examples: Sequence[dict], method=None, *,
     teacher: ``online`` (the pipeline caches the teacher instead: ``mimic extract-teacher``).
     target: what the alignment loss compares, per layer: ``mlp`` (the paper), ``layer`` or ``attn``.
     hp: training settings over :data:`PAPER_HP` (epochs, lr, warmup_ratio, weight_decay, batch_size,
-        grad_accum, align_weight, ce_weight, seed) and :data:`mimic.params.TRAIN_DEFAULTS`.
+        grad_accum, align_weight, ce_weight, seed) and :data:`mimic.pipeline.params.TRAIN_DEFAULTS`.
     Every input is checked before the model runs; a bad one is one line naming it.
     """
     if kind not in KINDS:
         raise ValueError(f"kind = {kind!r}; valid: {list(KINDS)}")
     if teacher not in TEACHERS:
         raise ValueError(f"teacher = {teacher!r}; valid: {list(TEACHERS)} (the pipeline caches the teacher)")
-    if target not in ALIGN_TARGETS:
-        raise ValueError(f"target = {target!r}; valid: {list(ALIGN_TARGETS)}")
+    if target not in RECORD_TARGETS:
+        raise ValueError(f"target = {target!r}; valid: {list(RECORD_TARGETS)}")
     unknown = sorted(set(hp) - set(PAPER_HP) - {"max_grad_norm", "decay_bias", "ce_tokens", "kl_weight"})
     if unknown:
         raise ValueError(f"unknown training settings {unknown}; valid: {sorted(PAPER_HP)} and max_grad_norm, "

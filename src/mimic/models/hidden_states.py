@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mimic.adapters import adapter_for
-from mimic.shift.config import ALIGN_TARGETS
+from mimic.models.adapters import adapter_for
+
+RECORD_TARGETS = ("mlp", "layer", "attn")  # what the alignment loss can compare, per decoder layer
 
 
 class HiddenStateRecorder:
@@ -24,8 +25,8 @@ class HiddenStateRecorder:
     """
 
     def __init__(self, model: nn.Module, target: str = "mlp", layers=None, keep_graph: bool = False):
-        if target not in ALIGN_TARGETS:
-            raise ValueError(f"recording target {target!r} is not valid; use one of {ALIGN_TARGETS}")
+        if target not in RECORD_TARGETS:
+            raise ValueError(f"recording target {target!r} is not valid; use one of {RECORD_TARGETS}")
         self.adapter = adapter_for(model)
         self.model = model
         self.target = target

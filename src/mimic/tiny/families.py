@@ -12,7 +12,7 @@ For each family this builds, from configs only (no download):
 - a tiny random-weight model of the family's architecture whose token ids, image tokens
   and vision sizes agree with the processor.
 
-``tiny_family(name)`` returns a :class:`mimic.models.LoadedModel`, so tests and the demo
+``tiny_family(name)`` returns a :class:`mimic.models.loading.LoadedModel`, so tests and the demo
 drive every family through the project's own prompt, encoding, generation, teacher and
 training code. ``tiny_task`` is a small in-memory VQA / captioning task for them.
 """
@@ -32,7 +32,7 @@ from PIL import Image
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 
-from mimic.models import LoadedModel, wrap_model
+from mimic.models.loading import LoadedModel, wrap_model
 
 # ---------------------------------------------------------------------------------------
 # A small task: coloured scenes, colour questions, captions. Its words make the corpus the
@@ -72,7 +72,7 @@ def tiny_task(kind: str = "vqa", n_train: int = 4, n_support: int = 8, seed: int
     ``icd`` has the layout of ``data/<task>/icd.json``: for every training query,
     ``draws`` lists of demonstration ids from the support split.
     """
-    from mimic.batches import TaskData
+    from mimic.data.batches import TaskData
 
     rng = random.Random(seed)
     tables = {}
@@ -92,7 +92,7 @@ def tiny_task(kind: str = "vqa", n_train: int = 4, n_support: int = 8, seed: int
 
 
 def _corpus() -> list[str]:
-    from mimic.prompts import PromptFormat
+    from mimic.models.prompts import PromptFormat
 
     fmt = PromptFormat()
     lines = []
@@ -248,7 +248,7 @@ IDEFICS_SPECIALS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>"
 
 
 def build_idefics():
-    from mimic.tiny import tiny_idefics  # the same tiny architecture the attach tests use
+    from mimic.tiny.models import tiny_idefics  # the same tiny architecture the attach tests use
 
     tok = sentencepiece_tokenizer(("<end_of_utterance>",), trailing=("<fake_token_around_image>", "<image>"))
     image_processor = transformers.IdeficsImageProcessorPil(image_size=16)

@@ -15,7 +15,7 @@ teacher, checkpoints and evaluations under a ``seed-<s>`` level:
     results/summary.csv, summary.md, plots/*.png                     mimic report
     results/logs/<stage>/[seed-<s>/]<model>-<task>-<method>.log      every stage (last line: wall and CPU time,
                                                                      peak memory)
-    results/settings/<stage>/...json                                 mimic validate (mimic.stages): each
+    results/settings/<stage>/...json                                 mimic validate (mimic.pipeline.stages): each
                                                                      stage's settings
     results/partial/teacher/<model>/<task>/seed-<s>/                 an unfinished teacher extraction (resumed)
     results/parts/teacher/<model>/<task>/seed-<s>/part-I-of-N.*      one job of a split extraction (teacher.jobs > 1)

@@ -29,8 +29,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimic.atomic import atomic_write_text
-from mimic.params import (
+from mimic.io.atomic import atomic_write_text
+from mimic.pipeline.params import (
     ICL_REFERENCE,
     ParamsError,
     eval_settings,
@@ -45,7 +45,7 @@ from mimic.params import (
     seeded,
     teacher_shots,
 )
-from mimic.paths import seed_dir
+from mimic.pipeline.paths import seed_dir
 
 SETTINGS_DIR = Path("results") / "settings"
 DIGEST_CACHE = Path("results") / ".file-digests.json"
@@ -96,7 +96,7 @@ def stage_instances(params: dict) -> list[StageInstance]:
 def result_settings(params: dict, stage: str, model: str | None = None, task: str | None = None,
                     method: str | None = None, root: str | os.PathLike = ".", seed: int | None = None) -> dict:
     """The params.yaml values (and model digest) the results of one stage instance depend on; with
-    ``seed``, under that run seed's params (:func:`mimic.params.seeded`; the commands pass params already
+    ``seed``, under that run seed's params (:func:`mimic.pipeline.params.seeded`; the commands pass params already
     seeded). Latency times the first run seed: its settings are that seed's."""
     if stage == "latency":
         seed = run_seeds(params)[0]

@@ -1,6 +1,6 @@
 """A small offline demo: MimIC on a tiny random model of every supported family, with the exactness check.
 
-Each family's prompts go through its real processor class (``mimic.tiny_families``):
+Each family's prompts go through its real processor class (``mimic.tiny.families``):
 two demonstrations and a query per row, four rows, left-padded.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from mimic.methods import attach, count_parameters, detach
-from mimic.oracle import exactness_errors, oracle_inputs
-from mimic.tiny_families import FAMILIES, tiny_family, tiny_task
+from mimic.tiny.families import FAMILIES, tiny_family, tiny_task
+from mimic.tiny.oracle import exactness_errors, oracle_inputs
 
 
 def run_demo() -> int:

@@ -8,8 +8,8 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
-from mimic.adapters import ModelAdapter, adapter_for
-from mimic.prompts import PromptFormat, preset_format
+from mimic.models.adapters import ModelAdapter, adapter_for
+from mimic.models.prompts import PromptFormat, preset_format
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -53,7 +53,7 @@ def load_model(name: str, source: str, dtype: str = "float32", device: str | Non
                processor_kwargs: dict | None = None) -> LoadedModel:
     """Load a model and its processor from ``source`` (a local directory or a hub id).
 
-    prompt: the prompt preset (:data:`mimic.prompts.PRESETS`); processor_kwargs: passed to
+    prompt: the prompt preset (:data:`mimic.models.prompts.PRESETS`); processor_kwargs: passed to
     ``AutoProcessor.from_pretrained`` (e.g. ``do_image_splitting: false`` for Idefics2, as the paper).
     """
     if dtype not in DTYPES:

@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from mimic.batches import TaskData
-from mimic.inference import encode_prompts, generate
-from mimic.logs import progress
+from mimic.data.batches import TaskData
+from mimic.io.logs import progress
+from mimic.models.generation import encode_prompts, generate
 
 log = logging.getLogger("mimic.evaluate")
 

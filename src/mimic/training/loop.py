@@ -28,13 +28,13 @@ from dataclasses import dataclass
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from mimic.batches import TaskData, student_batch
+from mimic.data.batches import TaskData, student_batch
 from mimic.errors import TrainingDiverged
-from mimic.logs import progress
+from mimic.io.logs import progress
 from mimic.methods import attach, count_parameters, disabled, method_of
-from mimic.params import TRAIN_DEFAULTS as PARAMS_TRAIN_DEFAULTS
-from mimic.recording import HiddenStateRecorder
-from mimic.teacher import TeacherCache, teacher_forward
+from mimic.models.hidden_states import HiddenStateRecorder
+from mimic.pipeline.params import TRAIN_DEFAULTS as PARAMS_TRAIN_DEFAULTS
+from mimic.training.teacher import TeacherCache, teacher_forward
 
 log = logging.getLogger("mimic.train")
 LOG_COLUMNS = ("step", "epoch", "loss", "align_loss", "ce_loss", "kl_loss", "lr")
@@ -155,7 +155,7 @@ def objective(model, inputs: dict, labels: torch.Tensor, teachers: list[torch.Te
     return loss, terms["align"], terms["ce"]
 
 
-# Optional training settings and their defaults (the paper's / reference code's choices), in mimic.params.
+# Optional training settings and their defaults (the paper's / reference code's choices), in mimic.pipeline.params.
 TRAIN_DEFAULTS = PARAMS_TRAIN_DEFAULTS
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mimic.prompts import DEFAULT_STOP_WORDS, build_prompt, postprocess
+from mimic.models.prompts import DEFAULT_STOP_WORDS, build_prompt, postprocess
 
 
 def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequence] | None = None, answers=None):
@@ -23,7 +23,8 @@ def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequenc
 @torch.no_grad()
 def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
              stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0) -> list[str]:
-    """Greedy / beam decoding of ``inputs``, each answer cut at ``stop_words`` (:func:`mimic.prompts.postprocess`).
+    """Greedy / beam decoding of ``inputs``, each answer cut at ``stop_words``
+    (:func:`mimic.models.prompts.postprocess`).
 
     ``length_penalty``: the beam score is the summed log-probability divided by length ** this
     (transformers' default 1.0; the MimIC reference code evaluates with 0.0, the plain sum).

@@ -48,7 +48,7 @@ TRAIN_DEFAULTS = {
     "ce_tokens": "answer",  # CE on the answer tokens; "prompt": every token after BOS (the reference code)
 }
 
-# Stages whose log and benchmark files join the names with "-" (mimic.paths.log_file).
+# Stages whose log and benchmark files join the names with "-" (mimic.pipeline.paths.log_file).
 _JOINED_STAGES = {"extract-teacher": ("models", "tasks"), "evaluate": ("models", "tasks", "methods")}
 
 
@@ -116,7 +116,7 @@ def _check_finite(node: Any, source: str, where: tuple = ()) -> None:
 
 def schema_path(params_path: str | Path | None = None) -> Path:
     """The params schema: in the checkout this package lives in, else next to ``params_path``."""
-    candidates = [Path(__file__).resolve().parents[2] / SCHEMA_RELPATH]
+    candidates = [Path(__file__).resolve().parents[3] / SCHEMA_RELPATH]
     if params_path is not None:
         candidates.append(Path(params_path).resolve().parent / SCHEMA_RELPATH)
     for candidate in candidates:
@@ -427,7 +427,7 @@ def teacher_shots(params: dict, model: str | None = None) -> int:
 
 
 def prompt_preset(params: dict, model: str) -> str:
-    """The prompt preset of ``model`` (mimic.prompts.PRESETS): ``models.<model>.prompt``, default clean."""
+    """The prompt preset of ``model`` (mimic.models.prompts.PRESETS): ``models.<model>.prompt``, default clean."""
     return params["models"][model].get("prompt") or "clean"
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from mimic.data.schema import open_image
-from mimic.inference import encode_prompts
+from mimic.models.generation import encode_prompts
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import nn
 
-from mimic.prompts import PromptFormat
+from mimic.models.prompts import PromptFormat
 
 Segment = object  # a ``str`` or a ``PIL.Image.Image``
 
@@ -294,6 +294,6 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     if model_type not in ADAPTERS:
         raise KeyError(
             f"no MimIC adapter for model_type {model_type!r}; known: {sorted(ADAPTERS)} "
-            "(add one with mimic.adapters.register_adapter)"
+            "(add one with mimic.models.adapters.register_adapter)"
         )
     return ADAPTERS[model_type]

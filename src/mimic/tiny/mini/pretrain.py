@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mimic.mini.build import IMAGE_SEQ_LEN, build_model, build_processor, build_tokenizer
-from mimic.mini.collate import EpisodeCollator
-from mimic.mini.episodes import sample_episode, sample_repeat_episode, sample_text_episode
+from mimic.tiny.mini.build import IMAGE_SEQ_LEN, build_model, build_processor, build_tokenizer
+from mimic.tiny.mini.collate import EpisodeCollator
+from mimic.tiny.mini.episodes import sample_episode, sample_repeat_episode, sample_text_episode
 
 log = logging.getLogger("mimic.pretrain")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mimic.errors import MimicError
 
-log = logging.getLogger("mimic.record")
+log = logging.getLogger("mimic.pipeline.dvc")
 VALIDATE_STAGE = "validate"
 _IGNORED = {".snakemake_timestamp"}
 
@@ -61,7 +61,7 @@ def _why_stale(stage, root: Path, params: dict | None) -> str | None:
     if missing:
         return f"missing output {missing[0]}"
     if stage.name == VALIDATE_STAGE:
-        from mimic.stages import changed_settings
+        from mimic.pipeline.stages import changed_settings
 
         changed = changed_settings(params, root)
         return f"{next(iter(changed))} does not match params.yaml" if changed else None
@@ -97,7 +97,7 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
     except ImportError as exc:
         raise MimicError(f"cannot record the outputs in DVC: {exc}; install it with `pip install dvc`") from None
     if params is None:
-        from mimic.params import load_params
+        from mimic.pipeline.params import load_params
 
         params = load_params(root / "params.yaml")
     result = Recorded()

@@ -42,16 +42,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mimic.atomic import atomic_write
-from mimic.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
-from mimic.checkpoint_files import sha256
+from mimic.data.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
 from mimic.data.schema import write_json
 from mimic.errors import IntegrityError, MimicError
-from mimic.logs import progress
-from mimic.recording import HiddenStateRecorder
-from mimic.stages import differences
+from mimic.io.atomic import atomic_write
+from mimic.io.checkpoints import sha256
+from mimic.io.logs import progress
+from mimic.models.hidden_states import HiddenStateRecorder
+from mimic.pipeline.stages import differences
 
-log = logging.getLogger("mimic.teacher")
+log = logging.getLogger("mimic.training.teacher")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 LOGIT_PARTS = ("/logprobs", "/indices")
 CACHE_FORMAT = 2  # 2: settings, fingerprint and shard checksums in the manifest
@@ -309,7 +309,7 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
 
 def part_file(parts_dir: Path, part: int, jobs: int) -> Path:
     """Where part ``part`` (0-based) of a ``jobs``-way split extraction goes."""
-    from mimic.paths import part_name
+    from mimic.pipeline.paths import part_name
 
     return Path(parts_dir) / part_name(part, jobs, "safetensors")
 

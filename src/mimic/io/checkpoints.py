@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mimic.atomic import atomic_write, atomic_write_text
 from mimic.errors import IntegrityError
+from mimic.io.atomic import atomic_write, atomic_write_text
 
 WEIGHTS_FILE = "mimic.safetensors"
 CONFIG_FILE = "mimic_config.json"

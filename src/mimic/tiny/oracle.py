@@ -81,7 +81,7 @@ def exactness_errors(model: nn.Module, icl_inputs: dict, zero_shot_inputs: dict,
     Returns ``(oracle_error, zero_shot_error)``: the MimIC-with-oracle zero-shot forward,
     and the plain zero-shot forward (how far apart ICL and zero-shot are to begin with).
     """
-    from mimic.recording import HiddenStateRecorder
+    from mimic.models.hidden_states import HiddenStateRecorder
 
     n = max(query_lengths)
 
@@ -112,8 +112,8 @@ def oracle_inputs(loaded, kind: str, queries, demos) -> tuple[dict, dict, list[i
     before the query in both prompts (the EOS also keeps Idefics v1's BOS from attending
     the previous image). The teacher of training uses the natural prompt (one BOS).
     """
-    from mimic.batches import common_suffix
-    from mimic.prompts import build_prompt
+    from mimic.data.batches import common_suffix
+    from mimic.models.prompts import build_prompt
 
     tok = loaded.tokenizer
     boundary = tok.eos_token + tok.bos_token if tok.bos_token_id is not None else ""

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from mimic.data import synthetic as syn
-from mimic.mini.episodes import Episode
-from mimic.prompts import PromptFormat, query_text
+from mimic.models.prompts import PromptFormat, query_text
+from mimic.tiny.mini.episodes import Episode
 
 FAKE, IMAGE = "<fake_token_around_image>", "<image>"
 

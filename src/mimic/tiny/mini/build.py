@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from mimic.data import synthetic as syn
-from mimic.prompts import PromptFormat
+from mimic.models.prompts import PromptFormat
 
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 IMAGE_TOKENS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>")
