@@ -1,7 +1,12 @@
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mimic.tiny.models import tiny_idefics, tiny_idefics2, tiny_idefics3
 
@@ -115,3 +120,38 @@ def local_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     return hub, calls
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pipeline_copy(root: Path, params: dict, model: str = "mini-idefics2") -> Path:
+    """A runnable copy of the pipeline under ``root``: workflow/, dvc.yaml, .dvcignore, the shipped ``model``
+    and ``params`` as params.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("workflow", "dvc.yaml", ".dvcignore"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+    shutil.copytree(REPO / "models" / model, root / "models" / model)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def _snakemake_all(root: Path, timeout: int) -> None:
+    """``snakemake --cores 2 all`` in ``root`` with this interpreter's ``mimic`` on PATH; it must succeed."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "all"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+@pytest.fixture(scope="session")
+def pipeline_copy():
+    """``pipeline_copy(root, params, model=...)``: a runnable copy of the pipeline (see :func:`_pipeline_copy`)."""
+    return _pipeline_copy
+
+
+@pytest.fixture(scope="session")
+def snakemake_all():
+    """``snakemake_all(root, timeout)``: the whole pipeline in a copy, which must succeed."""
+    return _snakemake_all

@@ -18,11 +18,10 @@ Adding a method is one module with its config and a :class:`Method` subclass, re
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from importlib import import_module
 from typing import ClassVar
 
@@ -32,24 +31,6 @@ from torch import nn
 from mimic.methods.catalog import CATALOG, MethodInfo
 
 SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
-
-
-class ConfigMixin:
-    """``to_dict`` / ``to_json`` / ``from_dict`` for a method's config dataclass (unknown keys refused)."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Method, register
+from mimic.methods.base import Method, register
 from mimic.methods.vectors import LayerVector, choose_layer, chunks, icl_inputs, install_layer_vector, split_dev
 from mimic.models.adapters import ModelShapes, complete_for
 
@@ -32,7 +32,7 @@ FIT_DEFAULTS = {"batch_size": 16, "dev_fraction": 0.25, "seed": 0}
 
 
 @dataclass
-class FunctionVectorConfig(ModelShapes, ConfigMixin):
+class FunctionVectorConfig(ModelShapes):
     """top_heads: heads summed; cie_prompts: corrupted prompts that rank the heads (None: every fit query);
     layer: where the vector is added (None: chosen by the fit among ``layers``, the candidates; None: all)."""
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Installed, Method, register
+from mimic.methods.base import Installed, Method, register
 from mimic.models.adapters import ModelShapes, complete_for
 from mimic.shift import install as shift_install
 
@@ -32,7 +32,7 @@ MIXES = ("exact", "additive")
 
 
 @dataclass
-class HificlConfig(ModelShapes, ConfigMixin):
+class HificlConfig(ModelShapes):
     """n_virtual: virtual tokens per head; rank: of both factorisations; mix: exact | additive."""
 
     layers: list[int] | None = None

@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Installed, Method, Switch, disabled, output_hook, register
+from mimic.methods.base import Installed, Method, Switch, disabled, output_hook, register
 from mimic.models.adapters import ModelShapes, complete_for
 
 MODULES = ("attn", "mlp")
 
 
 @dataclass
-class I2clConfig(ModelShapes, ConfigMixin):
+class I2clConfig(ModelShapes):
     """n_demos: demonstrations condensed (None: the teacher's k); lambda_init / beta_init: the coefficients."""
 
     layers: list[int] | None = None

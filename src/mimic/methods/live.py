@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Installed, Method, Switch, output_hook, register
+from mimic.methods.base import Installed, Method, Switch, output_hook, register
 from mimic.models.adapters import ModelShapes, complete_for
 
 
 @dataclass
-class LiveConfig(ModelShapes, ConfigMixin):
+class LiveConfig(ModelShapes):
     """layers: decoder layers whose MLP output is shifted (None: all). Shapes are filled in by attach."""
 
     layers: list[int] | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Installed, Method, register
+from mimic.methods.base import Installed, Method, register
 from mimic.models.adapters import ModelShapes, complete_for
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -26,7 +26,7 @@ ADAPTER = "mimic"  # peft's adapter name
 
 
 @dataclass
-class LoraConfig(ModelShapes, ConfigMixin):
+class LoraConfig(ModelShapes):
     """r, alpha, dropout as peft's; targets: attention projections of the decoder layers ``layers`` (None: all)."""
 
     r: int = 16

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from mimic.methods.base import ConfigMixin, Method, register
+from mimic.methods.base import Method, register
 from mimic.methods.vectors import LayerVector, choose_layer, chunks, icl_inputs, install_layer_vector, split_dev
 from mimic.models.adapters import ModelShapes, complete_for
 
@@ -24,7 +24,7 @@ FIT_DEFAULTS = {"batch_size": 16, "dev_fraction": 0.25, "seed": 0}
 
 
 @dataclass
-class TaskVectorConfig(ModelShapes, ConfigMixin):
+class TaskVectorConfig(ModelShapes):
     """layer: where the vector goes (None: chosen by the fit among ``layers``, the candidates; None: all)."""
 
     layer: int | None = None

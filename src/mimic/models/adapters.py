@@ -12,8 +12,9 @@ registered family through its real processor.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from torch import nn
@@ -137,11 +138,33 @@ class ModelAdapter:
         return processor(text=texts, images=images, **kwargs)
 
 
+class ConfigMixin:
+    """``to_dict`` / ``to_json`` / ``from_dict`` / ``from_json`` for a config dataclass (unknown keys refused)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+
 SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
 
 
 @dataclass(kw_only=True)
-class ModelShapes:
+class ModelShapes(ConfigMixin):
     """The base model a method's config was completed for, saved with its weights (every method config
     inherits these fields; ``attach`` fills them: :func:`complete_for`). ``extra``: free metadata."""
 

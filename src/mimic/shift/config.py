@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from mimic.models.adapters import ModelShapes
 
@@ -34,18 +33,3 @@ class MimicConfig(ModelShapes):
             raise ValueError(f"MimicConfig.insert={self.insert!r} is not valid; use one of {INSERT_POINTS}")
         if self.layers is not None:
             self.layers = sorted({int(i) for i in self.layers})
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MimicConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown MimicConfig keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> MimicConfig:
-        return cls.from_dict(json.loads(text))
