@@ -5,8 +5,8 @@ Shapes (configs as in the hub checkpoints; nothing is downloaded): Idefics2-8b-b
 8-shot ICL), Idefics-9b (LLaMA-7B with gated cross-attention, CLIP-H at 224 px, 32-shot
 ICL) and llava-interleave-qwen-7b (Qwen-7B decoder, SigLIP at 384 px, 729 tokens per
 image, 4-shot ICL). Prompts go through the family's real processor class with the
-full-size image settings (``mimic.inference.encode_prompts``); the tokenizers are the
-small offline BPE ones of ``mimic.tiny_families``, the models keep their real vocabulary
+full-size image settings (``mimic.models.generation.encode_prompts``); the tokenizers are the
+small offline BPE ones of ``mimic.tiny.families``, the models keep their real vocabulary
 sizes (Idefics v1's image tokens sit at ids 32000 and 32001, as in the checkpoint).
 
 Per shape it prints: build time and parameters; prompt lengths and the processor's time
@@ -15,7 +15,7 @@ equal length (min = max new tokens), methods interleaved (zero-shot, MimIC, ICL,
 ...) and repeated, medians and the median of the per-round ratios, at several batch sizes;
 peak GPU memory per method; one teacher-extraction batch and the teacher-cache bytes per
 query; one training step with the cached teacher and with the online teacher; MimIC with
-3-beam generation through ``mimic.inference.generate``. Each section runs on its own: an
+3-beam generation through ``mimic.models.generation.generate``. Each section runs on its own: an
 out-of-memory or any other failure is reported in its row and the run goes on (``--strict``
 re-raises instead).
 
@@ -44,12 +44,11 @@ import transformers
 from PIL import Image, ImageDraw
 
 import mimic
-from mimic.adapters import adapter_for
-from mimic.batches import TaskData, student_batch
-from mimic.inference import encode_prompts, generate
-from mimic.models import LoadedModel, stop_token_ids
-from mimic.teacher import teacher_states
-from mimic.tiny_families import (
+from mimic.data.batches import TaskData, student_batch
+from mimic.models.adapters import adapter_for
+from mimic.models.generation import encode_prompts, generate
+from mimic.models.loading import LoadedModel, stop_token_ids
+from mimic.tiny.families import (
     BYTE_TOKENS,
     CAPTION,
     COLORS,
@@ -61,7 +60,8 @@ from mimic.tiny_families import (
     qwen2_tokenizer,
     sentencepiece_tokenizer,
 )
-from mimic.training import objective
+from mimic.training.loop import objective
+from mimic.training.teacher import teacher_states
 
 # --------------------------------------------------------------------------------------------------
 # Shapes: (processor, model) for the full-size configuration or a tiny one with the same code path.
@@ -465,7 +465,7 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
         mimic.detach(model)
         c, o = statistics.median(times["cached"]), statistics.median(times["online"])
         line(f"training step, batch {batch}", f"cached teacher {c:.2f} s, online teacher {o:.2f} s ({o / c:.1f}x)")
-    with bench.section("MimIC + 3 beams (mimic.inference.generate)"), methods.using("mimic"), kernels() as seen:
+    with bench.section("MimIC + 3 beams (mimic.models.generation.generate)"), methods.using("mimic"), kernels() as seen:
         seconds = bench.seconds(lambda: generate(loaded, inputs["zero"], args.new_tokens, num_beams=3))
         line("MimIC + 3 beams via inference.generate", f"{seconds:.2f} s for batch {batch} (with decoding)")
         routes = "; ".join(f"{step}: {', '.join(sorted(names))}" for step, names in seen.items())
@@ -477,7 +477,7 @@ def kernels():
     """Which kernel sdpa picked in MimIC's attention calls, and whether log Z2 came from it (prefill / decoding)."""
     from torch.nn.attention import SDPBackend
 
-    import mimic.log_z2 as lz
+    import mimic.shift.log_z2 as lz
 
     real, seen = lz.fused_sdpa, {"prefill": set(), "decoding": set()}
     names = {int(b): name for name, b in SDPBackend.__members__.items()}

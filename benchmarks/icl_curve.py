@@ -27,16 +27,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # one line per k instead of progress
 
 import torch  # noqa: E402
 
-from mimic.batches import TaskData
 from mimic.data import rices
 from mimic.data import synthetic as syn
+from mimic.data.batches import TaskData
 from mimic.data.icd import sample_icds
 from mimic.data.loaders import prepare_task
 from mimic.data.schema import SPLITS, open_image, read_table
-from mimic.evaluation import predict
+from mimic.evaluation.predict import predict
 from mimic.metrics import HEADLINE, score
-from mimic.models import load_model
-from mimic.params import load_params, run_seeds, seeded
+from mimic.models.loading import load_model
+from mimic.pipeline.params import load_params, run_seeds, seeded
 
 
 def label_attributes(spec: dict) -> list[str]:
@@ -56,7 +56,7 @@ def coverage(demo_ids: dict[str, list[str]], labels: dict[str, str]) -> tuple[fl
 def run_task(loaded, params: dict, task: str, n_eval: int | None, shots: list[int], batch_size: int,
              seed: int) -> dict[str, float]:
     """Print the curve of ``task`` on run seed ``seed`` (its data and demonstration seeds, as the pipeline's
-    seed-<s> replicate: mimic.params.seeded); return its scores by name."""
+    seed-<s> replicate: mimic.pipeline.params.seeded); return its scores by name."""
     params = seeded(params, seed)
     spec = {**params["tasks"][task], "name": task}
     if spec.get("loader") != "synthetic":

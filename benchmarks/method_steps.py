@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 import mimic
-from mimic.batches import TaskData, student_batch
-from mimic.config import MimicConfig
+from mimic.data.batches import TaskData, student_batch
 from mimic.data.loaders import prepare_task
 from mimic.data.schema import SPLITS, read_table
 from mimic.methods.hificl import HificlConfig
@@ -29,8 +28,9 @@ from mimic.methods.i2cl import I2clConfig
 from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.mimic_lora import MimicLoraConfig
-from mimic.models import load_model
-from mimic.training import TeacherTargets, objective_terms
+from mimic.models.loading import load_model
+from mimic.shift.config import MimicConfig
+from mimic.training.loop import TeacherTargets, objective_terms
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {

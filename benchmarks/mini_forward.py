@@ -13,8 +13,8 @@ import time
 import torch
 
 from mimic.data import synthetic as syn
-from mimic.inference import encode_prompts
-from mimic.models import load_model
+from mimic.models.generation import encode_prompts
+from mimic.models.loading import load_model
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def measure(model_path: str, mode: str, tokens: int, padded: bool) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     import mimic
-    from mimic.models import load_model
+    from mimic.models.loading import load_model
 
     torch.set_num_threads(1)
     loaded = load_model("mini", model_path)

@@ -24,8 +24,8 @@ import torch
 
 import mimic
 from mimic.data import synthetic as syn
-from mimic.inference import encode_prompts
-from mimic.models import load_model
+from mimic.models.generation import encode_prompts
+from mimic.models.loading import load_model
 
 
 def timed_generate(loaded, inputs, new_tokens: int, beams: int) -> tuple[float, float]:

@@ -13,12 +13,12 @@ import argparse
 import tempfile
 import time
 
-from mimic.api import detach
 from mimic.commands.stage_inputs import load_stage_model, load_task
-from mimic.config import MimicConfig
-from mimic.params import load_params
-from mimic.teacher import TeacherCache, extract
-from mimic.training import train
+from mimic.methods import detach
+from mimic.pipeline.params import load_params
+from mimic.shift.config import MimicConfig
+from mimic.training.loop import train
+from mimic.training.teacher import TeacherCache, extract
 
 
 def main() -> None:

@@ -11,11 +11,11 @@ import torch
 
 import mimic
 from mimic import MimicConfig
-from mimic.params import ablation_changes, load_params
-from mimic.teacher import TeacherCache, extract
-from mimic.tiny import random_icl_batch, tiny_idefics2
-from mimic.tiny_families import tiny_family, tiny_task
-from mimic.training import train
+from mimic.pipeline.params import ablation_changes, load_params
+from mimic.tiny.families import tiny_family, tiny_task
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
+from mimic.training.loop import train
+from mimic.training.teacher import TeacherCache, extract
 
 
 def test_every_ablation_of_params_yaml_changes_one_switch_of_mimic():

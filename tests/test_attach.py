@@ -7,7 +7,7 @@ import torch
 
 import mimic
 from mimic import MimicConfig
-from mimic.tiny import random_icl_batch, tiny_idefics2, tiny_idefics3
+from mimic.tiny.models import random_icl_batch, tiny_idefics2, tiny_idefics3
 
 SWITCHES = [
     MimicConfig(),
@@ -91,24 +91,24 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
         shift.v.normal_(0, 0.5)
         shift.b.normal_(0, 0.5)
     expected = _logits(model, zs)
-    mimic.save(shift, tmp_path / "ckpt", metadata={"task": "demo"})
+    mimic.save_pretrained(shift, tmp_path / "ckpt", metadata={"task": "demo"})
     mimic.detach(model)
     doc = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
     assert (doc["num_layers"], doc["num_heads"], doc["head_dim"], doc["model_type"]) == (2, 4, 8, "idefics2")
     assert doc["extra"]["task"] == "demo" and doc["layers"] == [0, 1]
-    mimic.load(model, tmp_path / "ckpt")
+    mimic.from_pretrained(model, tmp_path / "ckpt")
     assert torch.equal(_logits(model, zs), expected)
 
 
 def test_loading_onto_other_shapes_fails_clearly(tmp_path):
     shift = mimic.attach(tiny_idefics2(layers=2, heads=4))
-    mimic.save(shift, tmp_path / "ckpt")
+    mimic.save_pretrained(shift, tmp_path / "ckpt")
     other = tiny_idefics2(layers=3, heads=4)
     with pytest.raises(ValueError, match=r"num_layers 2 in the checkpoint vs 3 in the model"):
-        mimic.load(other, tmp_path / "ckpt")
+        mimic.from_pretrained(other, tmp_path / "ckpt")
     assert mimic.attach(other) is not None  # nothing was left attached by the failed load
     with pytest.raises(FileNotFoundError, match="mimic_config.json is missing"):
-        mimic.load(tiny_idefics2(), tmp_path / "nowhere")
+        mimic.from_pretrained(tiny_idefics2(), tmp_path / "nowhere")
 
 
 def test_attach_twice_and_bad_config_fail_clearly():

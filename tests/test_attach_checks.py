@@ -5,8 +5,8 @@ import torch
 import transformers as tf
 
 import mimic
-from mimic import attention
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.shift import attention
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 
 def gpt_oss():
@@ -50,7 +50,7 @@ def test_attention_mimic_cannot_describe_is_refused_up_front(name):
     with pytest.raises(ValueError, match=rf"^MimIC cannot attach to '\w+': its attention {reason}") as err:
         mimic.attach(model)
     assert "\n" not in str(err.value)
-    assert mimic.api.attachment(model) is None and model.config._attn_implementation == impl
+    assert mimic.methods.attached(model) is None and model.config._attn_implementation == impl
 
 
 def test_only_the_decoder_layers_are_examined_when_the_adapter_is_known():
@@ -92,7 +92,9 @@ def llama_with_own_attention(layer: int):
 
 
 def _untouched(model, impl):
-    assert mimic.api.attachment(model) is None
+    from mimic.shift.install import installation
+
+    assert mimic.methods.attached(model) is None and installation(model) is None
     assert all(m.config._attn_implementation == impl for m in model.modules() if hasattr(m, "config"))
     assert all(p.requires_grad for p in model.parameters())
     assert not any("_mimic_target" in m.__dict__ for m in model.modules())
@@ -112,7 +114,7 @@ def test_a_module_that_never_calls_the_hook_is_named_and_the_model_detached(laye
         assert torch.equal(model(probe).logits, before)
     # verify=False is the caller's word that the model works: nothing is run, nothing refused.
     shift = mimic.attach(model, verify=False)
-    assert shift is not None and mimic.api.attachment(model) is not None
+    assert shift is not None and mimic.methods.attached(model) is not None
     mimic.detach(model)
     _untouched(model, "sdpa")
 
@@ -171,7 +173,7 @@ def test_the_dry_run_costs_two_forwards_of_six_tokens_and_leaves_the_shift_alone
 
 
 def test_probe_ids_avoid_every_special_token():
-    from mimic.compat import probe_ids
+    from mimic.shift.compat import probe_ids
 
     model = tiny_idefics2()  # image token 127, pad 0
     model.config.text_config.bos_token_id = 64

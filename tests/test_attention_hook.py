@@ -1,4 +1,4 @@
-"""The attention hook (``mimic.attention.mimic_attention``) called directly on real attention modules.
+"""The attention hook (``mimic.shift.attention.mimic_attention``) called directly on real attention modules.
 
 Each call is checked against an independent computation by hand: the scaled (soft-capped) scores of
 every query head against its key head under the call's mask (or sdpa's causal flag), their log-sum-exp
@@ -17,8 +17,8 @@ from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward a
 from transformers.models.mistral.modeling_mistral import MistralAttention
 from transformers.models.mistral.modeling_mistral import eager_attention_forward as mistral_eager
 
-from mimic import attention
-from mimic.attention import AttentionCall, ShiftTarget, _replicable, _sdpa_and_log_z2, mimic_attention
+from mimic.shift import attention
+from mimic.shift.attention import AttentionCall, ShiftTarget, _replicable, _sdpa_and_log_z2, mimic_attention
 
 B, HEADS, Q, D = 2, 4, 5, 8  # head_dim differs from the head count and the query length
 

@@ -16,7 +16,7 @@ def test_info_prints_the_idefics2_8b_parameter_count(capsys):
 
 
 def test_info_reads_a_local_model_config(tmp_path, capsys):
-    from mimic.tiny import tiny_idefics3
+    from mimic.tiny.models import tiny_idefics3
 
     tiny_idefics3(layers=3).config.save_pretrained(tmp_path)
     assert main(["info", "--model", str(tmp_path)]) == 0
@@ -65,4 +65,4 @@ def test_debug_shows_the_traceback(tmp_path):
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert plain.stderr.strip().splitlines()[-1].startswith("mimic validate: error: ")
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
-    assert "mimic.params.ParamsError: " in debug.stderr
+    assert "mimic.pipeline.params.ParamsError: " in debug.stderr

@@ -1,4 +1,4 @@
-"""The Slurm profile's site keys (mimic.cluster): the shipped profile names every one of them as a
+"""The Slurm profile's site keys (mimic.pipeline.cluster): the shipped profile names every one of them as a
 placeholder, and the check accepts it once they are filled in, in either GPU request syntax.
 
 Resources are resolved as Snakemake resolves them: ``default-resources`` under the rule's
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mimic.cluster import MODEL_RULES, check_site_keys, site_problems
 from mimic.errors import MimicError
+from mimic.pipeline.cluster import MODEL_RULES, check_site_keys, site_problems
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMITTED = ("prepare", "sample_icd", "merge_teacher", "merge_evaluate", *MODEL_RULES)
@@ -90,7 +90,7 @@ def test_profile_values_are_read_back_as_written_under_the_installed_snakemake()
     closure that evaluates it: either way the check sees the text of the profile."""
     import snakemake.resources as resources
 
-    from mimic.cluster import profile_value
+    from mimic.pipeline.cluster import profile_value
 
     if hasattr(resources, "eval_resource_expression"):  # Snakemake < 9.2x
         stored = {"slurm_account": resources.eval_resource_expression("<account>"), "runtime": 60}

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -44,19 +40,9 @@ def shrink(params: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    for name in ("workflow", "dvc.yaml"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
-    (root / "models").mkdir()
-    shutil.copytree(REPO / "models" / "mini-idefics2", root / "models" / "mini-idefics2")
-    params = shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "all"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-4000:]
+def run_dir(tmp_path_factory, pipeline_copy, snakemake_all):
+    root = pipeline_copy(tmp_path_factory.mktemp("e2e"), shrink(yaml.safe_load((REPO / "params.yaml").read_text())))
+    snakemake_all(root, timeout=1200)
     return root
 
 

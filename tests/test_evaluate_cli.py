@@ -16,9 +16,9 @@ import yaml
 import mimic
 from mimic.cli import main
 from mimic.commands.stage_inputs import load_task
-from mimic.inference import encode_prompts, generate
 from mimic.metrics import score
-from mimic.models import load_model
+from mimic.models.generation import encode_prompts, generate
+from mimic.models.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TASK, MODEL = "shapes-vqa", "mini-idefics2"
@@ -102,7 +102,7 @@ def test_mimic_with_three_beams_equals_direct_beam_search(workdir, monkeypatch):
     rows = _rows("mimic")
     data, _ = load_task(TASK, params, 0)
     loaded = load_model(MODEL, params["models"][MODEL]["path"])
-    shift = mimic.load(loaded.model, Path("results/checkpoints") / MODEL / TASK / "seed-0" / "mimic")
+    shift = mimic.from_pretrained(loaded.model, Path("results/checkpoints") / MODEL / TASK / "seed-0" / "mimic")
     assert shift.v.abs().max() > 1e-2  # trained: the shift is not negligible
     qids = [r["id"] for r in rows]
     inputs = encode_prompts(loaded, "vqa", [data.query("eval", q) for q in qids])
@@ -116,7 +116,7 @@ def test_mimic_with_three_beams_equals_direct_beam_search(workdir, monkeypatch):
 
 def test_a_models_own_teacher_shots_reach_extraction_and_the_icl_reference(workdir):
     """models.<m>.shots = 2 of icd.shots = 4: the teacher and `icl` take the first 2 sampled demonstrations."""
-    from mimic.teacher import TeacherCache, teacher_states
+    from mimic.training.teacher import TeacherCache, teacher_states
 
     params = _params(limit=2)
     params["models"][MODEL]["shots"] = 2

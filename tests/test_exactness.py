@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from mimic import attention
-from mimic.log_z2 import chunked_log_z2
-from mimic.oracle import exactness_errors
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.shift import attention
+from mimic.shift.log_z2 import chunked_log_z2
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
+from mimic.tiny.oracle import exactness_errors
 
 
 @pytest.mark.parametrize("pad", [False, True], ids=["no-padding", "left-padding"])

@@ -16,12 +16,12 @@ import torch
 import transformers as tf
 
 import mimic
-from mimic.batches import common_suffix
-from mimic.inference import generate
-from mimic.models import LoadedModel, stop_token_ids
-from mimic.oracle import exactness_errors
-from mimic.prompts import PromptFormat
-from mimic.tiny_families import falcon_tokenizer
+from mimic.data.batches import common_suffix
+from mimic.models.generation import generate
+from mimic.models.loading import LoadedModel, stop_token_ids
+from mimic.models.prompts import PromptFormat
+from mimic.tiny.families import falcon_tokenizer
+from mimic.tiny.oracle import exactness_errors
 
 LAYOUTS = {
     "multi-head": {"multi_query": False},

@@ -1,4 +1,4 @@
-"""Every supported family through its real processor (mimic.tiny_families).
+"""Every supported family through its real processor (mimic.tiny.families).
 
 Prompts are built with the project's own functions and encoded by the family's real
 processor class; a tiny random-weight model of the family then runs generation with
@@ -12,15 +12,15 @@ import pytest
 import torch
 
 import mimic
-from mimic.adapters import positions_from_mask
-from mimic.batches import aligned_lengths, student_batch, teacher_batch
-from mimic.config import MimicConfig
-from mimic.inference import encode_prompts, generate
-from mimic.oracle import exactness_errors, oracle_inputs
-from mimic.prompts import PromptFormat
-from mimic.teacher import teacher_states
-from mimic.tiny_families import FAMILIES, IMAGE_SIZES, tiny_family, tiny_task
-from mimic.training import train
+from mimic.data.batches import aligned_lengths, student_batch, teacher_batch
+from mimic.models.adapters import positions_from_mask
+from mimic.models.generation import encode_prompts, generate
+from mimic.models.prompts import PromptFormat
+from mimic.shift.config import MimicConfig
+from mimic.tiny.families import FAMILIES, IMAGE_SIZES, tiny_family, tiny_task
+from mimic.tiny.oracle import exactness_errors, oracle_inputs
+from mimic.training.loop import train
+from mimic.training.teacher import teacher_states
 
 # Image tokens per image, worked out by hand from each tiny config (image sizes are (width, height)).
 # LLaVA-NeXT / -OneVision tile an image at the best of the pinpoints [[16,16]], [16,32], [32,16], [32,32]
@@ -234,8 +234,8 @@ def test_generation_with_mimic_matches_the_teacher_forced_forward(name):
 def test_the_text_only_adapter_refuses_an_image_in_one_line():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mimic.models import LoadedModel
-    from mimic.tiny_families import sentencepiece_tokenizer
+    from mimic.models.loading import LoadedModel
+    from mimic.tiny.families import sentencepiece_tokenizer
 
     tok = sentencepiece_tokenizer(())
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
@@ -253,7 +253,7 @@ def test_the_text_only_adapter_refuses_an_image_in_one_line():
 @pytest.mark.parametrize("name", ["idefics2", "qwen2-vl", "gemma3"])
 def test_answer_loss_is_the_models_own_loss(name):
     """training.answer_cross_entropy equals transformers' loss where that works (Idefics v1's crashes)."""
-    from mimic.training import answer_cross_entropy
+    from mimic.training.loop import answer_cross_entropy
 
     lm = family(name)
     data, _ = task()
@@ -269,8 +269,8 @@ VIDEO_FAMILIES = {"llava-onevision", "qwen2-vl", "qwen2.5-vl", "qwen3-vl"}  # Au
 
 @pytest.mark.parametrize("name", sorted(set(NAMES) - VIDEO_FAMILIES))
 def test_a_saved_family_loads_as_a_user_loads_it(name, tmp_path):
-    """save_pretrained, then mimic.models.load_model (AutoConfig, the architecture class, AutoProcessor)."""
-    from mimic.models import load_model
+    """save_pretrained, then mimic.models.loading.load_model (AutoConfig, the architecture class, AutoProcessor)."""
+    from mimic.models.loading import load_model
 
     lm = family(name)
     lm.model.save_pretrained(tmp_path)

@@ -228,14 +228,9 @@ def check_failure(ws: Workspace, fault: str, tool: str, run: Run, names: str, be
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory) -> Workspace:
-    root = tmp_path_factory.mktemp("faults")
-    for name in ("workflow", "dvc.yaml", ".dvcignore"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
-    shutil.copytree(REPO / "models" / MODEL, root / "models" / MODEL)
-    workspace = Workspace(root)
-    workspace.write_params(shrink(yaml.safe_load((REPO / "params.yaml").read_text())))
+def ws(tmp_path_factory, pipeline_copy) -> Workspace:
+    params = shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
+    workspace = Workspace(pipeline_copy(tmp_path_factory.mktemp("faults"), params, MODEL))
     assert workspace.run("dvc", "init", "--no-scm").returncode == 0
     workspace.all()
     yield workspace

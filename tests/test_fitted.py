@@ -15,8 +15,7 @@ import pytest
 import torch
 
 import mimic
-from mimic.batches import student_batch
-from mimic.inference import encode_prompts
+from mimic.data.batches import student_batch
 from mimic.methods import METHODS
 from mimic.methods.function_vector import (
     FunctionVectorConfig,
@@ -28,7 +27,8 @@ from mimic.methods.function_vector import (
 from mimic.methods.i2cl import I2clConfig, demonstrations
 from mimic.methods.task_vector import TaskVectorConfig
 from mimic.methods.vectors import icl_inputs, split_dev
-from mimic.tiny_families import tiny_family, tiny_task
+from mimic.models.generation import encode_prompts
+from mimic.tiny.families import tiny_family, tiny_task
 
 FIT = {"batch_size": 3, "dev_fraction": 0.25, "seed": 0}
 
@@ -129,7 +129,7 @@ def test_function_vector_ranks_heads_by_their_causal_effect_and_sums_the_top_one
 
 
 def test_a_fitted_method_goes_through_the_training_entry_point(family, fake_training_clock, caplog):
-    import mimic.training as training
+    import mimic.training.loop as training
 
     lm, data, icd = family
     caplog.set_level(logging.INFO, logger="mimic.train")
@@ -147,7 +147,7 @@ def test_a_fitted_method_goes_through_the_training_entry_point(family, fake_trai
 
 
 def test_i2cl_is_prepared_through_the_training_entry_point(family):
-    from mimic.training import train
+    from mimic.training.loop import train
 
     lm, data, icd = family
     direct = mimic.attach(lm.model, I2clConfig(n_demos=3))

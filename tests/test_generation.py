@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mimic
-from mimic.tiny import random_icl_batch
+from mimic.tiny.models import random_icl_batch
 
 
 @pytest.mark.parametrize("pad", [False, True], ids=["no-padding", "left-padding"])
@@ -30,7 +30,7 @@ def test_cached_generation_equals_uncached(tiny_model, pad):
 
 def test_beam_search_under_mimic_equals_uncached_and_disabled_equals_unpatched():
     """3 beams (the paper's setting): the cache is reordered between beams; log Z2 must follow it."""
-    from mimic.tiny import tiny_idefics2
+    from mimic.tiny.models import tiny_idefics2
 
     model = tiny_idefics2(layers=2)
     _, zs, _ = random_icl_batch(model, pad=True, seed=7)
@@ -66,7 +66,7 @@ def test_the_hooks_attention_is_bit_for_bit_transformers_sdpa_in_prefill_and_dec
     (Logits are compared with a tolerance below: a CPU matmul may round differently when its input
     sits at another memory alignment, even between two runs of the unpatched model.)
     """
-    from mimic import attention
+    from mimic.shift import attention
 
     real, calls = attention._sdpa_and_log_z2, []
 
@@ -102,7 +102,7 @@ def test_the_hooks_attention_is_bit_for_bit_transformers_sdpa_in_prefill_and_dec
 
 def _shifted_tiny_idefics2():
     """A two-layer tiny Idefics2 with a random (non-zero) MimIC shift attached, and a padded query batch."""
-    from mimic.tiny import tiny_idefics2
+    from mimic.tiny.models import tiny_idefics2
 
     model = tiny_idefics2(layers=2)
     _, zs, _ = random_icl_batch(model, pad=True, seed=9)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimic.inference import encode_prompts
+from mimic.models.generation import encode_prompts
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 

@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 import mimic
-import mimic.teacher as teacher_module
-from mimic.config import MimicConfig
+import mimic.training.teacher as teacher_module
 from mimic.errors import IntegrityError, TrainingDiverged
-from mimic.teacher import TeacherCache, cache_settings, extract, fingerprint
-from mimic.training import train
+from mimic.shift.config import MimicConfig
+from mimic.training.loop import train
+from mimic.training.teacher import TeacherCache, cache_settings, extract, fingerprint
 
 SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
 META = {"model": "mini", "task": "t"}
@@ -58,7 +58,7 @@ def test_an_interrupted_extraction_resumes_from_its_finished_shards(setup, tmp_p
     progress = json.loads((work / "progress.json").read_text())
     assert list(progress["shards"]) == ["shard-00000.safetensors"]
 
-    with caplog.at_level("INFO", logger="mimic.teacher"):
+    with caplog.at_level("INFO", logger="mimic.training.teacher"):
         manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)
     assert manifest["reused_shards"] == 1 and manifest["n_shards"] == 3
     assert f"resumed: 1 of 3 shard(s) reused from {work} (same settings, checksums verified)" in caplog.messages
@@ -76,7 +76,7 @@ def test_a_shard_made_under_other_settings_is_recomputed_never_reused(setup, tmp
     out, work = tmp_path / "teacher", tmp_path / "partial"
     interrupted_extract(monkeypatch, setup, out, work, {**SETTINGS, "target": "layer"}, after_batches=3)
     layer_shard = load_file(work / "shard-00000.safetensors")
-    with caplog.at_level("INFO", logger="mimic.teacher"):
+    with caplog.at_level("INFO", logger="mimic.training.teacher"):
         manifest = extract(loaded, data, icd, out, SETTINGS, META, work_dir=work)  # target mlp now
     assert manifest["reused_shards"] == 0 and manifest["target"] == "mlp"
     assert "made under other settings (target: layer -> mlp)" in caplog.text
@@ -149,7 +149,7 @@ def test_the_manifest_records_the_settings_provenance_and_shots_it_was_made_unde
     loaded, data, icd = setup
     provenance = {"model_sha256": "ab12", "icd_sha256": "cd34"}
     settings = {**SETTINGS, "shard_size": 6, "batch_size": 6}
-    with caplog.at_level("INFO", logger="mimic.teacher"):
+    with caplog.at_level("INFO", logger="mimic.training.teacher"):
         manifest = extract(loaded, data, icd, tmp_path / "teacher", settings, META, provenance=provenance, shots=1)
     assert [m for m in caplog.messages if m.startswith("wrote ")] == [
         "wrote shard-00000.safetensors (6 samples)", "wrote shard-00001.safetensors (6 samples)"]
@@ -170,24 +170,24 @@ def test_the_manifest_records_the_settings_provenance_and_shots_it_was_made_unde
 def test_checkpoints_carry_a_checksum_and_refuse_damage(setup, tmp_path):
     loaded, _, _ = setup
     shift = mimic.attach(loaded.model, MimicConfig())
-    mimic.save(shift, tmp_path / "ckpt", metadata={"settings": {"lr": 1}})
+    mimic.save_pretrained(shift, tmp_path / "ckpt", metadata={"settings": {"lr": 1}})
     mimic.detach(loaded.model)
     config = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
     assert len(config["extra"]["weights_sha256"]) == 64 and config["extra"]["settings"] == {"lr": 1}
-    mimic.load(loaded.model, tmp_path / "ckpt")
+    mimic.from_pretrained(loaded.model, tmp_path / "ckpt")
     mimic.detach(loaded.model)
     weights = tmp_path / "ckpt" / "mimic.safetensors"
     good = weights.read_bytes()
     for damaged in (bytes(len(good)), good[: len(good) // 2]):
         weights.write_bytes(damaged)
         with pytest.raises(IntegrityError, match=rf"^{weights}: sha256 differs from the one mimic_config.json"):
-            mimic.load(loaded.model, tmp_path / "ckpt")
-        assert mimic.api.attachment(loaded.model) is None  # nothing attached
+            mimic.from_pretrained(loaded.model, tmp_path / "ckpt")
+        assert mimic.methods.attached(loaded.model) is None  # nothing attached
     weights.write_bytes(good[: len(good) // 2])
     del config["extra"]["weights_sha256"]  # a checkpoint without a checksum is still checked for its format
     (tmp_path / "ckpt" / "mimic_config.json").write_text(json.dumps(config))
     with pytest.raises(IntegrityError, match=rf"^{weights}: not a readable safetensors file"):
-        mimic.load(loaded.model, tmp_path / "ckpt")
+        mimic.from_pretrained(loaded.model, tmp_path / "ckpt")
 
 
 def test_non_finite_weights_are_never_saved(setup, tmp_path):
@@ -196,7 +196,7 @@ def test_non_finite_weights_are_never_saved(setup, tmp_path):
     with torch.no_grad():
         next(shift.parameters()).view(-1)[0] = float("nan")
     with pytest.raises(IntegrityError, match="not written"):
-        mimic.save(shift, tmp_path / "ckpt")
+        mimic.save_pretrained(shift, tmp_path / "ckpt")
     mimic.detach(loaded.model)
     assert not (tmp_path / "ckpt").exists()
 

@@ -1,4 +1,4 @@
-"""Side-by-side latency (mimic.latency, `mimic latency`): the figures by hand, the protocol, the CLI."""
+"""Side-by-side latency (mimic.evaluation.latency, `mimic latency`): the figures by hand, the protocol, the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mimic.cli import main
-from mimic.latency import Variant, rotation, side_by_side, summarize
+from mimic.evaluation.latency import Variant, rotation, side_by_side, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 TASK, MODEL = "shapes-vqa", "mini-idefics2"

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import mimic
-from mimic.log_z2 import NEG, chunked_log_z2, fused_sdpa, reference_log_z2, sdpa_with_log_z2
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.shift.log_z2 import NEG, chunked_log_z2, fused_sdpa, reference_log_z2, sdpa_with_log_z2
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 
 def qkv(b=2, heads=4, kv_heads=2, q_len=7, k_len=9, d=8, dtype=torch.float32, seed=0):

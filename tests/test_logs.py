@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from mimic.cli import main
-from mimic.logs import Progress, progress, setup_logging
+from mimic.io.logs import Progress, progress, setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
 TASK, MODEL = "shapes-vqa", "mini-idefics2"

@@ -20,7 +20,7 @@ from mimic.methods.i2cl import I2clConfig
 from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.task_vector import TaskVectorConfig
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 
 def randomize(module, std: float = 0.5, seed: int = 0) -> None:
@@ -154,8 +154,7 @@ def test_function_vector_is_the_heads_mean_outputs_through_o_proj():
 
 
 def test_head_patch_sets_one_head_at_the_last_position_through_the_attention_interface():
-    from mimic import api
-    from mimic.config import MimicConfig
+    from mimic.shift.install import installed
 
     model = tiny_idefics2(layers=2, heads=4, kv_heads=2, hidden=32)
     _, inputs, _ = random_icl_batch(model, pad=True, seed=2)
@@ -175,9 +174,8 @@ def test_head_patch_sets_one_head_at_the_last_position_through_the_attention_int
     means = torch.randn(2, 4, 8)
     patch = _HeadPatch(means)
     patch.head = (0, 2)
-    api.attach(model, MimicConfig(), shift=patch, freeze_base=False, verify=False)
-    patched = head_inputs()
-    api.detach(model)
+    with installed(model, patch, verify=False):
+        patched = head_inputs()
     diff = patched[0] - base[0]
     assert torch.allclose(patched[0][:, -1, 16:24], means[0, 2].expand(len(diff), -1), atol=1e-6)
     diff[:, -1, 16:24] = 0

@@ -19,8 +19,8 @@ from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.mimic_lora import MimicLoraConfig
 from mimic.methods.task_vector import TaskVectorConfig
-from mimic.params import FITTED_TYPES, TRAINED_TYPES, UNTRAINED_TYPES, load_params, load_schema
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.pipeline.params import FITTED_TYPES, TRAINED_TYPES, UNTRAINED_TYPES, load_params, load_schema
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 CONFIGS = {
     "mimic": MimicConfig,
@@ -53,6 +53,30 @@ def test_the_registry_is_the_one_list_of_trained_types_and_the_schema_enum():
     enum = load_schema()["$defs"]["method"]["properties"]["type"]["enum"]
     assert enum == [*UNTRAINED_TYPES, *TRAINED_TYPES]
     assert sorted(CONFIGS) == sorted(METHODS)
+
+
+def test_the_catalog_and_params_need_no_torch_and_a_method_outside_the_catalog_is_refused():
+    import subprocess
+    import sys
+
+    code = "import sys, mimic.pipeline.params, mimic.methods.catalog; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    from mimic.methods.base import Method, register
+
+    class Prefix(Method):
+        type = "prefix-tuning"
+        config_class = LiveConfig
+
+        def install(self, model, config, module, verify):
+            raise AssertionError
+
+        def counts(self, config):
+            return {}
+
+    with pytest.raises(ValueError, match=r"^method type 'prefix-tuning' \([\w.]*test_methods\) is not in "
+                                         r"mimic\.methods\.catalog\.CATALOG with that module"):
+        register(Prefix())
+    assert "prefix-tuning" not in METHODS
 
 
 def test_every_params_entry_builds_its_config():
@@ -90,7 +114,7 @@ def test_attach_detach_disabled_counts_save_load(kind, tmp_path):
     assert counts["fitted"] == sum(b.numel() for b in module.buffers())
     assert counts["total"] == counts["trainable"] + counts["fitted"] > 0
 
-    mimic.save(module, tmp_path / "ckpt", metadata={"task": "t"})
+    mimic.save_pretrained(module, tmp_path / "ckpt", metadata={"task": "t"})
     doc = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
     assert doc["type"] == kind and doc["extra"]["task"] == "t"
     assert mimic.detach(model) is module
@@ -101,7 +125,7 @@ def test_attach_detach_disabled_counts_save_load(kind, tmp_path):
     assert set(model.__dict__) == attrs_before  # nothing left behind (peft_config, hook targets, records)
     assert mimic.detach(model) is None
 
-    loaded = mimic.load(model, tmp_path / "ckpt")
+    loaded = mimic.from_pretrained(model, tmp_path / "ckpt")
     assert type(loaded.config) is type(module.config)
     assert loaded.state_dict().keys() == module.state_dict().keys()
     assert all(torch.equal(v, module.state_dict()[k]) for k, v in loaded.state_dict().items())
@@ -115,44 +139,36 @@ def test_attach_refuses_a_second_method_and_loading_onto_other_shapes(tmp_path):
     with pytest.raises(RuntimeError, match=r"a method \(live\) is already attached"):
         mimic.attach(model, HificlConfig())
     module = mimic.detach(model)
-    mimic.save(module, tmp_path / "ckpt")
+    mimic.save_pretrained(module, tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"num_layers 2 in the checkpoint vs 3 in the model"):
-        mimic.load(tiny_idefics2(layers=3), tmp_path / "ckpt")
+        mimic.from_pretrained(tiny_idefics2(layers=3), tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"unknown LiveConfig keys \['colour'\]"):
         LiveConfig.from_dict({"colour": 1})
     doc = json.loads((tmp_path / "ckpt" / "mimic_config.json").read_text())
     (tmp_path / "ckpt" / "mimic_config.json").write_text(json.dumps({**doc, "type": "prefix-tuning"}))
     with pytest.raises(ValueError, match=r"unknown method type 'prefix-tuning'; known: function-vector, hificl"):
-        mimic.load(model, tmp_path / "ckpt")
+        mimic.from_pretrained(model, tmp_path / "ckpt")
 
 
-def test_mimic_checkpoints_keep_working_through_mimic_api(tmp_path):
-    """A MimIC checkpoint written by mimic.api (now with its type) loads through both entry points, and one
-    written before types existed still loads as MimIC."""
-    from mimic import api
-
+def test_a_mimic_checkpoint_records_its_type_and_one_without_a_type_loads_as_mimic(tmp_path):
+    """Checkpoints written before types existed hold no ``type``: they are MimIC's."""
     model = tiny_idefics2()
     _, inputs, _ = random_icl_batch(model, pad=True, seed=1)
-    shift = api.attach(model, MimicConfig())
+    shift = mimic.attach(model, MimicConfig())
     randomize(shift)
     expected = logits(model, inputs)
-    api.save(shift, tmp_path / "a")
-    api.detach(model)
+    mimic.save_pretrained(shift, tmp_path / "a")
+    mimic.detach(model)
     assert json.loads((tmp_path / "a" / "mimic_config.json").read_text())["type"] == "mimic"
-    for load in (api.load, mimic.load):
-        load(model, tmp_path / "a")
-        assert torch.equal(logits(model, inputs), expected)
-        mimic.detach(model)
+    mimic.from_pretrained(model, tmp_path / "a")
+    assert torch.equal(logits(model, inputs), expected)
+    mimic.detach(model)
     doc = json.loads((tmp_path / "a" / "mimic_config.json").read_text())
     del doc["type"]
     (tmp_path / "a" / "mimic_config.json").write_text(json.dumps(doc))  # as written before this change
-    mimic.load(model, tmp_path / "a")
+    mimic.from_pretrained(model, tmp_path / "a")
     assert torch.equal(logits(model, inputs), expected)
     mimic.detach(model)
-    mimic.save(mimic.attach(model, LiveConfig()), tmp_path / "b")
-    mimic.detach(model)
-    with pytest.raises(ValueError, match="holds a 'live' checkpoint, not MimIC's; load it with mimic.load"):
-        api.load(model, tmp_path / "b")
 
 
 @pytest.mark.parametrize(
@@ -177,7 +193,7 @@ def test_mimic_checkpoints_keep_working_through_mimic_api(tmp_path):
     ids=["live-config", "lora-train", "tv-train", "hificl-mix"],
 )
 def test_params_errors_name_the_bad_key_of_each_type(tmp_path, entry, message):
-    from mimic.params import ParamsError
+    from mimic.pipeline.params import ParamsError
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["methods"]["x"] = entry

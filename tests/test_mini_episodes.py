@@ -3,7 +3,7 @@
 import random
 
 from mimic.data import synthetic as syn
-from mimic.mini.episodes import RECALL_KEYS, sample_episode, sample_text_episode
+from mimic.tiny.mini.episodes import RECALL_KEYS, sample_episode, sample_text_episode
 
 EPISODES = [sample_episode(random.Random(seed)) for seed in range(400)]
 

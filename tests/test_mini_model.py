@@ -8,16 +8,16 @@ import pytest
 import torch
 from transformers import AutoProcessor, Idefics2ForConditionalGeneration
 
-from mimic.adapters import ADAPTERS
 from mimic.data import synthetic as syn
-from mimic.inference import encode_prompts, generate
 from mimic.metrics.vqa import vqa_score
-from mimic.mini.build import IMAGE_SEQ_LEN, build_processor, build_tokenizer
-from mimic.mini.collate import EpisodeCollator
-from mimic.mini.episodes import sample_episode
-from mimic.mini.pretrain import WEIGHTS, sha256
-from mimic.models import load_model
-from mimic.prompts import PromptFormat, build_prompt
+from mimic.models.adapters import ADAPTERS
+from mimic.models.generation import encode_prompts, generate
+from mimic.models.loading import load_model
+from mimic.models.prompts import PromptFormat, build_prompt
+from mimic.tiny.mini.build import IMAGE_SEQ_LEN, build_processor, build_tokenizer
+from mimic.tiny.mini.collate import EpisodeCollator
+from mimic.tiny.mini.episodes import sample_episode
+from mimic.tiny.mini.pretrain import WEIGHTS, sha256
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mini-idefics2"
 

@@ -13,16 +13,16 @@ import torch
 
 import mimic
 from mimic import MimicConfig
-from mimic.api import disabled
-from mimic.batches import TaskData, student_batch
+from mimic.data.batches import TaskData, student_batch
 from mimic.data.icd import sample_icds
 from mimic.data.loaders import prepare_task
 from mimic.data.schema import SPLITS, read_table
-from mimic.models import load_model
-from mimic.recording import HiddenStateRecorder
-from mimic.teacher import TeacherCache, extract, teacher_states
-from mimic.tiny import random_icl_batch, tiny_idefics2
-from mimic.training import alignment_loss, objective, train
+from mimic.methods import disabled
+from mimic.models.hidden_states import HiddenStateRecorder
+from mimic.models.loading import load_model
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
+from mimic.training.loop import alignment_loss, objective, train
+from mimic.training.teacher import TeacherCache, extract, teacher_states
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mini-idefics2"
 CACHE = {"dtype": "float32", "target": "mlp", "shard_size": 8, "batch_size": 8}
@@ -183,7 +183,7 @@ def test_each_epoch_uses_draw_epoch_mod_draws(mini, monkeypatch):
     assert requested == [0] * per_epoch + [1] * per_epoch + [0] * per_epoch
     # the online teacher takes the same draws: its demonstrations are icd["train"][q][draw]
     demos = []
-    import mimic.training as training
+    import mimic.training.loop as training
 
     real_forward = training.teacher_forward
 
@@ -245,7 +245,7 @@ def _shift_of_ones():
 
 @pytest.mark.parametrize("decay_bias", [False, True])
 def test_biases_get_no_weight_decay_unless_asked(decay_bias):
-    from mimic.training import make_optimizer
+    from mimic.training.loop import make_optimizer
 
     shift = _shift_of_ones()
     opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": decay_bias})
@@ -259,7 +259,7 @@ def test_biases_get_no_weight_decay_unless_asked(decay_bias):
 
 @pytest.mark.parametrize("max_norm", [None, 0.05])
 def test_gradients_are_clipped_to_max_grad_norm_before_each_step(mini, monkeypatch, max_norm):
-    import mimic.training as training
+    import mimic.training.loop as training
 
     loaded, data, icd, cache = mini
     norms = []
@@ -311,7 +311,7 @@ def test_alignment_loss_is_float32_on_the_students_device_whatever_the_inputs_pr
 
 
 def test_answer_kl_is_float32_on_the_students_device_whatever_the_inputs_precision():
-    from mimic.training import answer_kl
+    from mimic.training.loop import answer_kl
 
     g = torch.Generator().manual_seed(1)
     logits = (torch.randn(1, 4, 6, generator=g) * 3).to(torch.bfloat16)  # 3 answer positions, vocabulary 6
@@ -328,14 +328,14 @@ def test_answer_kl_is_float32_on_the_students_device_whatever_the_inputs_precisi
 
 
 def test_is_bias_takes_the_last_name_only():
-    from mimic.training import is_bias
+    from mimic.training.loop import is_bias
 
     assert [is_bias(n) for n in ("b", "bias", "lin.bias", "layers.0.mlp.b", "v", "w", "lin.weight", "bias.w",
                                  "my bias", "bias_scale")] == [True, True, True, True] + [False] * 6
 
 
 def test_biases_are_optimised_without_decay_and_the_rest_with_it():
-    from mimic.training import make_optimizer
+    from mimic.training.loop import make_optimizer
 
     shift = _shift_of_ones()
     opt = make_optimizer(shift, {"lr": 0.1, "weight_decay": 0.5, "decay_bias": False})
@@ -348,7 +348,7 @@ def test_biases_are_optimised_without_decay_and_the_rest_with_it():
 
 def test_check_finite_names_the_step_and_the_first_three_bad_tensors():
     from mimic.errors import TrainingDiverged
-    from mimic.training import check_finite
+    from mimic.training.loop import check_finite
 
     module = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(3)])
     frozen = torch.nn.Linear(2, 2).requires_grad_(False)
@@ -380,7 +380,7 @@ def test_check_finite_names_the_step_and_the_first_three_bad_tensors():
 
 
 def test_log_csv_writes_every_column_in_order():
-    from mimic.training import log_csv
+    from mimic.training.loop import log_csv
 
     rows = [{"step": 0, "epoch": 0, "loss": 1.5, "ce_loss": 1.5, "lr": 0.01},
             {"step": 1, "epoch": 0, "loss": 0.25, "align_loss": 0.125, "ce_loss": 0.25, "kl_loss": 0.0, "lr": 0.005}]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mimic.params import (
+from mimic.pipeline.params import (
     ICL_REFERENCE,
     TRAINED_TYPES,
     UNTRAINED_TYPES,
@@ -327,7 +327,7 @@ def test_a_run_without_trained_methods_is_valid(params):
 
 
 def test_the_per_model_protocol_overrides_the_shared_settings():
-    from mimic.params import eval_settings, processor_settings, prompt_preset, teacher_shots, train_settings
+    from mimic.pipeline.params import eval_settings, processor_settings, prompt_preset, teacher_shots, train_settings
 
     params = load_params(REPO / "params.yaml")
     params["icd"]["shots"] = 32

@@ -4,8 +4,8 @@ import torch
 
 import mimic
 from mimic import MimicConfig
-from mimic.tiny import random_icl_batch, tiny_idefics2
-from mimic.training import objective
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
+from mimic.training.loop import objective
 
 
 def _pair():

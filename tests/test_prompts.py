@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mimic.batches import aligned_lengths, instruction_tokens, student_batch, teacher_batch
-from mimic.prompts import REFERENCE_FORMATS, PromptFormat, build_prompt, postprocess, preset_format
-from mimic.tiny_families import FAMILIES, tiny_family, tiny_task
+from mimic.data.batches import aligned_lengths, instruction_tokens, student_batch, teacher_batch
+from mimic.models.prompts import REFERENCE_FORMATS, PromptFormat, build_prompt, postprocess, preset_format
+from mimic.tiny.families import FAMILIES, tiny_family, tiny_task
 
 IMG = Image.new("RGB", (8, 8), "red")
 DEMOS = [(IMG, "What color is it?", "red"), (IMG, "What shape?", "square")]
@@ -103,7 +103,7 @@ def test_reference_stop_words_and_presets():
 
 
 def test_load_model_applies_the_preset_and_processor_settings(tmp_path):
-    from mimic.models import load_model
+    from mimic.models.loading import load_model
 
     lm = tiny_family("idefics2")
     lm.model.save_pretrained(tmp_path)

@@ -1,4 +1,4 @@
-"""mimic.record: what `mimic record` commits to dvc.lock, on a real two-stage DVC project."""
+"""mimic.pipeline.dvc: what `mimic record` commits to dvc.lock, on a real two-stage DVC project."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("dvc", reason="mimic record needs dvc (pip install dvc)")
 
-from mimic.record import record  # noqa: E402
+from mimic.pipeline.dvc import record  # noqa: E402
 
 DVC_YAML = textwrap.dedent(
     """

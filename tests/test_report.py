@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mimic.cli import main
-from mimic.params import load_params
+from mimic.pipeline.params import load_params
 from mimic.report import (
     SUMMARY_COLUMNS,
     ReportError,
@@ -272,7 +272,7 @@ def test_metrics_without_a_variant_are_refused(run_dir):
 
 
 def test_score_vs_shots_draws_random_and_rices_curves_and_each_trained_method(run_dir, monkeypatch):
-    from mimic import report as report_module
+    from mimic.report import plots as report_plots
 
     root, params_path = run_dir
     params = yaml.safe_load(params_path.read_text())
@@ -288,8 +288,8 @@ def test_score_vs_shots_draws_random_and_rices_curves_and_each_trained_method(ru
     assert {r.method: r.demos for r in report.results if r.task == TASKS[0]} == {
         "zero-shot": "random", "icl-1": "random", "icl-rices-1": "rices", "icl": "random", "mimic": "random"}
     figures = []
-    monkeypatch.setattr(report_module, "_save", lambda fig, path: figures.append(fig))
-    report_module.plot_score_vs_shots(report, root / "plot.png")
+    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig))
+    report_plots.plot_score_vs_shots(report, root / "plot.png")
     ax = figures[0].axes[0]
     lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
     assert lines[f"{MODEL} ICL (random)"] == ([0, 1, 8], [0.0, 50.0, 75.0])  # zero-shot, icl-1, icl
@@ -307,7 +307,8 @@ SEED_1 = {
 
 
 def test_two_seeds_give_mean_and_spread_and_gap_recovery_per_seed_then_averaged(tmp_path, monkeypatch):
-    from mimic import report as report_module
+    from mimic.report import plots as report_plots
+    from mimic.report import tables as report_tables
 
     params_path = write_params(tmp_path, seeds=(0, 1))
     for task in TASKS:
@@ -341,12 +342,12 @@ def test_two_seeds_give_mean_and_spread_and_gap_recovery_per_seed_then_averaged(
     # (not the gap of the means, 70 / 87.5 = 0.80)
     assert (f"| {MODEL} | {TASKS[0]} | mimic | 0.00 ± 0.00 | 87.50 ± 17.68 (8) | 70.00 ± 7.07 | 0.81 ± 0.08 | "
             "0.87 / 0.75 | 1.04x |") in md
-    gap = next(c for c in report_module.comparisons(report) if c["task"] == TASKS[0])["gap_recovery"]
+    gap = next(c for c in report_tables.comparisons(report) if c["task"] == TASKS[0])["gap_recovery"]
     assert gap.mean == pytest.approx((65 / 75 + 0.75) / 2) and gap.sd == pytest.approx((65 / 75 - 0.75) / 2**0.5)
 
     figures = []
-    monkeypatch.setattr(report_module, "_save", lambda fig, path: figures.append(fig))
-    report_module.plot_score_vs_shots(report, tmp_path / "plot.png")
+    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig))
+    report_plots.plot_score_vs_shots(report, tmp_path / "plot.png")
     ax = figures[0].axes[0]
     lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
     assert lines[f"{MODEL} ICL (random)"] == [0.0, 50.0, 87.5]  # the means over the seeds

@@ -1,4 +1,4 @@
-"""mimic.record.forget_resplit_outputs: Snakemake's records of outputs made under another
+"""mimic.pipeline.dvc.forget_resplit_outputs: Snakemake's records of outputs made under another
 teacher.jobs / eval.jobs are dropped (so the job is judged by mtime, by its settings file), the
 others kept. Records are written as Snakemake writes them (.snakemake/metadata/<urlsafe base64 of
 the output path>, JSON with the rule and its inputs); tests/test_slurm.py shows the effect on a real
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mimic.record import forget_resplit_outputs
+from mimic.pipeline.dvc import forget_resplit_outputs
 
 MANIFEST = "results/teacher/m/t/manifest.json"
 PREDICTIONS = "results/eval/m/t/icl/predictions.jsonl"

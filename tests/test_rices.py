@@ -8,7 +8,7 @@ import torch
 
 from mimic.data import rices
 from mimic.data import synthetic as syn
-from mimic.models import load_model
+from mimic.models.loading import load_model
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mini-idefics2"
 

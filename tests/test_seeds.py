@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from mimic import paths
 from mimic.cli import main
-from mimic.params import load_params, run_seeds, seeded
-from mimic.stages import result_settings, settings_file, stage_instances
+from mimic.pipeline import paths
+from mimic.pipeline.params import load_params, run_seeds, seeded
+from mimic.pipeline.stages import result_settings, settings_file, stage_instances
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "shapes-names-vqa"
@@ -119,7 +119,7 @@ def test_the_default_run_has_two_seeds():
 
 @pytest.mark.parametrize("seeds", [[], [0, 0], [-1]])
 def test_bad_run_seeds_are_refused(tmp_path, seeds):
-    from mimic.params import ParamsError
+    from mimic.pipeline.params import ParamsError
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["run"]["seeds"] = seeds

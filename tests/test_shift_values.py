@@ -15,7 +15,7 @@ from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb
 
 import mimic
 from mimic import MimicConfig, MimicShift
-from mimic.tiny import random_icl_batch, tiny_idefics2
+from mimic.tiny.models import random_icl_batch, tiny_idefics2
 
 
 def sigmoid(x: float) -> float:

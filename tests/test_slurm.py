@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -74,16 +73,6 @@ def _params(jobs: int) -> dict:
     return params
 
 
-def _project(root: Path, jobs: int) -> Path:
-    root.mkdir(parents=True)
-    for name in ("workflow", "dvc.yaml"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
-    shutil.copytree(REPO / "models" / MODEL, root / "models" / MODEL)
-    (root / "params.yaml").write_text(yaml.safe_dump(_params(jobs), sort_keys=False))
-    return root
-
-
 def local_profile(shipped: str) -> str:
     """The shipped Slurm profile with its site keys filled in for the local cluster (no accounts, one
     partition, no GPU) and sizes that fit this machine; status checks every few seconds."""
@@ -104,14 +93,14 @@ def _snakemake(root: Path, *args: str, timeout: int = 900) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def runs(slurm, tmp_path_factory):
+def runs(slurm, tmp_path_factory, pipeline_copy):
     base = tmp_path_factory.mktemp("slurm")
-    local = _project(base / "local", jobs=1)
+    local = pipeline_copy(base / "local", _params(jobs=1), MODEL)
     start = time.monotonic()
     done = _snakemake(local, "--cores", "2", "all")
     assert done.returncode == 0, done.stderr[-3000:]
     local_s = time.monotonic() - start
-    cluster = _project(base / "cluster", jobs=4)
+    cluster = pipeline_copy(base / "cluster", _params(jobs=4), MODEL)
     shipped = (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text()
     (cluster / "profile").mkdir()
     (cluster / "profile" / "config.yaml").write_text(local_profile(shipped))

@@ -20,7 +20,7 @@ import yaml
 
 from mimic.cli import main
 from mimic.commands.evaluate import part_queries
-from mimic.teacher import batch_plan, part_batches
+from mimic.training.teacher import batch_plan, part_batches
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "mini-idefics2"

@@ -1,4 +1,4 @@
-"""The settings files (mimic.stages): one per job, changing exactly when its results would change."""
+"""The settings files (mimic.pipeline.stages): one per job, changing exactly when its results would change."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mimic.params import ParamsError, load_params
-from mimic.stages import RESULT_NEUTRAL, changed_settings, stage_instances, write_settings
+from mimic.pipeline.params import ParamsError, load_params
+from mimic.pipeline.stages import RESULT_NEUTRAL, changed_settings, stage_instances, write_settings
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "models/mini-idefics2"

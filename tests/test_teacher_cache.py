@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import save_file
 
 from mimic.errors import IntegrityError, MimicError
-from mimic.teacher import PROGRESS_FILE, TeacherCache, _replace_dir, _start_work_dir, cache_settings, fingerprint
+from mimic.training.teacher import (
+    PROGRESS_FILE,
+    TeacherCache,
+    _replace_dir,
+    _start_work_dir,
+    cache_settings,
+    fingerprint,
+)
 
 # insertion order is not the sorted order anywhere: only sort_keys makes the JSON canonical
 ICD = {"shots": 2, "draws": 2, "train": {"q1": [["c", "a"], ["d", "b"]], "q0": [["e", "f"], ["g", "h"]]}}
@@ -236,7 +243,7 @@ CASES = {
 def test_a_work_dir_of_other_settings_is_cleared_saying_what_changed(tmp_path, caplog, case):
     progress, shards, changed = case
     work = work_dir_with(tmp_path, progress)
-    with caplog.at_level(logging.INFO, logger="mimic.teacher"):
+    with caplog.at_level(logging.INFO, logger="mimic.training.teacher"):
         assert _start_work_dir(work, MADE_BY, FP) == {}
     assert work.is_dir() and list(work.iterdir()) == []
     assert caplog.messages == [f"discarding {shards} shard(s) in {work} made under other settings ({changed})"]
@@ -244,7 +251,7 @@ def test_a_work_dir_of_other_settings_is_cleared_saying_what_changed(tmp_path, c
 
 def test_a_fresh_work_dir_is_made_with_its_parents_and_stray_files_cleared(tmp_path, caplog):
     work = tmp_path / "results" / "partial" / "teacher"
-    with caplog.at_level(logging.INFO, logger="mimic.teacher"):
+    with caplog.at_level(logging.INFO, logger="mimic.training.teacher"):
         assert _start_work_dir(work, MADE_BY, FP) == {}
     assert work.is_dir() and caplog.messages == []
     (tmp_path / "x").mkdir()

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import mimic
-from mimic.batches import student_batch, teacher_batch
+from mimic.data.batches import student_batch, teacher_batch
 from mimic.methods.live import LiveConfig
-from mimic.teacher import TeacherCache, extract
-from mimic.tiny_families import tiny_family, tiny_task
-from mimic.training import TeacherTargets, answer_kl, objective_terms, train
+from mimic.tiny.families import tiny_family, tiny_task
+from mimic.training.loop import TeacherTargets, answer_kl, objective_terms, train
+from mimic.training.teacher import TeacherCache, extract
 
 SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
 HP = {"epochs": 2, "lr": 1e-2, "warmup_ratio": 0.0, "weight_decay": 0.0, "batch_size": 2, "grad_accum": 1,
@@ -170,7 +170,7 @@ def test_only_the_labelled_span_and_the_answer_positions_get_logits(family):
 
 
 def test_teacher_targets_fetch_or_compute_only_what_the_terms_need(family, monkeypatch):
-    import mimic.training as training
+    import mimic.training.loop as training
 
     lm, data, icd, root = family
     cache = TeacherCache(root / "k5")
@@ -220,7 +220,7 @@ def test_train_accumulates_steps_logs_and_times_as_documented(family, monkeypatc
     row, gradient, learning rate, log line and summary figure, recomputed from what the loop was given."""
     import random
 
-    import mimic.training as training
+    import mimic.training.loop as training
 
     lm, data, icd, root = family
     cache = TeacherCache(root / "k5")

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import mimic
-from mimic.config import MimicConfig
-from mimic.recording import HiddenStateRecorder
-from mimic.teacher import TeacherCache, extract
-from mimic.training import alignment_loss, train
+from mimic.models.hidden_states import HiddenStateRecorder
+from mimic.shift.config import MimicConfig
+from mimic.training.loop import alignment_loss, train
+from mimic.training.teacher import TeacherCache, extract
 
 SETTINGS = {"dtype": "float32", "target": "mlp", "shard_size": 4, "batch_size": 3}
 HP = {"epochs": 2, "lr": 5e-3, "warmup_ratio": 0.1, "weight_decay": 1e-3, "batch_size": 4, "grad_accum": 1,
@@ -23,7 +23,7 @@ def test_cache_holds_the_icl_forward_states_and_resumes(mini_vqa, tmp_path):
     cache = TeacherCache(out)
     # One sample, recomputed alone (no padding): the cached states are its query-and-answer positions.
     qid = sorted(icd["train"])[1]
-    from mimic.batches import aligned_lengths, student_batch, teacher_batch
+    from mimic.data.batches import aligned_lengths, student_batch, teacher_batch
 
     t_in = teacher_batch(loaded, data, "train", [qid], [icd["train"][qid][1]])
     s_in, _, answer_lengths = student_batch(loaded, data, "train", [qid])
@@ -39,7 +39,7 @@ def test_cache_holds_the_icl_forward_states_and_resumes(mini_vqa, tmp_path):
 def test_resume_computes_only_the_unfinished_samples_and_reproduces_every_byte(mini_vqa, tmp_path, monkeypatch):
     """An extraction killed after its first shard resumes: only the other shards' samples are computed,
     the finished shard is kept as it was, and every file equals an uninterrupted extraction's."""
-    import mimic.teacher as teacher
+    import mimic.training.teacher as teacher
 
     loaded, data, icd = mini_vqa
     out, work = tmp_path / "teacher", tmp_path / "partial"

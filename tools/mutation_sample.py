@@ -37,7 +37,7 @@ def all_mutants() -> dict[str, list[str]]:
 
 
 def module_of(name: str) -> str:
-    """`mimic.training.x_train__mutmut_3` -> `mimic.training` (methods: `...xǁClassǁmethod__mutmut_3`)."""
+    """`mimic.training.loop.x_train__mutmut_3` -> `mimic.training.loop` (methods: `...xǁClassǁmethod__mutmut_3`)."""
     return name.partition("__mutmut_")[0].rsplit(".", 1)[0]
 
 

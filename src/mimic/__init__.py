@@ -10,18 +10,20 @@ transformers model through its attention interface; the other methods of the com
 from importlib import import_module
 
 _EXPORTS = {
-    "ModelAdapter": "mimic.adapters",
-    "adapter_for": "mimic.adapters",
-    "register_adapter": "mimic.adapters",
+    "ModelAdapter": "mimic.models.adapters",
+    "adapter_for": "mimic.models.adapters",
+    "register_adapter": "mimic.models.adapters",
     "attach": "mimic.methods",
     "count_parameters": "mimic.methods",
     "detach": "mimic.methods",
     "disabled": "mimic.methods",
-    "load": "mimic.methods",
+    "from_pretrained": "mimic.methods",
+    "push_to_hub": "mimic.methods",
     "read_config": "mimic.methods",
-    "save": "mimic.methods",
-    "MimicConfig": "mimic.config",
-    "HiddenStateRecorder": "mimic.recording",
+    "save_pretrained": "mimic.methods",
+    "train": "mimic.training.learn",
+    "MimicConfig": "mimic.shift.config",
+    "HiddenStateRecorder": "mimic.models.hidden_states",
     "MimicShift": "mimic.shift",
 }
 __all__ = sorted(_EXPORTS)

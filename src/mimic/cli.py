@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = one_line(exc)
         _close_progress_bars()
-        from mimic.logs import log_to_files
+        from mimic.io.logs import log_to_files
 
         log_to_files(f"error: {message}")
         print(f"mimic {name}: error: {message}", file=sys.stderr)

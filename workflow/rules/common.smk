@@ -1,11 +1,11 @@
-"""What the rules need to know about params.yaml; all of it comes from mimic.params and mimic.stages."""
+"""What the rules need to know about params.yaml; all of it comes from mimic.pipeline.params and mimic.pipeline.stages."""
 
 import re
 
-from mimic.paths import part_name
-from mimic.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, run_seeds, trained_methods
-from mimic.record import forget_replaced_outputs, forget_resplit_outputs
-from mimic.stages import settings_file, write_settings
+from mimic.pipeline.paths import part_name
+from mimic.pipeline.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, run_seeds, trained_methods
+from mimic.pipeline.dvc import forget_replaced_outputs, forget_resplit_outputs
+from mimic.pipeline.stages import settings_file, write_settings
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
 # (--config / --configfile overrides).
@@ -18,7 +18,7 @@ try:
 except ParamsError as err:
     sys.exit(str(err))
 # Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
-# alone, not by the input checksums Snakemake recorded for the ones it made (mimic.record).
+# alone, not by the input checksums Snakemake recorded for the ones it made (mimic.pipeline.dvc).
 forget_replaced_outputs()
 # Outputs made under another teacher.jobs / eval.jobs (by the other rule, or from another set of
 # parts) are judged by mtime alone too: how the work was split does not change the results.
@@ -60,7 +60,7 @@ def one_of(names):
 
 
 # Every run seed (run.seeds) is a replicate of the whole run: a seed-<s> level in data/ and results/
-# (mimic.paths); latency times the first seed only.
+# (mimic.pipeline.paths); latency times the first seed only.
 SEEDS = run_seeds(config)
 FIRST_SEED = SEEDS[0]
 
@@ -78,7 +78,7 @@ TRAINED_METHODS = one_of(trained_methods(config))
 
 
 def settings(stage):
-    """The job's settings file (mimic.stages): the params.yaml values its results depend on."""
+    """The job's settings file (mimic.pipeline.stages): the params.yaml values its results depend on."""
     return lambda w: str(settings_file(stage, **{k: v for k, v in w.items() if k in ("model", "task", "method", "seed")}))
 
 

@@ -18,9 +18,9 @@ def add_stage_arguments(parser, model: bool = False, task: bool = False, method:
 
 def load_checked(args) -> dict:
     """Validated params, with the names given on the command line checked against them; for a stage
-    of one task, the params of its run seed (``--seed``, default the first of run.seeds: mimic.params.seeded),
+    of one task, the params of its run seed (``--seed``, default the first of run.seeds: mimic.pipeline.params.seeded),
     and ``args.seed`` set to it."""
-    from mimic.params import ParamsError, load_params, run_seeds, seeded
+    from mimic.pipeline.params import ParamsError, load_params, run_seeds, seeded
 
     params = load_params(args.params)
     for key, section in (("model", "models"), ("task", "tasks"), ("method", "methods")):

@@ -8,6 +8,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mimic.demo import run_demo
+    from mimic.tiny.demo import run_demo
 
     return run_demo()

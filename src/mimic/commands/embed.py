@@ -15,12 +15,12 @@ def run(args) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from mimic import paths
-    from mimic.atomic import atomic_write
     from mimic.data import rices
     from mimic.data.schema import open_image, read_table
     from mimic.errors import MimicError
-    from mimic.logs import setup_logging
+    from mimic.io.atomic import atomic_write
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline import paths
 
     log = setup_logging(args.log, "mimic.embed")
     params = load_checked(args)

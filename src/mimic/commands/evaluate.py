@@ -19,9 +19,9 @@ def reference_predictions(args) -> list[dict] | None:
     """The ICL teacher's predictions every other method is compared to (None for the reference itself)."""
     import json
 
-    from mimic import paths
     from mimic.errors import IntegrityError, MimicError
-    from mimic.params import ICL_REFERENCE
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import ICL_REFERENCE
 
     if args.method == ICL_REFERENCE:
         return None
@@ -37,11 +37,11 @@ def reference_predictions(args) -> list[dict] | None:
 
 def check_checkpoint(args, params: dict) -> str | None:
     """A trained method's checkpoint was made under the current settings; its weights' sha256 (else None)."""
-    from mimic import paths
     from mimic.errors import IntegrityError
     from mimic.methods import read_config
-    from mimic.params import is_trained
-    from mimic.stages import differences, file_sha256, result_settings
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import is_trained
+    from mimic.pipeline.stages import differences, file_sha256, result_settings
 
     if not is_trained(params, args.method):
         return None
@@ -64,8 +64,7 @@ def part_queries(qids: list[str], batch_size: int, part: int, jobs: int) -> list
 
 
 def part_file(args, part: int, jobs: int):
-    from mimic import paths
-
+    from mimic.pipeline import paths
     folder = paths.eval_parts_dir(args.model, args.task, args.method, seed=args.seed)
     return folder / paths.part_name(part, jobs, "json")
 
@@ -73,14 +72,14 @@ def part_file(args, part: int, jobs: int):
 def run(args) -> int:
     import json
 
-    from mimic import paths
-    from mimic.atomic import atomic_write_text
     from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
-    from mimic.evaluation import peak_memory_mb, predict
-    from mimic.logs import setup_logging
-    from mimic.methods import count_parameters, load
-    from mimic.params import eval_settings, is_trained, method_shots, method_type
-    from mimic.stages import result_settings
+    from mimic.evaluation.predict import peak_memory_mb, predict
+    from mimic.io.atomic import atomic_write_text
+    from mimic.io.logs import setup_logging
+    from mimic.methods import count_parameters, from_pretrained
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import eval_settings, is_trained, method_shots, method_type
+    from mimic.pipeline.stages import result_settings
 
     log = setup_logging(args.log, "mimic.evaluate")
     params = load_checked(args)
@@ -92,7 +91,7 @@ def run(args) -> int:
     loaded = load_stage_model(params, args.model)
     counts = {"trainable": 0, "fitted": 0}
     if is_trained(params, args.method):
-        module = load(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed))
+        module = from_pretrained(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed))
         counts = count_parameters(module.config)
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
@@ -126,12 +125,12 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
     predictions.jsonl and metrics.json."""
     import json
 
-    from mimic import paths
-    from mimic.atomic import atomic_write_text
     from mimic.data.schema import write_json
-    from mimic.evaluation import agreement
+    from mimic.evaluation.predict import agreement
+    from mimic.io.atomic import atomic_write_text
     from mimic.metrics import HEADLINE, metric_variant, score
-    from mimic.params import eval_settings, method_shots, method_type
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import eval_settings, method_shots, method_type
 
     kind = params["tasks"][args.task]["kind"]
     mtype = method_type(params, args.method)
@@ -147,7 +146,7 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
         "score": metrics[headline], "metrics": metrics, "n_eval": len(rows),
         "latency_ms_per_query": round(sum(r["latency_ms"] for r in rows) / max(1, len(rows)), 3),
         "peak_memory_mb": run_info["peak_memory_mb"], "device": run_info["device"],
-        "batch_size": ev["batch_size"],  # result-neutral (mimic.stages): recorded, not a rerun trigger
+        "batch_size": ev["batch_size"],  # result-neutral (mimic.pipeline.stages): recorded, not a rerun trigger
         "trainable_params": run_info["trainable_params"], "fitted_params": run_info["fitted_params"],
         "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
         "skipped": json.loads(paths.task_meta(args.task, seed=args.seed).read_text()).get("skipped", {}),

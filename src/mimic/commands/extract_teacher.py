@@ -1,7 +1,7 @@
 """mimic extract-teacher: cache the frozen k-shot ICL teacher's hidden states for training.
 
 Resumable: finished shards wait in results/partial/teacher/<model>/<task>/ under the fingerprint
-of their settings (mimic.teacher); a rerun after an interruption computes only the missing ones.
+of their settings (mimic.training.teacher); a rerun after an interruption computes only the missing ones.
 With ``--part I/N`` it computes only part I of the work into results/parts/teacher/<model>/<task>/
 (one job of a split extraction, ``teacher.jobs`` in the pipeline); ``mimic merge-teacher`` joins the
 parts into the same cache, byte for byte.
@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 def teacher_job(args, params: dict):
     """What an extraction and a merge share: the task, its demonstrations, the cache's identity."""
     from mimic.commands.stage_inputs import load_task, teacher_provenance
-    from mimic.params import model_source, teacher_shots
+    from mimic.pipeline.params import model_source, teacher_shots
 
     data, icd = load_task(args.task, params, args.seed)
     provenance = teacher_provenance(params, args.model, args.task, args.seed)
@@ -33,10 +33,10 @@ def teacher_job(args, params: dict):
 def run(args) -> int:
     import json
 
-    from mimic import paths
     from mimic.commands.stage_inputs import load_stage_model
-    from mimic.logs import setup_logging
-    from mimic.teacher import extract, extract_part
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline import paths
+    from mimic.training.teacher import extract, extract_part
 
     log = setup_logging(args.log, "mimic.extract_teacher")
     params = load_checked(args)

@@ -10,15 +10,15 @@ def add_arguments(parser) -> None:
 
 
 def _shapes(model_name: str) -> dict:
-    from mimic.shapes import KNOWN_SHAPES
+    from mimic.models.shapes import KNOWN_SHAPES
 
     if model_name in KNOWN_SHAPES:
         return KNOWN_SHAPES[model_name]
     import torch
     from transformers import AutoConfig
 
-    from mimic.adapters import adapter_for
-    from mimic.models import model_class
+    from mimic.models.adapters import adapter_for
+    from mimic.models.loading import model_class
 
     config = AutoConfig.from_pretrained(model_name)
     with torch.device("meta"):
@@ -29,11 +29,10 @@ def _shapes(model_name: str) -> dict:
 def run(args) -> int:
     from dataclasses import fields
 
-    from mimic.api import count_parameters
-    from mimic.config import MimicConfig
     from mimic.methods import METHODS
     from mimic.methods import count_parameters as method_parameters
     from mimic.methods.mimic_lora import MimicLoraConfig
+    from mimic.shift import MimicConfig, count_shift_parameters
 
     shapes = _shapes(args.model)
     base = MimicConfig(
@@ -49,7 +48,7 @@ def run(args) -> int:
         ("  constant magnitude", replace(base, query_dependent=False)),
     ]
     for name, cfg in rows:
-        c = count_parameters(cfg)
+        c = count_shift_parameters(cfg)
         print(f"{name:22s} v={c['v']:>9,}  magnitude(w,b)={c['magnitude']:>9,}  total={c['total']:>9,}")
 
     def completed(config_class):

@@ -1,4 +1,4 @@
-"""mimic latency: time every method of the run side by side on one batch of a task (mimic.latency).
+"""mimic latency: time every method of the run side by side on one batch of a task (mimic.evaluation.latency).
 
 Writes ``results/latency/<model>/<task>.json``: per method the median ms per query over the
 rounds (min..max) and the median per-round ratio to zero-shot. These are the latencies the
@@ -18,17 +18,17 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from contextlib import contextmanager
 
-    from mimic import paths
     from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
     from mimic.data.schema import write_json
     from mimic.errors import MimicError
-    from mimic.inference import encode_prompts
-    from mimic.latency import Variant, side_by_side, summarize
-    from mimic.logs import setup_logging
-    from mimic.methods import detach, load
-    from mimic.params import eval_settings, is_trained, method_shots, method_type, run_methods
+    from mimic.evaluation.latency import Variant, side_by_side, summarize
+    from mimic.io.logs import setup_logging
+    from mimic.methods import detach, from_pretrained
+    from mimic.models.generation import encode_prompts
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import eval_settings, is_trained, method_shots, method_type, run_methods
 
-    log = setup_logging(args.log, "mimic.latency")
+    log = setup_logging(args.log, "mimic.evaluation.latency")
     params = load_checked(args)
     settings = params["latency"]
     methods = run_methods(params)
@@ -47,7 +47,7 @@ def run(args) -> int:
     def installed(path):
         @contextmanager
         def context():
-            load(loaded.model, path, verify=False)
+            from_pretrained(loaded.model, path, verify=False)
             try:
                 yield
             finally:

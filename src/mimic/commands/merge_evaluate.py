@@ -26,9 +26,9 @@ def run(args) -> int:
     )
     from mimic.commands.stage_inputs import load_task, read_stage_json
     from mimic.errors import IntegrityError
-    from mimic.logs import setup_logging
-    from mimic.params import eval_settings
-    from mimic.stages import differences, result_settings
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline.params import eval_settings
+    from mimic.pipeline.stages import differences, result_settings
 
     log = setup_logging(args.log, "mimic.merge_evaluate")
     params = load_checked(args)

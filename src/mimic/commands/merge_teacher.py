@@ -17,10 +17,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import json
 
-    from mimic import paths
     from mimic.commands.extract_teacher import teacher_job
-    from mimic.logs import setup_logging
-    from mimic.teacher import merge_parts
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline import paths
+    from mimic.training.teacher import merge_parts
 
     log = setup_logging(args.log, "mimic.merge_teacher")
     params = load_checked(args)

@@ -10,9 +10,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mimic import paths
     from mimic.data.loaders import prepare_task
-    from mimic.logs import setup_logging
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline import paths
 
     log = setup_logging(args.log, "mimic.prepare")
     params = load_checked(args)

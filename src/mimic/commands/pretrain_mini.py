@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    from mimic.mini.pretrain import DEFAULTS
+    from mimic.tiny.mini.pretrain import DEFAULTS
 
     parser.add_argument("--out", default="models/mini-idefics2", help="output model directory")
     parser.add_argument("--from-record", default=None, help="take the settings from a pretrain.json")
@@ -23,8 +23,8 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from mimic.logs import setup_logging
-    from mimic.mini.pretrain import DEFAULTS, WEIGHTS, pretrain
+    from mimic.io.logs import setup_logging
+    from mimic.tiny.mini.pretrain import DEFAULTS, WEIGHTS, pretrain
 
     log = setup_logging(args.log, "mimic.pretrain")
     settings = json.loads(Path(args.from_record).read_text())["settings"] if args.from_record else {}

@@ -16,11 +16,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mimic.logs import setup_logging
-    from mimic.params import load_params
-    from mimic.record import record
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline.dvc import record
+    from mimic.pipeline.params import load_params
 
-    log = setup_logging(args.log, "mimic.record")
+    log = setup_logging(args.log, "mimic.pipeline.dvc")
     params = load_params(args.params)
     result = record(".", params)
     if result is None:

@@ -17,8 +17,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mimic.errors import MimicError
-    from mimic.logs import setup_logging
-    from mimic.params import load_params
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline.params import load_params
     from mimic.report import ReportError, build_report, write_report
 
     log = setup_logging(args.log, "mimic.report")

@@ -14,8 +14,8 @@ def read_embeddings(task: str, tables: dict, seed: int) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from mimic import paths
     from mimic.errors import IntegrityError, MimicError
+    from mimic.pipeline import paths
 
     path = paths.embeddings_file(task, seed=seed)
     if not path.is_file():
@@ -32,10 +32,10 @@ def read_embeddings(task: str, tables: dict, seed: int) -> dict:
 
 
 def run(args) -> int:
-    from mimic import paths
     from mimic.data.icd import sample_icds
     from mimic.data.schema import read_table, write_json
-    from mimic.logs import setup_logging
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline import paths
 
     log = setup_logging(args.log, "mimic.sample_icd")
     params = load_checked(args)

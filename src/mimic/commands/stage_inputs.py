@@ -18,10 +18,10 @@ def read_stage_json(path, fix: str):
 
 
 def load_task(task: str, params: dict, seed: int):
-    from mimic import paths
-    from mimic.batches import TaskData
+    from mimic.data.batches import TaskData
     from mimic.data.schema import SPLITS, read_table
     from mimic.errors import MimicError
+    from mimic.pipeline import paths
 
     tables = {s: read_table(paths.split_table(task, s, seed=seed)) for s in SPLITS}
     icd_path = paths.icd_file(task, seed=seed)
@@ -35,9 +35,9 @@ def load_task(task: str, params: dict, seed: int):
 def eval_demonstrations(params: dict, icd: dict, task: str, method: str, seed: int) -> dict:
     """query id -> the support ids a method's evaluation prompts show: the RICES lists (``eval_rices``)
     for an icl method with ``demos: rices``, else the sampler's (``eval``)."""
-    from mimic import paths
     from mimic.errors import MimicError
-    from mimic.params import method_demos
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import method_demos
 
     if method_demos(params, method) != "rices":
         return icd["eval"]
@@ -49,8 +49,8 @@ def eval_demonstrations(params: dict, icd: dict, task: str, method: str, seed: i
 
 def teacher_provenance(params: dict, model: str, task: str, seed: int) -> dict:
     """The identity of what a teacher cache is computed from: the model and the task's files."""
-    from mimic import paths
-    from mimic.stages import file_sha256, model_identity
+    from mimic.pipeline import paths
+    from mimic.pipeline.stages import file_sha256, model_identity
 
     files = {"train": paths.split_table(task, "train", seed=seed),
              "support": paths.split_table(task, "support", seed=seed), "icd": paths.icd_file(task, seed=seed)}
@@ -60,8 +60,8 @@ def teacher_provenance(params: dict, model: str, task: str, seed: int) -> dict:
 def load_stage_model(params: dict, model: str):
     import torch
 
-    from mimic.models import load_model
-    from mimic.params import model_source, processor_settings, prompt_preset
+    from mimic.models.loading import load_model
+    from mimic.pipeline.params import model_source, processor_settings, prompt_preset
 
     entry = params["models"][model]
     if entry.get("threads"):

@@ -3,9 +3,9 @@ Task / Function Vector -- on the training queries, against the ICL teacher where
 
 The teacher cache, where the method reads it, is checked first (its settings against params.yaml,
 each shard's sha256 on use). Training stops at the first non-finite loss, gradient or weight
-(mimic.training), and the checkpoint directory is replaced only once a finite checkpoint is
+(mimic.training.loop), and the checkpoint directory is replaced only once a finite checkpoint is
 complete: a failing or interrupted run leaves the previous checkpoint as it was. The checkpoint
-records the settings that made it (mimic.stages) and its weights' sha256, which `mimic evaluate`
+records the settings that made it (mimic.pipeline.stages) and its weights' sha256, which `mimic evaluate`
 verifies.
 """
 
@@ -21,10 +21,10 @@ def add_arguments(parser) -> None:
 def open_teacher_cache(params: dict, model: str, task: str, icd: dict, needs: set[str], seed: int):
     """The teacher cache, checked against params.yaml, when the method's loss needs the teacher and
     the teacher is cached; else None."""
-    from mimic import paths
     from mimic.commands.stage_inputs import teacher_provenance
-    from mimic.params import model_source, teacher_shots
-    from mimic.teacher import TeacherCache, cache_settings
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import model_source, teacher_shots
+    from mimic.training.teacher import TeacherCache, cache_settings
 
     teacher = params["teacher"]
     if not needs or teacher["mode"] != "cached":
@@ -45,13 +45,13 @@ def run(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from mimic import paths
     from mimic.commands.stage_inputs import load_stage_model, load_task
-    from mimic.logs import setup_logging
-    from mimic.methods import config_from_entry, detach, save
-    from mimic.params import ParamsError, is_trained, method_hp, teacher_shots
-    from mimic.stages import result_settings
-    from mimic.training import DEFAULT_LOGITS_TOPK, log_csv, teacher_needs, train
+    from mimic.io.logs import setup_logging
+    from mimic.methods import config_from_entry, detach, save_pretrained
+    from mimic.pipeline import paths
+    from mimic.pipeline.params import ParamsError, is_trained, method_hp, teacher_shots
+    from mimic.pipeline.stages import result_settings
+    from mimic.training.loop import DEFAULT_LOGITS_TOPK, log_csv, teacher_needs, train
 
     log = setup_logging(args.log, "mimic.train")
     params = load_checked(args)
@@ -79,7 +79,8 @@ def run(args) -> int:
         # the checkpoint holds nothing of this run (no times): the same training gives the same bytes,
         # so retraining that changes nothing reruns nothing downstream; the times go to train_summary.json
         timing = ("seconds", "teacher_seconds")
-        save(module, tmp, metadata={**{k: v for k, v in meta.items() if k not in timing}, "settings": settings})
+        kept = {k: v for k, v in meta.items() if k not in timing}
+        save_pretrained(module, tmp, card=False, metadata={**kept, "settings": settings})
         (tmp / "train_log.csv").write_text(log_csv(rows))
         (tmp / "train_summary.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         detach(loaded.model)

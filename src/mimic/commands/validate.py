@@ -3,7 +3,7 @@
 The first stage of the pipeline (dvc.yaml's ``validate``; the Snakefile does the same when it is
 read): schema, cross-references, finite numbers, the shots against the demonstration pools and
 the local model directories, all before any other stage starts or removes an output. Then
-``results/settings/<stage>/...json`` (mimic.stages) is rewritten where its content changed, so
+``results/settings/<stage>/...json`` (mimic.pipeline.stages) is rewritten where its content changed, so
 only the stages whose settings changed rerun. Does not import torch: fails within a second.
 """
 
@@ -17,9 +17,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mimic.logs import setup_logging
-    from mimic.params import load_params
-    from mimic.stages import write_settings
+    from mimic.io.logs import setup_logging
+    from mimic.pipeline.params import load_params
+    from mimic.pipeline.stages import write_settings
 
     log = setup_logging(args.log, "mimic.validate")
     params = load_params(args.params)

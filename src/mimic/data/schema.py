@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from mimic.atomic import atomic_write_bytes, atomic_write_text
+from mimic.io.atomic import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "support", "eval")
 KINDS = ("vqa", "caption")

@@ -13,41 +13,29 @@ type                 what it learns or fits                                     
 ``mimic-lora``       MimIC and LoRA together                                     both
 ===================  ==========================================================  ==================
 
-``attach`` / ``detach`` / ``disabled`` / ``save`` / ``load`` / ``count_parameters`` work for all
-of them (:mod:`mimic.methods.base`); the one training loop is :func:`mimic.training.train`.
+``attach`` / ``detach`` / ``disabled`` / ``count_parameters`` (:mod:`mimic.methods.base`) and
+``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` (:mod:`mimic.methods.pretrained`) work for
+all of them; the one training loop is :func:`mimic.training.loop.train`.
+
+Importing this package is light (``mimic.methods.catalog`` needs no torch); the names below load
+:mod:`mimic.methods.base`, which registers every method of the catalog, on first use.
 """
 
-from mimic.methods import function_vector, hificl, i2cl, live, lora, mimic, mimic_lora, task_vector  # noqa: F401
-from mimic.methods.base import (
-    METHODS,
-    Method,
-    attach,
-    attached,
-    config_from_entry,
-    count_parameters,
-    detach,
-    disabled,
-    load,
-    method_for_type,
-    method_of,
-    read_config,
-    register,
-    save,
-)
+from importlib import import_module
 
-__all__ = [
-    "METHODS",
-    "Method",
-    "attach",
-    "attached",
-    "config_from_entry",
-    "count_parameters",
-    "detach",
-    "disabled",
-    "load",
-    "method_for_type",
-    "method_of",
-    "read_config",
-    "register",
-    "save",
-]
+_BASE = ("METHODS", "Method", "attach", "attached", "config_from_entry", "count_parameters", "detach", "disabled",
+         "method_for_type", "method_of", "register")
+_PRETRAINED = ("from_pretrained", "push_to_hub", "read_config", "save_pretrained")
+__all__ = sorted(_BASE + _PRETRAINED)
+
+
+def __getattr__(name: str):
+    if name in _BASE:
+        return getattr(import_module("mimic.methods.base"), name)
+    if name in _PRETRAINED:
+        return getattr(import_module("mimic.methods.pretrained"), name)
+    raise AttributeError(f"module 'mimic.methods' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

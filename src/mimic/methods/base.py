@@ -3,14 +3,14 @@
 In the spirit of peft's tuners, each module of :mod:`mimic.methods` holds one method: a config
 dataclass (the ``type:`` of a ``methods:`` entry in params.yaml, and the JSON next to the
 weights) and a :class:`Method` that says how it enters a model (the attention interface of
-:mod:`mimic.attention`, or forward hooks), what its tensors are, how many of them are trained
+:mod:`mimic.shift.attention`, or forward hooks), what its tensors are, how many of them are trained
 or fitted, and what its training needs. Everything else is shared and lives here:
 
 - :func:`attach` freezes the base model, installs the method and records how to undo it;
   :func:`detach` undoes it, after which the model computes exactly what it computed before;
   :func:`disabled` switches every installed piece off for a while (the online ICL teacher);
-- :func:`save` writes a checkpoint directory: the method's tensors as ``mimic.safetensors``
-  and its config as ``mimic_config.json`` with its ``type``; :func:`load` dispatches on it.
+- checkpoints (``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``) are in
+  :mod:`mimic.methods.pretrained`.
 
 Adding a method is one module with its config and a :class:`Method` subclass, registered with
 :func:`register`, plus its ``type:`` in params.yaml (see README, "Methods").
@@ -18,41 +18,19 @@ Adding a method is one module with its config and a :class:`Method` subclass, re
 
 from __future__ import annotations
 
-import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+from importlib import import_module
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from mimic.checkpoint_files import CONFIG_FILE, how_to_fix, read_doc, read_weights, write_checkpoint
-from mimic.errors import IntegrityError
+from mimic.methods.catalog import CATALOG, MethodInfo
 
 SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
-SHAPE_FIELDS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "hidden_size")
-
-
-class ConfigMixin:
-    """``to_dict`` / ``to_json`` / ``from_dict`` for a method's config dataclass (unknown keys refused)."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass
@@ -97,17 +75,28 @@ def output_hook(module: nn.Module, edit: Callable[[torch.Tensor], torch.Tensor],
 class Method(ABC):
     """One way to make a model answer as if it had seen demonstrations.
 
-    type: the ``type:`` of its params.yaml entries (and of its checkpoints).
-    config_class: its config dataclass; ``section``: the params.yaml key that holds it.
-    fitted: computed by :meth:`fit` from forward passes (Task / Function Vector) rather than trained.
-    uses_demonstrations: it learns from the ICL demonstrations (else only from the answers).
+    type: the ``type:`` of its params.yaml entries (and of its checkpoints); its facts (fitted,
+    uses demonstrations, the params.yaml section of its config, ...) are its line of
+    :data:`mimic.methods.catalog.CATALOG`.
+    config_class: its config dataclass.
     """
 
     type: ClassVar[str]
     config_class: ClassVar[type]
-    section: ClassVar[str] = "config"
-    fitted: ClassVar[bool] = False
-    uses_demonstrations: ClassVar[bool] = True
+
+    @property
+    def info(self) -> MethodInfo:
+        return CATALOG[self.type]
+
+    @property
+    def fitted(self) -> bool:
+        """Computed by :meth:`fit` from forward passes (Task / Function Vector) rather than trained."""
+        return self.info.fitted
+
+    @property
+    def section(self) -> str:
+        """The key of a params.yaml ``methods:`` entry that holds its config."""
+        return self.info.section
 
     def config_from_entry(self, entry: dict):
         """The config of a params.yaml ``methods:`` entry."""
@@ -139,6 +128,11 @@ _BY_CONFIG: dict[type, Method] = {}
 
 
 def register(method: Method) -> Method:
+    """Add ``method`` to the registry; its type must be in the catalog, listed with the registering module."""
+    info = CATALOG.get(method.type)
+    if info is None or f"mimic.methods.{info.module}" != type(method).__module__:
+        raise ValueError(f"method type {method.type!r} ({type(method).__module__}) is not in "
+                         "mimic.methods.catalog.CATALOG with that module: add its line there")
     METHODS[method.type] = method
     _BY_CONFIG[method.config_class] = method
     return method
@@ -206,13 +200,12 @@ def attach(model: nn.Module, config=None, shift: nn.Module | None = None, freeze
     The base model is frozen (``freeze_base``); the returned module's parameters are what is
     trained. ``shift`` hands in the method's module instead of building a fresh one.
     """
-    from mimic import api
-    from mimic.config import MimicConfig
+    from mimic.shift.config import MimicConfig
 
     config = MimicConfig() if config is None else config
-    if attached(model) is not None or api.attachment(model) is not None:
-        current = attached(model).method.type if attached(model) is not None else "mimic"
-        raise RuntimeError(f"a method ({current}) is already attached to this model; call mimic.detach(model) first")
+    if attached(model) is not None:
+        raise RuntimeError(f"a method ({attached(model).method.type}) is already attached to this model; "
+                           "call mimic.detach(model) first")
     method = method_of(config)
     config = method.complete(config, model)
     grads = [(p, p.requires_grad) for p in model.parameters()]
@@ -234,9 +227,7 @@ def detach(model: nn.Module) -> nn.Module | None:
     """Undo :func:`attach`: the model computes exactly what it computed before. Returns the module."""
     att = model.__dict__.pop(SLOT, None)
     if att is None:
-        from mimic import api
-
-        return api.detach(model)  # attached through mimic.api directly
+        return None
     for undo in reversed(att.installed.undo):
         undo()
     for p, flag in att.requires_grad:
@@ -248,79 +239,23 @@ def detach(model: nn.Module) -> nn.Module | None:
 def disabled(model: nn.Module):
     """Run the model without the attached method (e.g. the online ICL teacher), then switch it back on."""
     att = attached(model)
-    if att is None:
-        from mimic import api
-
-        with api.disabled(model):
-            yield model
-        return
     with ExitStack() as stack:
-        for switch in att.installed.switches:
+        for switch in att.installed.switches if att is not None else ():
             stack.enter_context(switch())
         yield model
 
 
-# -- checkpoints -------------------------------------------------------------------------------
+
+def config_parts(config) -> list:
+    """``config`` and, for a composite method (MimIC + LoRA), the configs of its parts."""
+    return [config] + [getattr(config, f.name) for f in fields(config) if type(getattr(config, f.name)) in _BY_CONFIG]
 
 
-def checkpoint_doc(config, metadata: dict | None = None) -> dict:
-    """The JSON next to the weights: the method's ``type``, its config, and ``extra`` metadata."""
-    doc = {"type": method_of(config).type, **json.loads(config.to_json())}
-    doc["extra"] = {**(doc.get("extra") or {}), **(metadata or {})}
-    return doc
+def _register_every_method() -> None:
+    """Import every method module of the catalog (each registers itself): the registry is always whole."""
+    for info in CATALOG.values():
+        if info.module is not None:
+            import_module(f"mimic.methods.{info.module}")
 
 
-def save(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write ``mimic.safetensors`` (the module's tensors) and ``mimic_config.json`` into ``path``, atomically.
-
-    Refuses non-finite tensors; the config records the weights' sha256, which :func:`load` verifies.
-    """
-    return write_checkpoint(Path(path), module.state_dict(), checkpoint_doc(module.config, metadata))
-
-
-def read_config(path: str | os.PathLike):
-    """The config saved in a checkpoint directory (any method; one without ``type`` is MimIC)."""
-    path = Path(path)
-    doc = read_doc(path)
-    kind = doc.pop("type", "mimic")
-    if kind not in METHODS:
-        raise ValueError(f"{path / CONFIG_FILE}: unknown method type {kind!r}; known: {', '.join(sorted(METHODS))}")
-    try:
-        return METHODS[kind].config_class.from_dict(doc)
-    except (ValueError, TypeError) as exc:
-        raise IntegrityError(f"{path / CONFIG_FILE}: not a {kind} config ({' '.join(str(exc).split())}); "
-                             f"{how_to_fix(path / CONFIG_FILE)}") from None
-
-
-def check_fits(config, model: nn.Module, path) -> None:
-    """Refuse, in one line, a checkpoint whose shapes differ from the model's."""
-    from mimic.adapters import adapter_for
-
-    have = adapter_for(model).shapes(model)
-    parts = [config] + [getattr(config, f.name) for f in fields(config) if type(getattr(config, f.name)) in _BY_CONFIG]
-    mismatch = {}
-    for part in parts:
-        for key in SHAPE_FIELDS:
-            want = getattr(part, key, None)
-            if want is not None and want != have[key]:
-                mismatch[key] = (want, have[key])
-    if mismatch:
-        detail = ", ".join(f"{k} {a} in the checkpoint vs {b} in the model" for k, (a, b) in mismatch.items())
-        base = next((getattr(p, "base_model", None) for p in parts if getattr(p, "base_model", None)), None)
-        base = base or "another model"
-        raise ValueError(f"{path} was trained for {base} and does not fit: {detail}")
-
-
-def load(model: nn.Module, path: str | os.PathLike, freeze_base: bool = True, verify: bool = True) -> nn.Module:
-    """Attach the checkpoint at ``path`` (any method) to ``model``; fails clearly if the shapes differ."""
-    config = read_config(path)
-    check_fits(config, model, path)
-    tensors = read_weights(Path(path), (getattr(config, "extra", None) or {}).get("weights_sha256"))
-    module = attach(model, config, freeze_base=freeze_base, verify=verify)
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != got:
-        detach(model)
-        raise ValueError(f"{path}: tensors {got} do not match the config's shapes {expected}")
-    module.load_state_dict(tensors)
-    return module
+_register_every_method()

@@ -19,20 +19,20 @@ Fitted numbers: ``hidden`` (one vector; the heads are in the config); trained: 0
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Method, register
-from mimic.methods.live import layer_shapes
+from mimic.methods.base import Method, register
 from mimic.methods.vectors import LayerVector, choose_layer, chunks, icl_inputs, install_layer_vector, split_dev
+from mimic.models.adapters import ModelShapes, complete_for
 
 FIT_DEFAULTS = {"batch_size": 16, "dev_fraction": 0.25, "seed": 0}
 
 
 @dataclass
-class FunctionVectorConfig(ConfigMixin):
+class FunctionVectorConfig(ModelShapes):
     """top_heads: heads summed; cie_prompts: corrupted prompts that rank the heads (None: every fit query);
     layer: where the vector is added (None: chosen by the fit among ``layers``, the candidates; None: all)."""
 
@@ -41,13 +41,6 @@ class FunctionVectorConfig(ConfigMixin):
     layer: int | None = None
     layers: list[int] | None = None
     heads: list[list[int]] | None = None  # the chosen (layer, head) pairs, set by the fit
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    head_dim: int | None = None
-    hidden_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class _HeadMeans(nn.Module):
@@ -85,7 +78,7 @@ class _HeadPatch(nn.Module):
 
 def first_answer_tokens(loaded, data, qids: list[str]) -> torch.Tensor:
     """The first token of each query's teacher-forced answer, as it follows the prompt."""
-    from mimic.batches import student_batch
+    from mimic.data.batches import student_batch
 
     inputs, _, answer_lengths = student_batch(loaded, data, "train", qids)
     n = inputs["input_ids"].shape[1]
@@ -95,16 +88,13 @@ def first_answer_tokens(loaded, data, qids: list[str]) -> torch.Tensor:
 class FunctionVector(Method):
     type = "function-vector"
     config_class = FunctionVectorConfig
-    fitted = True
 
     def complete(self, config: FunctionVectorConfig, model) -> FunctionVectorConfig:
-        s = layer_shapes(model, config.layers, "FunctionVectorConfig")
-        if config.layer is not None and not 0 <= config.layer < s["num_layers"]:
+        config = complete_for(config, model)
+        if config.layer is not None and not 0 <= config.layer < config.num_layers:
             raise ValueError(f"FunctionVectorConfig.layer {config.layer} out of range: the model has "
-                             f"{s['num_layers']} decoder layers")
-        return replace(config, layers=s["layers"], base_model=config.base_model or s["base_model"],
-                       model_type=model.config.model_type, num_layers=s["num_layers"], num_heads=s["num_heads"],
-                       head_dim=s["head_dim"], hidden_size=s["hidden_size"])
+                             f"{config.num_layers} decoder layers")
+        return config
 
     def install(self, model, config: FunctionVectorConfig, module, verify: bool):
         if config.layer is None:
@@ -145,16 +135,12 @@ class FunctionVector(Method):
 @torch.no_grad()
 def mean_head_outputs(loaded, data, icd, qids, config: FunctionVectorConfig, batch_size: int) -> torch.Tensor:
     """``a[l, h]``: each head's output at the last token, averaged over the ICL prompts of ``qids``, [L, H, d]."""
-    from mimic import api
-    from mimic.config import MimicConfig
+    from mimic.shift.install import installed
 
     capture = _HeadMeans(config.num_layers, config.num_heads, config.head_dim)
-    api.attach(loaded.model, MimicConfig(), shift=capture, freeze_base=False, verify=False)
-    try:
+    with installed(loaded.model, capture, verify=False):
         for chunk in chunks(qids, batch_size):
             loaded.model(**icl_inputs(loaded, data, chunk, icd))
-    finally:
-        api.detach(loaded.model)
     return (capture.sums / len(qids)).float()
 
 
@@ -162,15 +148,13 @@ def mean_head_outputs(loaded, data, icd, qids, config: FunctionVectorConfig, bat
 def causal_effects(loaded, data, icd, qids, means: torch.Tensor, hp: dict) -> torch.Tensor:
     """Mean rise of the first answer token's probability on corrupted ICL prompts when one head's
     output at the last token is set to its mean, [L, H]."""
-    from mimic import api
-    from mimic.config import MimicConfig
+    from mimic.shift.install import installed
 
     layers, heads = means.shape[:2]
     effects = torch.zeros(layers, heads, dtype=torch.float64)
     patch = _HeadPatch(means)
     rng = random.Random(hp["seed"])
-    api.attach(loaded.model, MimicConfig(), shift=patch, freeze_base=False, verify=False)
-    try:
+    with installed(loaded.model, patch, verify=False):
         for chunk in chunks(qids, hp["batch_size"]):
             inputs = icl_inputs(loaded, data, chunk, icd, corrupt=rng)
             target = first_answer_tokens(loaded, data, chunk).to(loaded.device)
@@ -182,8 +166,6 @@ def causal_effects(loaded, data, icd, qids, means: torch.Tensor, hp: dict) -> to
                     patch.head = (layer, head)
                     effects[layer, head] += (_answer_probability(loaded, inputs, target) - base).sum()
             patch.head = None
-    finally:
-        api.detach(loaded.model)
     return effects / len(qids)
 
 
@@ -196,7 +178,7 @@ def _answer_probability(loaded, inputs: dict, target: torch.Tensor) -> torch.Ten
 @torch.no_grad()
 def head_vector(model, means: torch.Tensor, heads: list[list[int]]) -> torch.Tensor:
     """Sum over ``heads`` of each head's mean output through its layer's ``o_proj`` (its slice of the weight)."""
-    from mimic.adapters import adapter_for
+    from mimic.models.adapters import adapter_for
 
     adapter = adapter_for(model)
     d = means.shape[-1]

@@ -19,21 +19,20 @@ Parameters: ``L*H*2*r*(n + d)`` (2,228,224 for 32 layers x 32 heads, d 128, n 8,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mimic import api
-from mimic.config import MimicConfig
-from mimic.methods.base import ConfigMixin, Installed, Method, register
-from mimic.methods.live import layer_shapes
+from mimic.methods.base import Installed, Method, register
+from mimic.models.adapters import ModelShapes, complete_for
+from mimic.shift import install as shift_install
 
 MIXES = ("exact", "additive")
 
 
 @dataclass
-class HificlConfig(ConfigMixin):
+class HificlConfig(ModelShapes):
     """n_virtual: virtual tokens per head; rank: of both factorisations; mix: exact | additive."""
 
     layers: list[int] | None = None
@@ -42,12 +41,6 @@ class HificlConfig(ConfigMixin):
     mix: str = "exact"
     a_init_std: float = 1.0
     bk_init_std: float = 0.01
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    head_dim: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
@@ -88,20 +81,16 @@ class HificlShift(nn.Module):
 class Hificl(Method):
     type = "hificl"
     config_class = HificlConfig
-    uses_demonstrations = False
 
     def complete(self, config: HificlConfig, model) -> HificlConfig:
-        api.check_supported(model)  # HiFICL rests on the same split of softmax attention as MimIC
-        shapes = layer_shapes(model, config.layers, "HificlConfig")
-        return replace(config, layers=shapes["layers"], base_model=config.base_model or shapes["base_model"],
-                       model_type=model.config.model_type, num_layers=shapes["num_layers"],
-                       num_heads=shapes["num_heads"], head_dim=shapes["head_dim"])
+        shift_install.check_supported(model)  # HiFICL rests on the same split of softmax attention as MimIC
+        return complete_for(config, model)
 
     def install(self, model, config: HificlConfig, module, verify: bool):
         shift = module if module is not None else HificlShift(config).to(next(model.parameters()).device)
-        placement = MimicConfig(layers=config.layers, insert="attn", base_model=config.base_model)
-        api.attach(model, placement, shift=shift, freeze_base=False, verify=verify)
-        return shift, Installed(undo=[lambda: api.detach(model)], switches=[lambda: api.disabled(model)])
+        shift_install.install(model, shift, config.layers, "attn", verify)
+        return shift, Installed(undo=[lambda: shift_install.uninstall(model)],
+                                switches=[lambda: shift_install.switched_off(model)])
 
     def counts(self, config: HificlConfig) -> dict[str, int]:
         n = len(config.layers) if config.layers is not None else config.num_layers

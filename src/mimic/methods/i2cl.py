@@ -21,19 +21,19 @@ Parameters: trained ``4 L`` (two coefficients for each of the two modules per la
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Installed, Method, Switch, disabled, output_hook, register
-from mimic.methods.live import layer_shapes
+from mimic.methods.base import Installed, Method, Switch, disabled, output_hook, register
+from mimic.models.adapters import ModelShapes, complete_for
 
 MODULES = ("attn", "mlp")
 
 
 @dataclass
-class I2clConfig(ConfigMixin):
+class I2clConfig(ModelShapes):
     """n_demos: demonstrations condensed (None: the teacher's k); lambda_init / beta_init: the coefficients."""
 
     layers: list[int] | None = None
@@ -41,11 +41,6 @@ class I2clConfig(ConfigMixin):
     lambda_init: float = 0.1
     beta_init: float = 1.0
     noise_scale: float = 0.001
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    hidden_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class I2clShift(nn.Module):
@@ -74,12 +69,10 @@ class I2cl(Method):
     config_class = I2clConfig
 
     def complete(self, config: I2clConfig, model) -> I2clConfig:
-        s = layer_shapes(model, config.layers, "I2clConfig")
-        return replace(config, layers=s["layers"], base_model=config.base_model or s["base_model"],
-                       model_type=model.config.model_type, num_layers=s["num_layers"], hidden_size=s["hidden_size"])
+        return complete_for(config, model)
 
     def install(self, model, config: I2clConfig, module, verify: bool):
-        from mimic.adapters import adapter_for
+        from mimic.models.adapters import adapter_for
 
         shift = module if module is not None else I2clShift(config).to(next(model.parameters()).device)
         adapter, installed, switch = adapter_for(model), Installed(), Switch()
@@ -115,8 +108,8 @@ def demonstrations(icd: dict, n: int | None) -> list[str]:
 def context_vectors(loaded, data, demo_ids: list[str], layers: list[int]) -> torch.Tensor:
     """[L, 2, hidden]: the mean over the demonstrations (each alone) of the attention and MLP outputs at their
     last token."""
-    from mimic.inference import encode_prompts
-    from mimic.recording import HiddenStateRecorder
+    from mimic.models.generation import encode_prompts
+    from mimic.models.hidden_states import HiddenStateRecorder
 
     total = None
     with disabled(loaded.model), HiddenStateRecorder(loaded.model, "attn", layers) as attn, \

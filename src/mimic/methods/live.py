@@ -14,26 +14,22 @@ Parameters: ``L*hidden + L`` (131,104 on a 32-layer, 4096-wide text stack).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Installed, Method, Switch, output_hook, register
+from mimic.methods.base import Installed, Method, Switch, output_hook, register
+from mimic.models.adapters import ModelShapes, complete_for
 
 
 @dataclass
-class LiveConfig(ConfigMixin):
+class LiveConfig(ModelShapes):
     """layers: decoder layers whose MLP output is shifted (None: all). Shapes are filled in by attach."""
 
     layers: list[int] | None = None
     v_init_std: float = 0.01
     scale_init: float = 0.1
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    hidden_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class LiveShift(nn.Module):
@@ -60,13 +56,10 @@ class Live(Method):
     config_class = LiveConfig
 
     def complete(self, config: LiveConfig, model) -> LiveConfig:
-        shapes = layer_shapes(model, config.layers, "LiveConfig")
-        return replace(config, layers=shapes["layers"], base_model=config.base_model or shapes["base_model"],
-                       model_type=model.config.model_type, num_layers=shapes["num_layers"],
-                       hidden_size=shapes["hidden_size"])
+        return complete_for(config, model)
 
     def install(self, model, config: LiveConfig, module, verify: bool):
-        from mimic.adapters import adapter_for
+        from mimic.models.adapters import adapter_for
 
         shift = module if module is not None else LiveShift(config).to(next(model.parameters()).device)
         adapter, installed, switch = adapter_for(model), Installed(), Switch()
@@ -78,19 +71,6 @@ class Live(Method):
     def counts(self, config: LiveConfig) -> dict[str, int]:
         n = len(config.layers) if config.layers is not None else config.num_layers
         return {"trainable": n * config.hidden_size + n, "fitted": 0}
-
-
-def layer_shapes(model, layers, name: str) -> dict:
-    """The text stack's shapes, and ``layers`` checked and completed (None: all decoder layers)."""
-    from mimic.adapters import adapter_for
-
-    shapes = adapter_for(model).shapes(model)
-    layers = sorted({int(i) for i in layers}) if layers is not None else list(range(shapes["num_layers"]))
-    bad = [i for i in layers if not 0 <= i < shapes["num_layers"]]
-    if bad:
-        raise ValueError(f"{name}.layers {bad} out of range: the model has {shapes['num_layers']} decoder layers")
-    base = getattr(model.config, "_name_or_path", None) or None
-    return {**shapes, "layers": layers, "base_model": base}
 
 
 register(Live())

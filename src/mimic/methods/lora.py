@@ -14,19 +14,19 @@ for q, k, v, o (13,631,488 on Idefics2-8b's Mistral decoder at r = 16).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from torch import nn
 
-from mimic.methods.base import ConfigMixin, Installed, Method, register
-from mimic.methods.live import layer_shapes
+from mimic.methods.base import Installed, Method, register
+from mimic.models.adapters import ModelShapes, complete_for
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ADAPTER = "mimic"  # peft's adapter name
 
 
 @dataclass
-class LoraConfig(ConfigMixin):
+class LoraConfig(ModelShapes):
     """r, alpha, dropout as peft's; targets: attention projections of the decoder layers ``layers`` (None: all)."""
 
     r: int = 16
@@ -34,14 +34,6 @@ class LoraConfig(ConfigMixin):
     dropout: float = 0.05
     targets: list[str] = field(default_factory=lambda: list(PROJECTIONS))
     layers: list[int] | None = None
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    hidden_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in PROJECTIONS]
@@ -71,14 +63,9 @@ def projection_sizes(config) -> dict[str, tuple[int, int]]:
 class Lora(Method):
     type = "lora"
     config_class = LoraConfig
-    section = "lora"
-    uses_demonstrations = False
 
     def complete(self, config: LoraConfig, model) -> LoraConfig:
-        s = layer_shapes(model, config.layers, "LoraConfig")
-        return replace(config, layers=s["layers"], base_model=config.base_model or s["base_model"],
-                       model_type=model.config.model_type, num_layers=s["num_layers"], num_heads=s["num_heads"],
-                       num_kv_heads=s["num_kv_heads"], head_dim=s["head_dim"], hidden_size=s["hidden_size"])
+        return complete_for(config, model)
 
     def install(self, model, config: LoraConfig, module, verify: bool):
         if module is not None:
@@ -95,7 +82,7 @@ def install_lora(model, config: LoraConfig) -> tuple[LoraWeights, Installed]:
     from peft import LoraConfig as PeftLoraConfig
     from peft import LoraModel
 
-    from mimic.adapters import adapter_for
+    from mimic.models.adapters import adapter_for
 
     adapter = adapter_for(model)
     layers = "|".join(str(i) for i in config.layers)

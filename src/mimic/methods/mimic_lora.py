@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 
 from torch import nn
 
-from mimic.config import MimicConfig
-from mimic.methods.base import ConfigMixin, Installed, Method, register
+from mimic.methods.base import Installed, Method, register
 from mimic.methods.lora import Lora, LoraConfig, install_lora
 from mimic.methods.mimic import Mimic
+from mimic.models.adapters import ConfigMixin
+from mimic.shift.config import MimicConfig
 
 
 @dataclass

@@ -12,42 +12,35 @@ Fitted numbers: ``hidden`` (one vector); trained: 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from mimic.methods.base import ConfigMixin, Method, register
-from mimic.methods.live import layer_shapes
+from mimic.methods.base import Method, register
 from mimic.methods.vectors import LayerVector, choose_layer, chunks, icl_inputs, install_layer_vector, split_dev
+from mimic.models.adapters import ModelShapes, complete_for
 
 FIT_DEFAULTS = {"batch_size": 16, "dev_fraction": 0.25, "seed": 0}
 
 
 @dataclass
-class TaskVectorConfig(ConfigMixin):
+class TaskVectorConfig(ModelShapes):
     """layer: where the vector goes (None: chosen by the fit among ``layers``, the candidates; None: all)."""
 
     layer: int | None = None
     layers: list[int] | None = None
-    base_model: str | None = None
-    model_type: str | None = None
-    num_layers: int | None = None
-    hidden_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class TaskVector(Method):
     type = "task-vector"
     config_class = TaskVectorConfig
-    fitted = True
 
     def complete(self, config: TaskVectorConfig, model) -> TaskVectorConfig:
-        s = layer_shapes(model, config.layers, "TaskVectorConfig")
-        if config.layer is not None and not 0 <= config.layer < s["num_layers"]:
+        config = complete_for(config, model)
+        if config.layer is not None and not 0 <= config.layer < config.num_layers:
             raise ValueError(f"TaskVectorConfig.layer {config.layer} out of range: the model has "
-                             f"{s['num_layers']} decoder layers")
-        return replace(config, layers=s["layers"], base_model=config.base_model or s["base_model"],
-                       model_type=model.config.model_type, num_layers=s["num_layers"], hidden_size=s["hidden_size"])
+                             f"{config.num_layers} decoder layers")
+        return config
 
     def install(self, model, config: TaskVectorConfig, module, verify: bool):
         if config.layer is None:
@@ -61,7 +54,7 @@ class TaskVector(Method):
         return {"trainable": 0, "fitted": config.hidden_size}
 
     def fit(self, loaded, data, icd: dict, config: TaskVectorConfig, hp: dict):
-        from mimic.recording import HiddenStateRecorder
+        from mimic.models.hidden_states import HiddenStateRecorder
 
         hp = {**FIT_DEFAULTS, **hp}
         config = self.complete(config, loaded.model)

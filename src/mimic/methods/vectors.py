@@ -46,7 +46,7 @@ class LayerVector(nn.Module):
 
 
 def install_layer_vector(model, module: LayerVector, layer: int, mode: str) -> Installed:
-    from mimic.adapters import adapter_for
+    from mimic.models.adapters import adapter_for
 
     installed, switch = Installed(), Switch()
     target = adapter_for(model).decoder_layers(model)[layer]
@@ -73,7 +73,7 @@ def icl_inputs(loaded, data, qids: list[str], icd: dict, draw: int = 0, corrupt:
     ``corrupt``: the demonstrations' answers shuffled among them (Function Vector's corrupted
     prompts), by a rotation so that no demonstration keeps its own answer.
     """
-    from mimic.inference import encode_prompts
+    from mimic.models.generation import encode_prompts
 
     queries = [data.query("train", q) for q in qids]
     demos = []
@@ -91,7 +91,7 @@ def icl_inputs(loaded, data, qids: list[str], icd: dict, draw: int = 0, corrupt:
 def dev_answer_loss(loaded, data, qids: list[str], batch_size: int, module: LayerVector | None = None) -> float:
     """Mean cross-entropy of the teacher-forced answer tokens of ``qids`` (zero-shot prompts), with
     ``module`` patching the last prompt token of each row."""
-    from mimic.batches import student_batch
+    from mimic.data.batches import student_batch
 
     total, count = 0.0, 0
     try:

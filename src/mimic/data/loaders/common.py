@@ -286,6 +286,20 @@ def index_coco_images(directory: Path, title: str, setting: str) -> dict[int, Pa
 # ----------------------------------------------------------------------------- hub
 
 
+def hub_source(task: TaskSpec, pool: str, images_dir: Path | None = None) -> dict:
+    """Where a hub pool came from, as meta.json records it (and a change of it is seen)."""
+    source = {
+        "type": "hub",
+        "hub_id": task.hub_id[pool],
+        "splits": list(task.hub_splits[pool]),
+        "config": task.hub_config,
+        "revision": task.hub_revision,
+    }
+    if images_dir is not None:
+        source["images"] = str(images_dir.resolve())
+    return source
+
+
 def load_hub_split(task: TaskSpec, pool: str, hint: str):
     """The pool's hub split(s) as one ``datasets.Dataset``, image columns left undecoded.
 

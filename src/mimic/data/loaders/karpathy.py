@@ -30,6 +30,7 @@ from mimic.data.loaders.common import (
     TaskSpec,
     assemble_task,
     first_column,
+    hub_source,
     image_from_file,
     image_from_value,
     load_hub_split,
@@ -162,15 +163,7 @@ def _hub_pool(task: TaskSpec, dataset: KarpathyDataset, pool: str, images_dir: P
             image = image_from_file(_image_path(images_dir, record.get("filepath"), file_name), task)
         return _row(record[picked["id"]], image, record[picked["captions"]], file_name)
 
-    source = {
-        "type": "hub",
-        "hub_id": task.hub_id[pool],
-        "splits": list(task.hub_splits[pool]),
-        "config": task.hub_config,
-        "revision": task.hub_revision,
-    }
-    if images_dir is not None:
-        source["images"] = str(images_dir.resolve())
+    source = hub_source(task, pool, images_dir)
     return Pool(records=ds, build=build, source=source, label=f"{dataset.title} {pool} hub split")
 
 

@@ -35,6 +35,7 @@ from mimic.data.loaders.common import (
     TaskSpec,
     assemble_task,
     first_column,
+    hub_source,
     image_from_file,
     image_from_value,
     index_coco_images,
@@ -185,15 +186,7 @@ def _hub_pool(task: TaskSpec, pool: str, images_dir: Path | None, label: str, da
         row.update({k: record[k] for k in EXTRA_FIELDS if k in record})
         return row
 
-    source = {
-        "type": "hub",
-        "hub_id": task.hub_id[pool],
-        "splits": list(task.hub_splits[pool]),
-        "config": task.hub_config,
-        "revision": task.hub_revision,
-    }
-    if images_dir is not None:
-        source["images"] = str(images_dir.resolve())
+    source = hub_source(task, pool, images_dir)
     return Pool(records=ds, build=build, source=source, label=label, ids=lambda: list(ds[picked["id"]]))
 
 

@@ -1,0 +1,134 @@
+"""Teacher and student batches of one task: ICL prompts with answers, zero-shot prompts with answers.
+
+The teacher sees ``demonstrations + query + answer``; the student sees ``query + answer``.
+Their *query-and-answer positions* are the common suffix of the two token sequences (the
+query's image tokens, its question and its answer, up to the BOS), right-aligned under
+left padding. Both are built here so that extraction, training and the online teacher
+agree on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from mimic.data.schema import open_image
+from mimic.models.generation import encode_prompts
+
+
+@dataclass
+class TaskData:
+    kind: str
+    tables: dict[str, pd.DataFrame]  # split -> normalized table
+    image_root: str | None = None
+
+    def __post_init__(self):
+        self.by_id = {split: df.set_index("id", drop=False) for split, df in self.tables.items()}
+
+    def query(self, split: str, qid: str):
+        row = self.by_id[split].loc[qid]
+        return open_image(row["image"], self.image_root), row["question"]
+
+    def target(self, split: str, qid: str) -> str:
+        """The teacher-forced answer: the first reference (canonical answer / first caption)."""
+        return self.by_id[split].loc[qid]["answers"][0]
+
+    def demo(self, sid: str):
+        row = self.by_id["support"].loc[sid]
+        return open_image(row["image"], self.image_root), row["question"], row["answers"][0]
+
+
+def _unpadded(inputs: dict, i: int) -> list[int]:
+    mask = inputs["attention_mask"][i].bool()
+    return inputs["input_ids"][i][mask].tolist()
+
+
+def common_suffix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+CE_TOKENS = ("answer", "prompt")
+
+
+def student_batch(loaded, data: TaskData, split: str, qids: list[str],
+                  ce_tokens: str = "answer") -> tuple[dict, torch.Tensor, list[int]]:
+    """Zero-shot inputs with answers, CE labels, and per-row answer lengths.
+
+    ``ce_tokens``: ``answer`` labels the answer tokens (and its stop token); ``prompt`` labels every
+    real token after the first (image tokens, question and answer), as the MimIC reference code
+    trains (it passes ``labels=input_ids``; unlike it, padding is never labelled here).
+    """
+    if ce_tokens not in CE_TOKENS:
+        raise ValueError(f"ce_tokens = {ce_tokens!r}; valid: {list(CE_TOKENS)}")
+    queries = [data.query(split, q) for q in qids]
+    answers = [data.target(split, q) for q in qids]
+    with_answer = encode_prompts(loaded, data.kind, queries, answers=answers)
+    without = encode_prompts(loaded, data.kind, queries)
+    answer_lengths = (with_answer["attention_mask"].sum(1) - without["attention_mask"].sum(1)).tolist()
+    labels = torch.full_like(with_answer["input_ids"], -100)
+    for i, n in enumerate(answer_lengths):
+        if ce_tokens == "prompt":
+            n = int(with_answer["attention_mask"][i].sum()) - 1
+        labels[i, -n:] = with_answer["input_ids"][i, -n:]
+    return with_answer, labels, answer_lengths
+
+
+def teacher_batch(loaded, data: TaskData, split: str, qids: list[str], demo_ids: list[list[str]]) -> dict:
+    queries = [data.query(split, q) for q in qids]
+    answers = [data.target(split, q) for q in qids]
+    demos = [[data.demo(s) for s in ids] for ids in demo_ids]
+    return encode_prompts(loaded, data.kind, queries, demos=demos, answers=answers)
+
+
+def instruction_tokens(loaded, kind: str) -> list[int]:
+    """The tokens of the instruction line a zero-shot prompt of ``kind`` starts with ([] if none).
+
+    The zero-shot prompt of the ``reference`` preset starts with an instruction that the ICL
+    prompt writes before its demonstrations, not right before the query: it is not part of
+    the query-and-answer positions.
+    """
+    fmt = loaded.prompt_format
+    instruction = fmt.instructions.get(kind)
+    if not instruction or kind in fmt.instruction_icl_only:
+        return []
+    line = fmt.instruction_line.format(instruction=instruction)
+    encoded = loaded.adapter.encode(loaded.processor, [[line]])  # as the processor writes a prompt's start
+    ids = _unpadded(encoded, 0)
+    bos = loaded.tokenizer.bos_token_id
+    return ids[1:] if bos is not None and ids[:1] == [bos] else ids
+
+
+def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: int | None = None,
+                    prefix: list[int] | None = None) -> list[int]:
+    """Per row, how many trailing positions the teacher and the student share (query + answer).
+
+    The shared tokens are the common suffix of the two unpadded rows. The student's first
+    token is left out when it is the BOS (``bos_token_id``): it begins the whole prompt,
+    not the query; so is the ``prefix`` (:func:`instruction_tokens`) that follows it.
+    Families without a BOS (Qwen2) align their whole zero-shot prompt. Anything shorter
+    means the query was tokenized differently after the demonstrations (a merge across the
+    boundary) and is an error, never a silent misalignment.
+    """
+    prefix = prefix or []
+    out = []
+    for i in range(teacher_inputs["input_ids"].shape[0]):
+        t, s = _unpadded(teacher_inputs, i), _unpadded(student_inputs, i)
+        n = common_suffix(t, s)
+        starts_with_bos = bos_token_id is not None and bool(s) and s[0] == bos_token_id
+        start = int(starts_with_bos)
+        if prefix and s[start : start + len(prefix)] != prefix:
+            raise ValueError(f"row {i}: the zero-shot prompt does not start with its instruction's own tokens (a "
+                             "merge across the end of the instruction line)")
+        query = len(s) - start - len(prefix)
+        if n < query:
+            raise ValueError(
+                f"row {i}: the query tokens differ between the ICL and the zero-shot prompt (common suffix {n} of "
+                f"{query} query tokens); the processor tokenizes the query differently after demonstrations"
+            )
+        out.append(query)
+    return out

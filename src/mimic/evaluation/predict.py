@@ -1,0 +1,68 @@
+"""Evaluating a method: batched generation, the task metric, latency, memory, ICL agreement."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+
+import torch
+
+from mimic.data.batches import TaskData
+from mimic.io.logs import progress
+from mimic.models.generation import encode_prompts, generate
+
+log = logging.getLogger("mimic.evaluate")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[str]] | None, shots: int,
+            batch_size: int, max_new_tokens: int, num_beams: int, desc: str, length_penalty: float = 1.0) -> list[dict]:
+    """Generate an answer for every evaluation query (with its first ``shots`` demonstrations).
+
+    Latency per query is the wall time of a batch (prompt encoding, image processing and
+    generation) divided by its size, after one untimed warm-up batch.
+    """
+    rows = []
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(loaded.device)
+
+    def answer(chunk: list[str]) -> list[str]:
+        queries = [data.query("eval", q) for q in chunk]
+        demos = [[data.demo(s) for s in demo_ids[q][:shots]] for q in chunk] if shots else None
+        inputs = encode_prompts(loaded, data.kind, queries, demos=demos)
+        return generate(loaded, inputs, max_new_tokens, num_beams, loaded.prompt_format.stops(data.kind),
+                        length_penalty)
+
+    answer(qids[:batch_size])  # warm-up (allocator, kernels): not timed, so latency compares methods fairly
+    for i in progress(range(0, len(qids), batch_size), desc=desc, logger=log):
+        chunk = qids[i : i + batch_size]
+        start = time.perf_counter()
+        texts = answer(chunk)
+        if loaded.device.type == "cuda":
+            torch.cuda.synchronize(loaded.device)
+        per_query = (time.perf_counter() - start) * 1000 / len(chunk)
+        for q, text in zip(chunk, texts, strict=True):
+            answers = list(data.by_id["eval"].loc[q]["answers"])
+            rows.append({"id": q, "prediction": text, "answers": answers, "latency_ms": round(per_query, 3)})
+    return rows
+
+
+def agreement(kind: str, predictions: list[dict], reference: list[dict]) -> float:
+    """% of queries whose answer equals the ICL teacher's (VQA-normalized for VQA)."""
+    from mimic.metrics.vqa import normalize_answer
+
+    def norm(text: str) -> str:
+        return normalize_answer(text) if kind == "vqa" else " ".join(text.lower().split())
+
+    ref = {r["id"]: norm(r["prediction"]) for r in reference}
+    missing = [r["id"] for r in predictions if r["id"] not in ref]
+    if missing:
+        raise ValueError(f"the ICL predictions lack {len(missing)} queries (e.g. {missing[0]}); re-evaluate icl")
+    same = sum(norm(r["prediction"]) == ref[r["id"]] for r in predictions)
+    return 100.0 * same / max(1, len(predictions))

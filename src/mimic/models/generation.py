@@ -1,0 +1,45 @@
+"""Prompts to model inputs, and batched generation with answer post-processing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mimic.models.prompts import DEFAULT_STOP_WORDS, build_prompt, postprocess
+
+
+def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequence] | None = None, answers=None):
+    """Model inputs for a batch: each query ``(image, question)`` after its demonstrations
+    ``[(image, question, answer), ...]``, optionally followed by its answer (teacher forcing)."""
+    demos = demos or [[] for _ in queries]
+    answers = answers or [None] * len(queries)
+    fmt = loaded.prompt_format
+    prompts = [build_prompt(kind, d, q, fmt, answer=a) for q, d, a in zip(queries, demos, answers, strict=True)]
+    inputs = loaded.adapter.encode(loaded.processor, prompts)
+    return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+@torch.no_grad()
+def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
+             stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0) -> list[str]:
+    """Greedy / beam decoding of ``inputs``, each answer cut at ``stop_words``
+    (:func:`mimic.models.prompts.postprocess`).
+
+    ``length_penalty``: the beam score is the summed log-probability divided by length ** this
+    (transformers' default 1.0; the MimIC reference code evaluates with 0.0, the plain sum).
+    ``generate()`` counts the positions from the mask itself.
+    """
+    inputs = {k: v for k, v in inputs.items() if k != "position_ids"}
+    out = loaded.model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        do_sample=False,
+        eos_token_id=loaded.stop_token_ids,
+        pad_token_id=loaded.pad_token_id,
+    )
+    new = out[:, inputs["input_ids"].shape[1] :]
+    texts = loaded.tokenizer.batch_decode(new, skip_special_tokens=True)
+    return [postprocess(t, stop_words) for t in texts]

@@ -1,0 +1,208 @@
+"""Snakemake runs, DVC versions: the glue that keeps one state between the two tools.
+
+:func:`record` writes Snakemake's up-to-date outputs into dvc.lock and DVC's cache;
+:func:`forget_replaced_outputs` drops Snakemake's records of outputs that something else
+(``dvc repro``, ``dvc checkout``) has replaced since Snakemake made them.
+
+
+``record(root)`` is what ``mimic record`` (run by the Snakefile's ``onsuccess``) does: for every
+stage of dvc.yaml, upstream first, it decides whether the outputs on disk are the stage's
+up-to-date results *by Snakemake's own rule* (all outputs and dependencies exist, no dependency is
+newer than the oldest output unless its content is the one dvc.lock recorded for the stage -- a rerun
+upstream that remade the same bytes, which Snakemake's input checksums also let through --, every
+upstream stage is up to date; for ``validate``: the settings files equal what params.yaml gives
+now) and commits those that DVC does not already have:
+``dvc commit --force`` of exactly those stages, without rewriting the workspace files (their
+mtimes are what Snakemake decides by). A stage whose outputs are stale or missing is left
+out, so ``dvc status`` still names it: dvc.lock never claims a result it does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from base64 import urlsafe_b64decode
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mimic.errors import MimicError
+
+log = logging.getLogger("mimic.pipeline.dvc")
+VALIDATE_STAGE = "validate"
+_IGNORED = {".snakemake_timestamp"}
+
+
+@dataclass
+class Recorded:
+    committed: list[str] = field(default_factory=list)  # stages written to dvc.lock and the cache
+    unchanged: list[str] = field(default_factory=list)  # stages dvc.lock already described
+    stale: dict[str, str] = field(default_factory=dict)  # stage -> why it was left out
+
+
+def _mtimes(path: Path) -> list[float]:
+    if path.is_dir():
+        return [
+            os.stat(os.path.join(d, f)).st_mtime
+            for d, _, files in os.walk(path)
+            for f in files
+            if f not in _IGNORED
+        ] or [path.stat().st_mtime]
+    return [path.stat().st_mtime]
+
+
+def _why_stale(stage, root: Path, params: dict | None) -> str | None:
+    """None when the stage's outputs are its up-to-date results by Snakemake's rule, else why not."""
+    from dvc.dependency.param import ParamsDependency
+
+    outs = [root / o.def_path for o in stage.outs]
+    missing = [str(p.relative_to(root)) for p in outs if not p.exists()]
+    if missing:
+        return f"missing output {missing[0]}"
+    if stage.name == VALIDATE_STAGE:
+        from mimic.pipeline.stages import changed_settings
+
+        changed = changed_settings(params, root)
+        return f"{next(iter(changed))} does not match params.yaml" if changed else None
+    deps = [(root / d.def_path, d) for d in stage.deps if not isinstance(d, ParamsDependency)]
+    missing = [str(p.relative_to(root)) for p, _ in deps if not p.exists()]
+    if missing:
+        return f"missing dependency {missing[0]}"
+    oldest_out = min(t for p in outs for t in _mtimes(p))
+    for path, dep in deps:
+        # Newer but with the content dvc.lock recorded for this stage: a rerun upstream remade the
+        # same bytes, and Snakemake (input checksums) as DVC (hashes) leave the stage as it is.
+        if max(_mtimes(path)) > oldest_out and _changed(dep):
+            return f"{path.relative_to(root)} is newer than its outputs"
+    return None
+
+
+def _changed(dep) -> bool:
+    """Whether the dependency's content differs from what dvc.lock recorded (or nothing is recorded)."""
+    try:
+        return bool(dep.changed())
+    except Exception:  # noqa: BLE001 - anything DVC cannot compare counts as changed
+        return True
+
+
+def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorded | None:
+    """Commit the up-to-date stages to dvc.lock and DVC's cache; None when ``root`` is no DVC repo."""
+    root = Path(root).resolve()
+    if not (root / ".dvc").is_dir():
+        return None
+    try:
+        import networkx as nx
+        from dvc.repo import Repo
+    except ImportError as exc:
+        raise MimicError(f"cannot record the outputs in DVC: {exc}; install it with `pip install dvc`") from None
+    if params is None:
+        from mimic.pipeline.params import load_params
+
+        params = load_params(root / "params.yaml")
+    result = Recorded()
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges: stage -> the stages it depends on
+        stages = [s for s in reversed(list(nx.topological_sort(graph))) if s.cmd]
+        fresh = set()
+        for stage in stages:
+            upstream = [s for s in graph.successors(stage) if s.cmd]
+            stale_up = [s.addressing for s in upstream if s not in fresh]
+            why = f"upstream stage {stale_up[0]} is not up to date" if stale_up else _why_stale(stage, root, params)
+            if why:
+                result.stale[stage.addressing] = why
+            else:
+                fresh.add(stage)
+        for stage in stages:
+            if stage not in fresh:
+                continue
+            with repo.lock:
+                changed = stage.changed()
+            if not changed:
+                result.unchanged.append(stage.addressing)
+                continue
+            repo.commit(stage.addressing, force=True, relink=False)
+            result.committed.append(stage.addressing)
+    return result
+
+
+_TOLERANCE_S = 1e-3  # a recorded end time is a float of the mtime: compare with some slack
+
+
+def _snakemake_records(root: Path):
+    """(output path, end time, record file) of Snakemake's file-based metadata (``.snakemake/metadata``)."""
+    metadata = root / ".snakemake" / "metadata"
+    for record in sorted(metadata.rglob("*")) if metadata.is_dir() else []:
+        if not record.is_file():
+            continue
+        # the output's path, urlsafe-base64 encoded; long names are split into "@"-prefixed folders
+        encoded = "".join(part.removeprefix("@") for part in record.relative_to(metadata).parts)
+        try:
+            output = root / urlsafe_b64decode(encoded).decode()
+            endtime = json.loads(record.read_text()).get("endtime")
+        except (ValueError, OSError):
+            continue
+        if endtime is not None and output.is_file():
+            yield output, float(endtime), record
+
+
+def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
+    """Drop Snakemake's metadata records of outputs replaced since Snakemake made them.
+
+    Snakemake reruns a job when an input is newer than its outputs *unless* the input's checksum
+    equals the one it recorded when it made those outputs (so editing a value and editing it back
+    reruns nothing). That exception is only sound while the outputs on disk are the ones it made:
+    after `dvc repro` replaced them (edit lr, `dvc repro`, edit lr back), the recorded checksum
+    describes outputs that are gone. A record whose output's mtime is not the recorded end time
+    is dropped (as `snakemake --cleanup-metadata` would), and the job is judged by mtimes alone.
+    The Snakefile calls this before Snakemake plans the jobs. Snakemake's default file-based
+    metadata only (not ``--persistence-backend db``).
+    """
+    root = Path(root)
+    dropped = []
+    for output, endtime, record in _snakemake_records(root):
+        if abs(output.stat().st_mtime - endtime) > _TOLERANCE_S:
+            record.unlink()
+            dropped.append(str(output.relative_to(root)))
+    return dropped
+
+
+# The rules that make a split output (teacher.jobs / eval.jobs > 1) and the one that makes it in one job.
+_SPLIT_RULES = {
+    "teacher": ("teacher", "extract_teacher", "merge_teacher"),
+    "eval": ("eval", "evaluate", "merge_evaluate"),
+}
+_PART_OF = re.compile(r"part-\d+-of-(\d+)\.")
+
+
+def forget_resplit_outputs(params: dict, root: str | os.PathLike = ".") -> list[str]:
+    """Drop Snakemake's records of outputs made under another ``teacher.jobs`` / ``eval.jobs``.
+
+    How many jobs an extraction or evaluation is split into is result-neutral (the merged outputs are the
+    single job's), but it changes which rule makes the output (``extract_teacher`` or ``merge_teacher``)
+    and the parts it reads, and Snakemake would rerun the job for that ("code" and "input" rerun triggers).
+    Such a record is dropped, and the job is judged by mtimes alone: by its settings file, which holds
+    what its results depend on. The parts themselves are temp(): missing parts of a finished output do
+    not rerun it. The Snakefile calls this before Snakemake plans the jobs.
+    """
+    root = Path(root)
+    dropped = []
+    for output, _, record in _snakemake_records(root):
+        parts = output.relative_to(root).parts
+        if len(parts) < 2 or parts[0] != "results" or parts[1] not in _SPLIT_RULES:
+            continue
+        section, single, merged = _SPLIT_RULES[parts[1]]
+        jobs = params[section].get("jobs", 1)
+        try:
+            made = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        rule = made.get("rule")
+        if rule not in (single, merged):
+            continue
+        split_as = {int(m.group(1)) for f in made.get("input") or [] if (m := _PART_OF.search(f))}
+        now = single if jobs == 1 else merged
+        if rule != now or (rule == merged and split_as != {jobs}):
+            record.unlink()
+            dropped.append(str(output.relative_to(root)))
+    return dropped

@@ -1,0 +1,20 @@
+"""Writing the whole report, every file atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mimic.report.plots import plot_score_by_method, plot_score_vs_shots, plot_training_curves
+from mimic.report.results import PLOTS, SUMMARY_CSV, SUMMARY_MD, Report
+from mimic.report.tables import write_summary_csv, write_summary_md
+
+
+def write_report(report: Report, root: str | Path = ".") -> list[Path]:
+    """Write the summary table, the markdown report and the three plots under ``root``."""
+    root = Path(root)
+    write_summary_csv(report, root / SUMMARY_CSV)
+    write_summary_md(report, root / SUMMARY_MD)
+    plot_score_by_method(report, root / PLOTS["score_by_method"])
+    plot_training_curves(report, root / PLOTS["training_curves"])
+    plot_score_vs_shots(report, root / PLOTS["score_vs_shots"])
+    return [root / SUMMARY_CSV, root / SUMMARY_MD, *(root / p for p in PLOTS.values())]
