@@ -122,13 +122,14 @@ def run(args) -> int:
 
 def write_results(args, params: dict, rows: list[dict], reference: list[dict] | None, run_info: dict, log) -> None:
     """Score all predictions once (corpus metrics such as CIDEr over the whole set) and write
-    predictions.jsonl and metrics.json."""
+    predictions.jsonl (each row with its own ``score``, :func:`mimic.evaluation.predict.predict`) and
+    metrics.json."""
     import json
 
     from mimic.data.schema import write_json
     from mimic.evaluation.predict import agreement
     from mimic.io.atomic import atomic_write_text
-    from mimic.metrics import HEADLINE, metric_variant, score
+    from mimic.metrics import HEADLINE, metric_variant, score_with_samples
     from mimic.pipeline import paths
     from mimic.pipeline.params import eval_settings, method_shots, method_type
 
@@ -137,7 +138,8 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
     variant = ev["metric_variant"]
-    metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
+    metrics, each = score_with_samples(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
+    rows = [{**r, "score": round(s, 4)} for r, s in zip(rows, each, strict=True)]
     headline = HEADLINE[kind]
     result = {
         "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,

@@ -20,11 +20,20 @@ def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequenc
     return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
-@torch.no_grad()
 def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
              stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0) -> list[str]:
     """Greedy / beam decoding of ``inputs``, each answer cut at ``stop_words``
-    (:func:`mimic.models.prompts.postprocess`).
+    (:func:`mimic.models.prompts.postprocess`). See :func:`generate_with_raw`."""
+    return [answer for _, answer in generate_with_raw(loaded, inputs, max_new_tokens, num_beams, stop_words,
+                                                       length_penalty)]
+
+
+@torch.no_grad()
+def generate_with_raw(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
+                      stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0) -> list[tuple[str, str]]:
+    """``(raw, answer)`` per row: the generated tokens decoded as they are (special tokens such as an echoed
+    ``<end_of_utterance>`` kept, the padding after the end dropped), and the answer: the same tokens
+    without special tokens, cut at ``stop_words`` (:func:`mimic.models.prompts.postprocess`).
 
     ``length_penalty``: the beam score is the summed log-probability divided by length ** this
     (transformers' default 1.0; the MimIC reference code evaluates with 0.0, the plain sum).
@@ -42,4 +51,15 @@ def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
     )
     new = out[:, inputs["input_ids"].shape[1] :]
     texts = loaded.tokenizer.batch_decode(new, skip_special_tokens=True)
-    return [postprocess(t, stop_words) for t in texts]
+    raw = [loaded.tokenizer.decode(_generated(row.tolist(), loaded.pad_token_id, loaded.stop_token_ids))
+           for row in new]
+    return [(r, postprocess(t, stop_words)) for r, t in zip(raw, texts, strict=True)]
+
+
+def _generated(ids: list[int], pad: int, stops: Sequence[int]) -> list[int]:
+    """``ids`` without the padding a finished row gets while others go on; where the pad is also a stop
+    token (EOS), one is kept: the row ended there."""
+    end = len(ids)
+    while end > 0 and ids[end - 1] == pad:
+        end -= 1
+    return ids[: end + 1] if end < len(ids) and pad in stops else ids[:end]
