@@ -100,3 +100,29 @@ def test_rows_carry_the_image_id_of_real_tasks_and_none_where_it_is_missing():
     assert [r.get("image_id") for r in rows] == [139, None, 285]
     assert [r["question"] for r in rows] == list(train["question"])
     assert all(json.loads(json.dumps(r)) == r for r in rows)  # plain JSON types
+
+
+def test_eval_stop_eos_generates_past_the_newline_and_greedy_answers_stay_the_same():
+    """eval.stop: eos decodes as the reference code (to EOS or max_new_tokens, cut afterwards); greedy decoding
+    takes the same path up to the newline, so the answers equal those of stopping at the newline."""
+    import transformers
+
+    from mimic.models.loading import wrap_model
+
+    path = REPO / "models" / MODEL
+    model = transformers.AutoModelForImageTextToText.from_pretrained(path, attn_implementation="sdpa").eval()
+    model.generation_config.eos_token_id = model.config.text_config.eos_token_id  # </s> only, as real checkpoints
+    lm = wrap_model(model, transformers.AutoProcessor.from_pretrained(path))
+    assert len(lm.stop_token_ids) == 2  # EOS and the newline token
+    data, _ = tiny_task("vqa", n_train=4, n_support=4)
+    queries = [data.query("train", q) for q in list(data.tables["train"]["id"])]
+    inputs = encode_prompts(lm, "vqa", queries)
+    stops = lm.prompt_format.stops("vqa")
+    at_newline = generate_with_raw(lm, inputs, 6, stop_words=stops)
+    at_eos = generate_with_raw(lm, inputs, 6, stop_words=stops, stop="eos")
+    assert [a for _, a in at_eos] == [a for _, a in at_newline]
+    assert all("\n" not in raw.rstrip("\n") for raw, _ in at_newline)  # ended at the first newline
+    assert any("\n" in raw.rstrip("\n") for raw, _ in at_eos)  # went on past it
+    with pytest.raises(ValueError, match=r"^eval.stop = 'never'; valid: \['newline', 'eos'\]$"):
+        generate_with_raw(lm, inputs, 2, stop="never")
+

@@ -103,7 +103,7 @@ def run(args) -> int:
     demos = eval_demonstrations(params, icd, args.task, args.method, args.seed)
     rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
-                   length_penalty=ev.get("length_penalty", 1.0)) if qids else []
+                   length_penalty=ev.get("length_penalty", 1.0), stop=ev.get("stop", "newline")) if qids else []
     run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
                 "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
     if args.part is not None:

@@ -23,7 +23,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[str]] | None, shots: int,
-            batch_size: int, max_new_tokens: int, num_beams: int, desc: str, length_penalty: float = 1.0) -> list[dict]:
+            batch_size: int, max_new_tokens: int, num_beams: int, desc: str, length_penalty: float = 1.0,
+            stop: str = "newline") -> list[dict]:
     """Generate an answer for every evaluation query (with its first ``shots`` demonstrations).
 
     One row per query, as lmms-eval's ``--log_samples``: ``id``, ``question`` (``""`` for captions),
@@ -42,7 +43,7 @@ def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[st
         demos = [[data.demo(s) for s in demo_ids[q][:shots]] for q in chunk] if shots else None
         inputs = encode_prompts(loaded, data.kind, queries, demos=demos)
         return generate_with_raw(loaded, inputs, max_new_tokens, num_beams, loaded.prompt_format.stops(data.kind),
-                                 length_penalty)
+                                 length_penalty, stop)
 
     answer(qids[:batch_size])  # warm-up (allocator, kernels): not timed, so latency compares methods fairly
     for i in progress(range(0, len(qids), batch_size), desc=desc, logger=log):
