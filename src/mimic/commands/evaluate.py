@@ -103,7 +103,7 @@ def run(args) -> int:
     demos = eval_demonstrations(params, icd, args.task, args.method, args.seed)
     rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
-                   length_penalty=ev.get("length_penalty", 1.0)) if qids else []
+                   length_penalty=ev.get("length_penalty", 1.0), stop=ev.get("stop", "newline")) if qids else []
     run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
                 "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
     if args.part is not None:
@@ -122,13 +122,14 @@ def run(args) -> int:
 
 def write_results(args, params: dict, rows: list[dict], reference: list[dict] | None, run_info: dict, log) -> None:
     """Score all predictions once (corpus metrics such as CIDEr over the whole set) and write
-    predictions.jsonl and metrics.json."""
+    predictions.jsonl (each row with its own ``score``, :func:`mimic.evaluation.predict.predict`) and
+    metrics.json."""
     import json
 
     from mimic.data.schema import write_json
     from mimic.evaluation.predict import agreement
     from mimic.io.atomic import atomic_write_text
-    from mimic.metrics import HEADLINE, metric_variant, score
+    from mimic.metrics import HEADLINE, metric_variant, score_with_samples
     from mimic.pipeline import paths
     from mimic.pipeline.params import eval_settings, method_shots, method_type
 
@@ -137,7 +138,8 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
     variant = ev["metric_variant"]
-    metrics = score(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
+    metrics, each = score_with_samples(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
+    rows = [{**r, "score": round(s, 4)} for r, s in zip(rows, each, strict=True)]
     headline = HEADLINE[kind]
     result = {
         "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,

@@ -29,7 +29,8 @@ def load_task(task: str, params: dict, seed: int):
     if icd["shots"] != params["icd"]["shots"]:
         raise MimicError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
-    return TaskData(params["tasks"][task]["kind"], tables), icd  # loaders store absolute image paths
+    kind, answer = params["tasks"][task]["kind"], params["icd"].get("answer", "most_common")
+    return TaskData(kind, tables, answer=answer), icd  # loaders store absolute image paths
 
 
 def eval_demonstrations(params: dict, icd: dict, task: str, method: str, seed: int) -> dict:

@@ -9,6 +9,8 @@ agree on them.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -18,11 +20,35 @@ from mimic.data.schema import open_image
 from mimic.models.generation import encode_prompts
 
 
+ANSWER_RULES = ("most_common", "first")
+
+
+def target_answer(answers: Sequence[str], rule: str = "most_common") -> str:
+    """The one human answer a VQA demonstration shows and training teacher-forces.
+
+    ``most_common``: the answer most annotators gave, ties going to the one given first (the reference
+    code takes the most common too, ``max(set(answers), key=answers.count)``, whose ties follow Python's
+    string hashing and change from run to run); ``first``: the first annotator's.
+    """
+    if rule not in ANSWER_RULES:
+        raise ValueError(f"icd.answer = {rule!r}; valid: {list(ANSWER_RULES)}")
+    answers = list(answers)
+    if rule == "first":
+        return answers[0]
+    counts = Counter(answers)
+    top = max(counts.values())
+    return next(a for a in answers if counts[a] == top)
+
+
 @dataclass
 class TaskData:
+    """A prepared task's tables; ``answer`` (:data:`ANSWER_RULES`, ``icd.answer``) picks a VQA query's target
+    and a demonstration's answer among the human answers (captions: the first reference)."""
+
     kind: str
     tables: dict[str, pd.DataFrame]  # split -> normalized table
     image_root: str | None = None
+    answer: str = "most_common"
 
     def __post_init__(self):
         self.by_id = {split: df.set_index("id", drop=False) for split, df in self.tables.items()}
@@ -31,13 +57,16 @@ class TaskData:
         row = self.by_id[split].loc[qid]
         return open_image(row["image"], self.image_root), row["question"]
 
+    def _answer(self, answers) -> str:
+        return target_answer(answers, self.answer) if self.kind == "vqa" else answers[0]
+
     def target(self, split: str, qid: str) -> str:
-        """The teacher-forced answer: the first reference (canonical answer / first caption)."""
-        return self.by_id[split].loc[qid]["answers"][0]
+        """The teacher-forced answer: the VQA target (``answer``) or the first reference caption."""
+        return self._answer(self.by_id[split].loc[qid]["answers"])
 
     def demo(self, sid: str):
         row = self.by_id["support"].loc[sid]
-        return open_image(row["image"], self.image_root), row["question"], row["answers"][0]
+        return open_image(row["image"], self.image_root), row["question"], self._answer(row["answers"])
 
 
 def _unpadded(inputs: dict, i: int) -> list[int]:

@@ -6,11 +6,12 @@ import logging
 import resource
 import time
 
+import pandas as pd
 import torch
 
 from mimic.data.batches import TaskData
 from mimic.io.logs import progress
-from mimic.models.generation import encode_prompts, generate
+from mimic.models.generation import encode_prompts, generate_with_raw
 
 log = logging.getLogger("mimic.evaluate")
 
@@ -22,22 +23,27 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[str]] | None, shots: int,
-            batch_size: int, max_new_tokens: int, num_beams: int, desc: str, length_penalty: float = 1.0) -> list[dict]:
+            batch_size: int, max_new_tokens: int, num_beams: int, desc: str, length_penalty: float = 1.0,
+            stop: str = "newline") -> list[dict]:
     """Generate an answer for every evaluation query (with its first ``shots`` demonstrations).
 
-    Latency per query is the wall time of a batch (prompt encoding, image processing and
-    generation) divided by its size, after one untimed warm-up batch.
+    One row per query, as lmms-eval's ``--log_samples``: ``id``, ``question`` (``""`` for captions),
+    ``image_id`` where the task has one, ``generation`` (the raw decoded tokens, special tokens kept),
+    ``prediction`` (the post-processed answer that is scored), ``answers`` and ``latency_ms``;
+    ``mimic evaluate`` adds each row's ``score``. Latency per query is the wall time of a batch
+    (prompt encoding, image processing and generation) divided by its size, after one untimed
+    warm-up batch.
     """
     rows = []
     if loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(loaded.device)
 
-    def answer(chunk: list[str]) -> list[str]:
+    def answer(chunk: list[str]) -> list[tuple[str, str]]:
         queries = [data.query("eval", q) for q in chunk]
         demos = [[data.demo(s) for s in demo_ids[q][:shots]] for q in chunk] if shots else None
         inputs = encode_prompts(loaded, data.kind, queries, demos=demos)
-        return generate(loaded, inputs, max_new_tokens, num_beams, loaded.prompt_format.stops(data.kind),
-                        length_penalty)
+        return generate_with_raw(loaded, inputs, max_new_tokens, num_beams, loaded.prompt_format.stops(data.kind),
+                                 length_penalty, stop)
 
     answer(qids[:batch_size])  # warm-up (allocator, kernels): not timed, so latency compares methods fairly
     for i in progress(range(0, len(qids), batch_size), desc=desc, logger=log):
@@ -47,9 +53,14 @@ def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[st
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)
         per_query = (time.perf_counter() - start) * 1000 / len(chunk)
-        for q, text in zip(chunk, texts, strict=True):
-            answers = list(data.by_id["eval"].loc[q]["answers"])
-            rows.append({"id": q, "prediction": text, "answers": answers, "latency_ms": round(per_query, 3)})
+        for q, (raw, text) in zip(chunk, texts, strict=True):
+            record = data.by_id["eval"].loc[q]
+            row = {"id": q, "question": record["question"]}
+            image_id = record.get("image_id")
+            if image_id is not None and pd.notna(image_id):  # a column of real tasks (COCO image id)
+                row["image_id"] = int(image_id)
+            rows.append({**row, "generation": raw, "prediction": text, "answers": list(record["answers"]),
+                         "latency_ms": round(per_query, 3)})
     return rows
 
 

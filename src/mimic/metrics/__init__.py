@@ -1,7 +1,8 @@
 """Task metrics: VQA accuracy (official VQA evaluation, or the MimIC reference code's variant)
 and COCO caption scores (pycocoevalcap).
 
-``score(kind, predictions, references, variant)`` is what evaluation and the report call;
+``score(kind, predictions, references, variant)`` is what evaluation and the report call
+(``score_with_samples`` adds each sample's own score, for ``predictions.jsonl``);
 ``HEADLINE[kind]`` names the number a results table reports for that kind of task, and
 ``metric_variant(kind, variant)`` the label recorded next to it (``metrics.json``, the report).
 ``variant`` (``eval.metric_variant`` in params.yaml) chooses how VQA accuracy processes answers
@@ -33,6 +34,26 @@ def metric_variant(kind: str, variant: str = DEFAULT_VARIANT) -> str:
     if kind == "caption":
         return CAPTION_VARIANT
     raise ValueError(f"unknown task kind {kind!r}; use one of {sorted(HEADLINE)}")
+
+
+def score_with_samples(kind: str, predictions: Sequence[str], references, variant: str = DEFAULT_VARIANT,
+                       caption_metrics: Sequence[str] | None = None) -> tuple[dict[str, float], list[float]]:
+    """:func:`score` and each sample's own headline score x100 (VQA accuracy of the question; the caption's
+    CIDEr-D), parallel to ``predictions``: their mean is the headline score."""
+    metric_variant(kind, variant)
+    if kind == "vqa":
+        from mimic.metrics.vqa import vqa_accuracy
+
+        each = [100.0 * vqa_accuracy(p, a, variant) for p, a in zip(predictions, references, strict=True)]
+        return score(kind, predictions, references, variant), each
+    from mimic.metrics.caption import DEFAULT_METRICS, caption_scores_with_samples
+
+    metrics = tuple(caption_metrics or DEFAULT_METRICS)
+    metrics = metrics if "CIDEr" in metrics else ("CIDEr", *metrics)
+    scores, each = caption_scores_with_samples(list(predictions), list(references), metrics)
+    if caption_metrics is not None and "CIDEr" not in caption_metrics:
+        scores.pop("CIDEr")
+    return scores, each
 
 
 def score(

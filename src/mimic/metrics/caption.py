@@ -39,6 +39,17 @@ def caption_scores(
     caption per id, a non-empty list of reference captions per id) or parallel lists. When
     METEOR cannot run it is left out of the result and a warning is logged.
     """
+    return caption_scores_with_samples(predictions, references, metrics)[0]
+
+
+def caption_scores_with_samples(
+    predictions: Mapping[str, str] | Sequence[str],
+    references: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> tuple[dict[str, float], list[float] | None]:
+    """:func:`caption_scores` and each caption's own CIDEr-D x100, in the order of the ids (None without
+    CIDEr). The corpus CIDEr is their mean; the per-caption values still use the corpus' document
+    frequencies, so they are comparable within one evaluation only."""
     unknown = [m for m in metrics if m not in KNOWN_METRICS]
     if unknown:
         raise ValueError(f"unknown caption metric(s) {unknown}; choose from {list(KNOWN_METRICS)}")
@@ -49,10 +60,13 @@ def caption_scores(
     res = {k: tokenized[f"hyp:{k}"] for k in refs}
 
     scores: dict[str, float] = {}
+    per_caption = None
     bleu: list[float] = []
     for metric in metrics:
         if metric == "CIDEr":
-            scores[metric] = 100.0 * float(Cider().compute_score(gts, res)[0])
+            corpus, each = Cider().compute_score(gts, res)
+            scores[metric] = 100.0 * float(corpus)
+            per_caption = [100.0 * float(x) for x in each]
         elif metric.startswith("BLEU-"):
             bleu = bleu or Bleu(4).compute_score(gts, res, verbose=0)[0]
             scores[metric] = 100.0 * float(bleu[int(metric[-1]) - 1])
@@ -63,7 +77,7 @@ def caption_scores(
                 scores[metric] = 100.0 * meteor_score(gts, res)
             except MeteorError as err:
                 log.warning("METEOR is missing from the caption scores: %s", err)
-    return scores
+    return scores, per_caption
 
 
 def _as_dicts(predictions, references) -> tuple[dict[str, str], dict[str, list[str]]]:

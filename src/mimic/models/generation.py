@@ -20,16 +20,37 @@ def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequenc
     return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
-@torch.no_grad()
+STOPS = ("newline", "eos")
+
+
 def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
-             stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0) -> list[str]:
+             stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0, stop: str = "newline") -> list[str]:
     """Greedy / beam decoding of ``inputs``, each answer cut at ``stop_words``
-    (:func:`mimic.models.prompts.postprocess`).
+    (:func:`mimic.models.prompts.postprocess`). See :func:`generate_with_raw`."""
+    return [answer for _, answer in generate_with_raw(loaded, inputs, max_new_tokens, num_beams, stop_words,
+                                                       length_penalty, stop)]
+
+
+@torch.no_grad()
+def generate_with_raw(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
+                      stop_words=DEFAULT_STOP_WORDS, length_penalty: float = 1.0,
+                      stop: str = "newline") -> list[tuple[str, str]]:
+    """``(raw, answer)`` per row: the generated tokens decoded as they are (special tokens such as an echoed
+    ``<end_of_utterance>`` kept, the padding after the end dropped), and the answer: the same tokens
+    without special tokens, cut at ``stop_words`` (:func:`mimic.models.prompts.postprocess`).
 
     ``length_penalty``: the beam score is the summed log-probability divided by length ** this
     (transformers' default 1.0; the MimIC reference code evaluates with 0.0, the plain sum).
+    ``stop``: ``newline`` ends a beam at the model's EOS or a newline token (``loaded.stop_token_ids``),
+    where an answer ends; ``eos`` only at the EOS (or ``max_new_tokens``), as the reference code
+    generates, the answer then cut at the stop words: with beams another beam can win.
     ``generate()`` counts the positions from the mask itself.
     """
+    if stop not in STOPS:
+        raise ValueError(f"eval.stop = {stop!r}; valid: {list(STOPS)}")
+    eos = loaded.model.generation_config.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    stop_ids = loaded.stop_token_ids if stop == "newline" else [t for t in loaded.stop_token_ids if t in eos]
     inputs = {k: v for k, v in inputs.items() if k != "position_ids"}
     out = loaded.model.generate(
         **inputs,
@@ -37,9 +58,20 @@ def generate(loaded, inputs: dict, max_new_tokens: int, num_beams: int = 1,
         num_beams=num_beams,
         length_penalty=length_penalty,
         do_sample=False,
-        eos_token_id=loaded.stop_token_ids,
+        eos_token_id=stop_ids,
         pad_token_id=loaded.pad_token_id,
     )
     new = out[:, inputs["input_ids"].shape[1] :]
     texts = loaded.tokenizer.batch_decode(new, skip_special_tokens=True)
-    return [postprocess(t, stop_words) for t in texts]
+    raw = [loaded.tokenizer.decode(_generated(row.tolist(), loaded.pad_token_id, stop_ids))
+           for row in new]
+    return [(r, postprocess(t, stop_words)) for r, t in zip(raw, texts, strict=True)]
+
+
+def _generated(ids: list[int], pad: int, stops: Sequence[int]) -> list[int]:
+    """``ids`` without the padding a finished row gets while others go on; where the pad is also a stop
+    token (EOS), one is kept: the row ended there."""
+    end = len(ids)
+    while end > 0 and ids[end - 1] == pad:
+        end -= 1
+    return ids[: end + 1] if end < len(ids) and pad in stops else ids[:end]

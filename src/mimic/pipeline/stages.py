@@ -137,6 +137,8 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
         kept = {"num_beams": ev["num_beams"], "length_penalty": ev.get("length_penalty", 1.0),
                 "max_new_tokens": ev["max_new_tokens"][kind], "limit": ev["limit"],
                 "metric_variant": ev["metric_variant"]}
+        if ev.get("stop", "newline") != "newline":  # absent at its default: settings made before it stay valid
+            kept["stop"] = ev["stop"]
         return {**found, "eval": kept, "reference": method == ICL_REFERENCE}
     raise ValueError(f"unknown stage {stage!r}")
 
