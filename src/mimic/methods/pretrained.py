@@ -68,6 +68,10 @@ def base_model_of(config) -> str | None:
     return next((p.base_model for p in config_parts(config) if getattr(p, "base_model", None)), None)
 
 
+def model_type_of(config) -> str | None:
+    return next((p.model_type for p in config_parts(config) if getattr(p, "model_type", None)), None)
+
+
 def model_card(config, card: dict | None = None) -> str:
     """A Hub model card: YAML front matter (library, base model, tags), then what was trained on what."""
     card = card or {}
@@ -78,7 +82,7 @@ def model_card(config, card: dict | None = None) -> str:
         front.append(f"base_model: {base}")
     front += ["tags:", "- mimic-icl", "- in-context-learning", f"- {kind}", "---", ""]
     rows = [("method", f"`{kind}`"), ("base model", f"`{base}`" if base else "unknown"),
-            ("model type", f"`{getattr(config, 'model_type', None) or config_parts(config)[-1].model_type}`"),
+            ("model type", f"`{model_type_of(config)}`"),
             ("trained parameters", f"{counts['trainable']:,}"), ("fitted values", f"{counts['fitted']:,}")]
     if card.get("task"):
         rows.append(("task", str(card["task"])))
@@ -149,7 +153,7 @@ def check_fits(config, model: nn.Module, path, strict: bool = True) -> None:
         raise ValueError(f"{path} was trained for {base or 'another model'} and does not fit: {detail}")
     if not strict:
         return
-    model_type = next((p.model_type for p in config_parts(config) if getattr(p, "model_type", None)), None)
+    model_type = model_type_of(config)
     name = getattr(model.config, "_name_or_path", "") or ""
     if model_type is not None and model_type != model.config.model_type:
         found = f"a {model.config.model_type!r} model"

@@ -42,10 +42,10 @@ def score_with_samples(kind: str, predictions: Sequence[str], references, varian
     CIDEr-D), parallel to ``predictions``: their mean is the headline score."""
     metric_variant(kind, variant)
     if kind == "vqa":
-        from mimic.metrics.vqa import vqa_accuracy
+        from mimic.metrics.vqa import mean_score, vqa_accuracies
 
-        each = [100.0 * vqa_accuracy(p, a, variant) for p, a in zip(predictions, references, strict=True)]
-        return score(kind, predictions, references, variant), each
+        accuracies = vqa_accuracies(list(predictions), list(references), variant)
+        return {"vqa_accuracy": mean_score(accuracies)}, [100.0 * a for a in accuracies]
     from mimic.metrics.caption import DEFAULT_METRICS, caption_scores_with_samples
 
     metrics = tuple(caption_metrics or DEFAULT_METRICS)

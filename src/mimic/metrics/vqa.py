@@ -155,15 +155,25 @@ def vqa_accuracy(prediction: str, answers: Sequence[str], variant: str = DEFAULT
     return sum(min(1.0, (total - hit) / 3) for hit in matches) / len(truth)
 
 
-def vqa_score(predictions: Sequence[str], answers: Sequence[Sequence[str]], variant: str = DEFAULT_VARIANT) -> float:
-    """The overall accuracy: 100 x the mean of :func:`vqa_accuracy` over questions.
-
-    Unlike the official script this does not round (it rounds to 2 decimals for display).
-    """
+def vqa_accuracies(predictions: Sequence[str], answers: Sequence[Sequence[str]],
+                   variant: str = DEFAULT_VARIANT) -> list[float]:
+    """:func:`vqa_accuracy` of every question, after checking the two lists fit and are not empty."""
     check_variant(variant)
     if len(predictions) != len(answers):
         raise ValueError(f"vqa_score: {len(predictions)} predictions but {len(answers)} answer lists")
     if not predictions:
         raise ValueError("vqa_score: no predictions to score")
-    total = sum(vqa_accuracy(p, a, variant) for p, a in zip(predictions, answers, strict=True))
-    return 100.0 * total / len(predictions)
+    return [vqa_accuracy(p, a, variant) for p, a in zip(predictions, answers, strict=True)]
+
+
+def vqa_score(predictions: Sequence[str], answers: Sequence[Sequence[str]], variant: str = DEFAULT_VARIANT) -> float:
+    """The overall accuracy: 100 x the mean of :func:`vqa_accuracy` over questions.
+
+    Unlike the official script this does not round (it rounds to 2 decimals for display).
+    """
+    return mean_score(vqa_accuracies(predictions, answers, variant))
+
+
+def mean_score(accuracies: Sequence[float]) -> float:
+    """100 x the mean of per-question accuracies in [0, 1]."""
+    return 100.0 * sum(accuracies) / len(accuracies)

@@ -48,8 +48,7 @@ def generate_with_raw(loaded, inputs: dict, max_new_tokens: int, num_beams: int 
     """
     if stop not in STOPS:
         raise ValueError(f"eval.stop = {stop!r}; valid: {list(STOPS)}")
-    eos = loaded.model.generation_config.eos_token_id
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    eos = eos_token_ids(loaded.model)
     stop_ids = loaded.stop_token_ids if stop == "newline" else [t for t in loaded.stop_token_ids if t in eos]
     inputs = {k: v for k, v in inputs.items() if k != "position_ids"}
     out = loaded.model.generate(
@@ -66,6 +65,12 @@ def generate_with_raw(loaded, inputs: dict, max_new_tokens: int, num_beams: int 
     raw = [loaded.tokenizer.decode(_generated(row.tolist(), loaded.pad_token_id, stop_ids))
            for row in new]
     return [(r, postprocess(t, stop_words)) for r, t in zip(raw, texts, strict=True)]
+
+
+def eos_token_ids(model) -> list[int]:
+    """The model's end-of-sequence ids (``generation_config.eos_token_id``: one id, a list, or none)."""
+    eos = model.generation_config.eos_token_id
+    return list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
 
 
 def _generated(ids: list[int], pad: int, stops: Sequence[int]) -> list[int]:

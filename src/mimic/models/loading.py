@@ -9,6 +9,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 from mimic.models.adapters import ModelAdapter, adapter_for
+from mimic.models.generation import eos_token_ids
 from mimic.models.prompts import PromptFormat, preset_format
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -90,8 +91,7 @@ NEWLINE_TOKENS = ("\n", "\n\n", "Ċ", "ĊĊ", "<0x0A>")  # plain, byte-level BPE
 
 def stop_token_ids(model, tokenizer) -> list[int]:
     """The model's end-of-sequence ids plus its newline tokens: answers end at a line break."""
-    stops = model.generation_config.eos_token_id
-    stops = list(stops) if isinstance(stops, (list, tuple)) else [stops] if stops is not None else []
+    stops = eos_token_ids(model)
     for token in NEWLINE_TOKENS:
         token_id = tokenizer.convert_tokens_to_ids(token)
         if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in stops:

@@ -29,7 +29,7 @@ from mimic.data.schema import COLUMNS, KINDS, encode_png, image_record
 from mimic.models.hidden_states import RECORD_TARGETS
 from mimic.models.loading import wrap_model
 from mimic.shift.config import MimicConfig
-from mimic.training.loop import DEFAULT_LOGITS_TOPK
+from mimic.training.loop import DEFAULT_LOGITS_TOPK, LOSS_WEIGHTS, TRAIN_DEFAULTS
 from mimic.training.loop import train as train_loop
 
 log = logging.getLogger("mimic.training.learn")
@@ -87,7 +87,7 @@ def train(model: nn.Module, processor, examples: Sequence[dict], method=None, *,
     teacher: ``online`` (the pipeline caches the teacher instead: ``mimic extract-teacher``).
     target: what the alignment loss compares, per layer: ``mlp`` (the paper), ``layer`` or ``attn``.
     hp: training settings over :data:`PAPER_HP` (epochs, lr, warmup_ratio, weight_decay, batch_size,
-        grad_accum, align_weight, ce_weight, seed) and :data:`mimic.pipeline.params.TRAIN_DEFAULTS`.
+        grad_accum, align_weight, ce_weight, seed), :data:`mimic.training.loop.TRAIN_DEFAULTS` and ``kl_weight``.
     Every input is checked before the model runs; a bad one is one line naming it.
     """
     if kind not in KINDS:
@@ -96,10 +96,10 @@ def train(model: nn.Module, processor, examples: Sequence[dict], method=None, *,
         raise ValueError(f"teacher = {teacher!r}; valid: {list(TEACHERS)} (the pipeline caches the teacher)")
     if target not in RECORD_TARGETS:
         raise ValueError(f"target = {target!r}; valid: {list(RECORD_TARGETS)}")
-    unknown = sorted(set(hp) - set(PAPER_HP) - {"max_grad_norm", "decay_bias", "ce_tokens", "kl_weight"})
+    optional = sorted({*TRAIN_DEFAULTS, *LOSS_WEIGHTS.values()} - set(PAPER_HP))  # what the loop reads beyond them
+    unknown = sorted(set(hp) - set(PAPER_HP) - set(optional))
     if unknown:
-        raise ValueError(f"unknown training settings {unknown}; valid: {sorted(PAPER_HP)} and max_grad_norm, "
-                         "decay_bias, ce_tokens, kl_weight")
+        raise ValueError(f"unknown training settings {unknown}; valid: {sorted(PAPER_HP)} and {', '.join(optional)}")
     hp = {**PAPER_HP, **hp}
     train_table = examples_table(examples, kind)
     support_table = train_table if support is None else examples_table(support, kind, "support")
