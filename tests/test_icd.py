@@ -130,3 +130,19 @@ def test_rices_takes_the_nearest_support_images_nearest_first_and_never_the_quer
     assert "eval_rices" not in sample_icds("task", train, support, eval_, shots=2, draws=3, seed=0)
     with pytest.raises(ValueError, match="icd.sampler = 'rices' needs image embeddings"):
         sample_icds("task", train, support, eval_, shots=2, draws=1, seed=0, sampler="rices")
+
+
+def test_a_demonstration_drawn_from_the_training_queries_is_found_there():
+    """icd.sampler: reference draws training demonstrations from the training queries (their ids are not in
+    the support table): TaskData.demo finds them there, as the teacher, the fitted methods and RICES read them."""
+    import pandas as pd
+    from PIL import Image
+
+    from mimic.data.batches import TaskData
+    from mimic.data.schema import encode_png, image_record
+
+    image = image_record(encode_png(Image.new("RGB", (4, 4))))
+    train = pd.DataFrame({"id": ["t1"], "image": [image], "question": ["train?"], "answers": [["a"] * 10]})
+    support = pd.DataFrame({"id": ["s1"], "image": [image], "question": ["support?"], "answers": [["b"] * 10]})
+    data = TaskData("vqa", {"train": train, "support": support})
+    assert data.demo("t1")[1:] == ("train?", "a") and data.demo("s1")[1:] == ("support?", "b")

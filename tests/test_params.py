@@ -100,7 +100,7 @@ BAD = {
     "reference sampler without a draw per epoch": (
         lambda p: p["icd"].update(sampler="reference", draws=2),
         "params.yaml: icd.draws = 2: the reference sampler draws fresh demonstrations every epoch, so it needs "
-        "draws >= methods.mimic.train.epochs = 20",
+        "draws >= methods.mimic.train.epochs = 20 (mimic)",
     ),
     "unknown training key": (
         _set("methods.mimic.train.learning_rate", 1.0e-3),

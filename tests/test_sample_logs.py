@@ -126,3 +126,39 @@ def test_eval_stop_eos_generates_past_the_newline_and_greedy_answers_stay_the_sa
     with pytest.raises(ValueError, match=r"^eval.stop = 'never'; valid: \['newline', 'eos'\]$"):
         generate_with_raw(lm, inputs, 2, stop="never")
 
+
+
+def test_stem_scores_the_stemmed_prediction_and_keeps_the_raw_generation(tmp_path, monkeypatch):
+    """tasks.<t>.stem (OK-VQA's evaluation, the reference code's postprocess_generation,
+    testbed/data/__init__.py:157-170 at 9eda50b: cut at the stop words, then stem): predictions.jsonl's
+    `prediction` is the stemmed answer that was scored; the settings of evaluate change, prepare's do not."""
+    pytest.importorskip("inflection")
+    from mimic.metrics import okvqa_stem
+    from mimic.pipeline.stages import result_settings
+
+    task = "shapes-vqa"
+    monkeypatch.chdir(tmp_path)
+    # stand-ins for nltk's models (no nltk data offline): tokens upper-cased, plural tags on a final "S"
+    stand_ins = (lambda text: text.upper().split(), lambda words: [(w, "NNS" if w.endswith("S") else "NN")
+                                                                   for w in words], lambda word, pos: word)
+    monkeypatch.setattr(okvqa_stem, "_nlp", lambda: stand_ins)
+    params = _params(task)
+    plain = result_settings(params, "prepare", task=task), result_settings(params, "evaluate", MODEL, task, "icl")
+    params["tasks"][task]["stem"] = True
+    assert result_settings(params, "prepare", task=task) == plain[0]
+    assert result_settings(params, "evaluate", MODEL, task, "icl") == {**plain[1], "eval": {**plain[1]["eval"],
+                                                                                            "stem": True}}
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for argv in (("prepare", "--task", task), ("sample-icd", "--task", task),
+                 ("evaluate", "--model", MODEL, "--task", task, "--method", "icl")):
+        assert main([*argv, "--params", "params.yaml"]) == 0, argv
+    rows = [json.loads(line) for line in
+            (Path("results/eval") / MODEL / task / "seed-0" / "icl" / "predictions.jsonl").read_text().splitlines()]
+    import inflection
+
+    assert any(postprocess(r["generation"].replace("</s>", ""), ["\n"]) for r in rows)  # something to stem
+    for row in rows:
+        answer = postprocess(row["generation"].replace("</s>", ""), ["\n"])
+        words = [inflection.singularize(w) if w.endswith("S") else w for w in answer.upper().split()]
+        assert row["prediction"] == " ".join(words)
+        assert row["score"] == pytest.approx(100 * vqa_accuracy(row["prediction"], row["answers"]), abs=1e-4)

@@ -75,3 +75,26 @@ def test_every_stage_loads_its_task_with_the_icd_answer_of_params(tmp_path, monk
     assert load_task("t", params, 0)[0].demo("q")[2] == "no"  # the default: most common
     params["icd"]["answer"] = "first"
     assert load_task("t", params, 0)[0].demo("q")[2] == "yes"
+    params["icd"]["target_answer"] = "most_common"  # the training target apart from the demonstrations
+    data = load_task("t", params, 0)[0]
+    assert data.demo("q")[2] == "yes" and data.target("train", "q") == "no"
+
+
+def test_the_reference_code_teacher_forces_the_first_annotators_answer_and_shows_the_most_common():
+    """Kamichanw/MimIC 9eda50b: a training query's target is `extract_answer` = ``item["answers"][0]["answer"]``
+    (src/dataset_utils/vqa.py:83-87, used at src/dataset_utils/interface.py:229), a demonstration's answer is
+    ``item["answer"]`` = ``most_common_from_dict`` (testbed/data/vqav2/vqav2.py:143, testbed/data/common.py:84-86):
+    presets/reference.yaml sets icd.answer: most_common, icd.target_answer: first."""
+    from pathlib import Path
+
+    import yaml
+    from PIL import Image
+
+    reference = yaml.safe_load((Path(__file__).resolve().parents[1] / "presets" / "reference.yaml").read_text())
+    image = image_record(encode_png(Image.new("RGB", (4, 4))))
+    table = pd.DataFrame({"id": ["q"], "image": [image], "question": ["Q?"], "answers": [["yes"] + ["no"] * 9]})
+    data = TaskData("vqa", {"train": table, "support": table}, answer=reference["icd"]["answer"],
+                    target_answer=reference["icd"]["target_answer"])
+    answers = list(table["answers"][0])
+    assert data.target("train", "q") == answers[0] == "yes"  # extract_answer
+    assert data.demo("q")[2] == max(set(answers), key=answers.count) == "no"  # most_common_from_dict

@@ -22,6 +22,7 @@ import time
 COMMANDS = {
     "info": ("info", "shapes and MimIC parameter counts of a model"),
     "demo": ("demo", "attach MimIC to tiny models and run the exactness check"),
+    "preset": ("preset", "lay presets (presets/<name>.yaml) over params.yaml: the paper's runs, protocols"),
     "validate": ("validate", "check all of params.yaml; write each stage's settings under results/settings/"),
     "prepare": ("prepare", "a task's splits -> normalized tables under data/"),
     "embed": ("embed", "pooled image embeddings of a task for RICES (icd.embedding)"),

@@ -88,6 +88,7 @@ def run(args) -> int:
     reference = reference_predictions(args) if args.part is None else None
     data, icd = load_task(args.task, params, args.seed)
     weights_sha256 = check_checkpoint(args, params)  # before the model loads
+    check_scoring(params, args.task)  # likewise
     loaded = load_stage_model(params, args.model)
     counts = {"trainable": 0, "fitted": 0}
     if is_trained(params, args.method):
@@ -103,7 +104,8 @@ def run(args) -> int:
     demos = eval_demonstrations(params, icd, args.task, args.method, args.seed)
     rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
                    ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
-                   length_penalty=ev.get("length_penalty", 1.0), stop=ev.get("stop", "newline")) if qids else []
+                   length_penalty=ev.get("length_penalty", 1.0), stop=ev.get("stop", "newline"),
+                   role="trained" if is_trained(params, args.method) else "untrained") if qids else []
     run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
                 "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
     if args.part is not None:
@@ -118,6 +120,22 @@ def run(args) -> int:
         return 0
     write_results(args, params, rows, reference, run_info, log)
     return 0
+
+
+def check_scoring(params: dict, task: str) -> None:
+    """What scoring needs is in place (the OK-VQA stemmer's packages and data) before anything is generated."""
+    if params["tasks"][task].get("stem"):
+        from mimic.metrics.okvqa_stem import check_ready
+
+        check_ready()
+
+
+def stemmed(rows: list[dict]) -> list[dict]:
+    """``tasks.<t>.stem``: each row's post-processed ``prediction`` stemmed as OK-VQA's evaluation does (the raw
+    ``generation`` is kept)."""
+    from mimic.metrics.okvqa_stem import stem_all
+
+    return [{**r, "prediction": s} for r, s in zip(rows, stem_all([r["prediction"] for r in rows]), strict=True)]
 
 
 def write_results(args, params: dict, rows: list[dict], reference: list[dict] | None, run_info: dict, log) -> None:
@@ -138,6 +156,8 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
     variant = ev["metric_variant"]
+    if params["tasks"][args.task].get("stem"):
+        rows = stemmed(rows)
     metrics, each = score_with_samples(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
     rows = [{**r, "score": round(s, 4)} for r, s in zip(rows, each, strict=True)]
     headline = HEADLINE[kind]

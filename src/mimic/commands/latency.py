@@ -41,7 +41,8 @@ def run(args) -> int:
     qids = list(data.tables["eval"]["id"])[: settings["queries"]]
     loaded = load_stage_model(params, args.model)
     queries = [data.query("eval", q) for q in qids]
-    zero_inputs = encode_prompts(loaded, data.kind, queries)
+    zero_inputs = encode_prompts(loaded, data.kind, queries)  # as `mimic evaluate` prompts zero-shot
+    shifted_inputs = encode_prompts(loaded, data.kind, queries, role="trained")  # and a trained method
     baseline = next((m for m in methods if method_type(params, m) == "zero-shot"), "zero-shot")
 
     def installed(path):
@@ -68,7 +69,7 @@ def run(args) -> int:
         elif kind == "zero-shot":
             variants.append(Variant(method, zero_inputs))
         else:
-            variants.append(Variant(method, zero_inputs, installed(checkpoints[method])))
+            variants.append(Variant(method, shifted_inputs, installed(checkpoints[method])))
     beams = eval_settings(params, args.model)["num_beams"]
     log.info("timing %d method(s) side by side: %d queries in one batch, %d new tokens, %d beam(s), %d rounds",
              len(variants), len(qids), settings["new_tokens"], beams, settings["rounds"])

@@ -19,6 +19,7 @@ def run(args) -> int:
 
     from mimic.commands.evaluate import (
         check_checkpoint,
+        check_scoring,
         part_file,
         part_queries,
         reference_predictions,
@@ -35,6 +36,7 @@ def run(args) -> int:
     reference = reference_predictions(args)
     data, _ = load_task(args.task, params, args.seed)
     weights_sha256 = check_checkpoint(args, params)
+    check_scoring(params, args.task)
     ev = eval_settings(params, args.model)
     jobs = params["eval"].get("jobs", 1)
     qids = list(data.tables["eval"]["id"])

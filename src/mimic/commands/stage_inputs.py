@@ -30,7 +30,8 @@ def load_task(task: str, params: dict, seed: int):
         raise MimicError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
     kind, answer = params["tasks"][task]["kind"], params["icd"].get("answer", "most_common")
-    return TaskData(kind, tables, answer=answer), icd  # loaders store absolute image paths
+    target = params["icd"].get("target_answer")  # the training query's teacher-forced answer; default: `answer`
+    return TaskData(kind, tables, answer=answer, target_answer=target), icd  # loaders store absolute image paths
 
 
 def eval_demonstrations(params: dict, icd: dict, task: str, method: str, seed: int) -> dict:

@@ -42,13 +42,15 @@ def target_answer(answers: Sequence[str], rule: str = "most_common") -> str:
 
 @dataclass
 class TaskData:
-    """A prepared task's tables; ``answer`` (:data:`ANSWER_RULES`, ``icd.answer``) picks a VQA query's target
-    and a demonstration's answer among the human answers (captions: the first reference)."""
+    """A prepared task's tables; ``answer`` (:data:`ANSWER_RULES`, ``icd.answer``) picks a demonstration's
+    answer among the human answers, ``target_answer`` (``icd.target_answer``, default ``answer``) a training
+    query's teacher-forced one (captions: the first reference for both)."""
 
     kind: str
     tables: dict[str, pd.DataFrame]  # split -> normalized table
     image_root: str | None = None
     answer: str = "most_common"
+    target_answer: str | None = None
 
     def __post_init__(self):
         self.by_id = {split: df.set_index("id", drop=False) for split, df in self.tables.items()}
@@ -57,15 +59,17 @@ class TaskData:
         row = self.by_id[split].loc[qid]
         return open_image(row["image"], self.image_root), row["question"]
 
-    def _answer(self, answers) -> str:
-        return target_answer(answers, self.answer) if self.kind == "vqa" else answers[0]
+    def _answer(self, answers, rule: str | None = None) -> str:
+        return target_answer(answers, rule or self.answer) if self.kind == "vqa" else answers[0]
 
     def target(self, split: str, qid: str) -> str:
-        """The teacher-forced answer: the VQA target (``answer``) or the first reference caption."""
-        return self._answer(self.by_id[split].loc[qid]["answers"])
+        """The teacher-forced answer: the VQA target (``target_answer``, else ``answer``) or the first caption."""
+        return self._answer(self.by_id[split].loc[qid]["answers"], self.target_answer)
 
     def demo(self, sid: str):
-        row = self.by_id["support"].loc[sid]
+        """A demonstration: a support record, or under ``icd.sampler: reference`` a training query (its pool)."""
+        support = self.by_id["support"]
+        row = support.loc[sid] if sid in support.index else self.by_id["train"].loc[sid]
         return open_image(row["image"], self.image_root), row["question"], self._answer(row["answers"])
 
 
@@ -96,8 +100,8 @@ def student_batch(loaded, data: TaskData, split: str, qids: list[str],
         raise ValueError(f"ce_tokens = {ce_tokens!r}; valid: {list(CE_TOKENS)}")
     queries = [data.query(split, q) for q in qids]
     answers = [data.target(split, q) for q in qids]
-    with_answer = encode_prompts(loaded, data.kind, queries, answers=answers)
-    without = encode_prompts(loaded, data.kind, queries)
+    with_answer = encode_prompts(loaded, data.kind, queries, answers=answers, role="student")
+    without = encode_prompts(loaded, data.kind, queries, role="student")
     answer_lengths = (with_answer["attention_mask"].sum(1) - without["attention_mask"].sum(1)).tolist()
     labels = torch.full_like(with_answer["input_ids"], -100)
     for i, n in enumerate(answer_lengths):
@@ -111,37 +115,52 @@ def teacher_batch(loaded, data: TaskData, split: str, qids: list[str], demo_ids:
     queries = [data.query(split, q) for q in qids]
     answers = [data.target(split, q) for q in qids]
     demos = [[data.demo(s) for s in ids] for ids in demo_ids]
-    return encode_prompts(loaded, data.kind, queries, demos=demos, answers=answers)
+    return encode_prompts(loaded, data.kind, queries, demos=demos, answers=answers, role="teacher")
 
 
-def instruction_tokens(loaded, kind: str) -> list[int]:
-    """The tokens of the instruction line a zero-shot prompt of ``kind`` starts with ([] if none).
+def instruction_tokens(loaded, kind: str, role: str = "student") -> list[int]:
+    """The tokens of the instruction line a zero-shot prompt of ``kind`` in ``role`` starts with ([] if none).
 
-    The zero-shot prompt of the ``reference`` preset starts with an instruction that the ICL
-    prompt writes before its demonstrations, not right before the query: it is not part of
+    A zero-shot prompt with an instruction (the ``reference`` preset's VQA evaluation) starts with a line
+    that the ICL prompt writes before its demonstrations, not right before the query: it is not part of
     the query-and-answer positions.
     """
-    fmt = loaded.prompt_format
-    instruction = fmt.instructions.get(kind)
-    if not instruction or kind in fmt.instruction_icl_only:
+    line = loaded.prompt_format.instruction(kind, role)
+    if not line:
         return []
-    line = fmt.instruction_line.format(instruction=instruction)
     encoded = loaded.adapter.encode(loaded.processor, [[line]])  # as the processor writes a prompt's start
     ids = _unpadded(encoded, 0)
     bos = loaded.tokenizer.bos_token_id
     return ids[1:] if bos is not None and ids[:1] == [bos] else ids
 
 
+WORD_START_MARKERS = "\u2581\u0120 "  # sentencepiece's "▁", byte-level BPE's "Ġ", a plain space
+
+
+def _marker_only_difference(tokenizer, teacher_token: int, student_token: int) -> bool:
+    """The student's token is the teacher's word with a word-start marker (``▁Image`` / ``Image``), or the
+    marker alone (``▁`` before ``Image``, where the vocabulary has no ``▁Image``)."""
+    if tokenizer is None:
+        return False
+    teacher, student = tokenizer.convert_ids_to_tokens([teacher_token, student_token])
+    bare = student.lstrip(WORD_START_MARKERS)
+    return bool(student) and (bare == "" or bare == teacher.lstrip(WORD_START_MARKERS))
+
+
 def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: int | None = None,
-                    prefix: list[int] | None = None) -> list[int]:
+                    prefix: list[int] | None = None, tokenizer=None) -> list[int]:
     """Per row, how many trailing positions the teacher and the student share (query + answer).
 
     The shared tokens are the common suffix of the two unpadded rows. The student's first
     token is left out when it is the BOS (``bos_token_id``): it begins the whole prompt,
     not the query; so is the ``prefix`` (:func:`instruction_tokens`) that follows it.
-    Families without a BOS (Qwen2) align their whole zero-shot prompt. Anything shorter
-    means the query was tokenized differently after the demonstrations (a merge across the
-    boundary) and is an error, never a silent misalignment.
+    Families without a BOS (Qwen2) align their whole zero-shot prompt. With ``tokenizer``, the
+    student's first query token may differ from the teacher's by a word-start marker alone (then
+    the rest is aligned): a word at the very start of the text is tokenized with the marker (as
+    ``▁Image``, or ``▁`` then ``Image``), after the previous demonstration's line break without
+    (sentencepiece, e.g. Idefics2's ``Image:`` in a ``reference`` prompt without an instruction). Anything else shorter means the query was
+    tokenized differently after the demonstrations (a merge across the boundary) and is an
+    error, never a silent misalignment.
     """
     prefix = prefix or []
     out = []
@@ -154,6 +173,8 @@ def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: in
             raise ValueError(f"row {i}: the zero-shot prompt does not start with its instruction's own tokens (a "
                              "merge across the end of the instruction line)")
         query = len(s) - start - len(prefix)
+        if n == query - 1 and query > 1 and len(t) > n and _marker_only_difference(tokenizer, t[-n - 1], s[-n - 1]):
+            query = n  # only the first word's marker differs: align the rest
         if n < query:
             raise ValueError(
                 f"row {i}: the query tokens differ between the ICL and the zero-shot prompt (common suffix {n} of "

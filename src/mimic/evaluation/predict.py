@@ -24,8 +24,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[str]] | None, shots: int,
             batch_size: int, max_new_tokens: int, num_beams: int, desc: str, length_penalty: float = 1.0,
-            stop: str = "newline") -> list[dict]:
-    """Generate an answer for every evaluation query (with its first ``shots`` demonstrations).
+            stop: str = "newline", role: str = "untrained") -> list[dict]:
+    """Generate an answer for every evaluation query (with its first ``shots`` demonstrations); ``role``:
+    ``untrained`` (zero-shot, ICL) or ``trained`` (a trained method's prompt), for the prompt's instruction.
 
     One row per query, as lmms-eval's ``--log_samples``: ``id``, ``question`` (``""`` for captions),
     ``image_id`` where the task has one, ``generation`` (the raw decoded tokens, special tokens kept),
@@ -41,7 +42,7 @@ def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[st
     def answer(chunk: list[str]) -> list[tuple[str, str]]:
         queries = [data.query("eval", q) for q in chunk]
         demos = [[data.demo(s) for s in demo_ids[q][:shots]] for q in chunk] if shots else None
-        inputs = encode_prompts(loaded, data.kind, queries, demos=demos)
+        inputs = encode_prompts(loaded, data.kind, queries, demos=demos, role=role)
         return generate_with_raw(loaded, inputs, max_new_tokens, num_beams, loaded.prompt_format.stops(data.kind),
                                  length_penalty, stop)
 

@@ -116,7 +116,7 @@ def context_vectors(loaded, data, demo_ids: list[str], layers: list[int]) -> tor
             HiddenStateRecorder(loaded.model, "mlp", layers) as mlp:
         for sid in demo_ids:
             image, question, answer = data.demo(sid)
-            inputs = encode_prompts(loaded, data.kind, [(image, question)], answers=[answer])
+            inputs = encode_prompts(loaded, data.kind, [(image, question)], answers=[answer], role="teacher")
             attn.select(1)
             mlp.select(1)
             loaded.model(**inputs)

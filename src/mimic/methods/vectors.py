@@ -84,7 +84,7 @@ def icl_inputs(loaded, data, qids: list[str], icd: dict, draw: int = 0, corrupt:
             answers = [a for _, _, a in shots]
             shots = [(img, question, answers[(i + offset) % len(shots)]) for i, (img, question, _) in enumerate(shots)]
         demos.append(shots)
-    return encode_prompts(loaded, data.kind, queries, demos=demos)
+    return encode_prompts(loaded, data.kind, queries, demos=demos, role="teacher")
 
 
 @torch.no_grad()

@@ -9,13 +9,16 @@ import torch
 from mimic.models.prompts import DEFAULT_STOP_WORDS, build_prompt, postprocess
 
 
-def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequence] | None = None, answers=None):
+def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequence] | None = None, answers=None,
+                   role: str = "untrained"):
     """Model inputs for a batch: each query ``(image, question)`` after its demonstrations
-    ``[(image, question, answer), ...]``, optionally followed by its answer (teacher forcing)."""
+    ``[(image, question, answer), ...]``, optionally followed by its answer (teacher forcing); ``role``
+    (:data:`mimic.models.prompts.ROLES`) decides whether the prompt format's instruction starts it."""
     demos = demos or [[] for _ in queries]
     answers = answers or [None] * len(queries)
     fmt = loaded.prompt_format
-    prompts = [build_prompt(kind, d, q, fmt, answer=a) for q, d, a in zip(queries, demos, answers, strict=True)]
+    prompts = [build_prompt(kind, d, q, fmt, answer=a, role=role)
+               for q, d, a in zip(queries, demos, answers, strict=True)]
     inputs = loaded.adapter.encode(loaded.processor, prompts)
     return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 

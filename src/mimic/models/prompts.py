@@ -18,9 +18,13 @@ them into model inputs with the image tokens its processor expects. Two presets:
   Idefics2 writes ``<end_of_outterance>\\n`` after the instruction and after every message
   (image, question, answer). The tag is misspelled in the reference code; the tokenizer sees
   it as plain text (the real ``<end_of_utterance>`` is a special token). Kept on purpose:
-  this preset reproduces what the published numbers were measured with. Captions get the
-  instruction ``provide a short caption of the input image.`` only with demonstrations, as
-  there. Generations are cut at the reference code's stop words.
+  this preset reproduces what the published numbers were measured with. Generations are cut at
+  the reference code's stop words. Which prompts carry the instruction depends on their role
+  (:data:`ROLES`), as there (Kamichanw/MimIC 9eda50b): VQA's in every prompt but the training
+  student's (the last round alone, ``src/dataset_utils/vqa.py:89-91``, ``interface.py:221-223``);
+  the caption instruction ``provide a short caption of the input image.`` only in the evaluation
+  of zero-shot and ICL (``src/dataset_utils/caption.py:54-58``: ``is_icl``, set for evaluations
+  without a checkpoint, ``src/eval.py:24``).
 
 What the presets do not reproduce (see docs/deviations.md): the reference inserts a padding
 token (masked out) between ``Answer:`` and the teacher-forced answer and ends it with EOS;
@@ -33,6 +37,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PRESETS = ("clean", "reference")
+# What a prompt is for: the evaluation of zero-shot or ICL (untrained), of a trained method (its zero-shot
+# prompt), the ICL prompt of training (teacher: the teacher cache, fitted vectors) or its zero-shot prompt
+# (student). A format writes its instruction in the roles it lists per kind.
+ROLES = ("untrained", "trained", "teacher", "student")
 DEFAULT_STOP_WORDS = ("\n", "Question:", "Caption:", "<end_of_utterance>")
 
 
@@ -44,7 +52,7 @@ class PromptFormat:
     answer_prefix: between that text and an answer; separator: after each answer (a
         demonstration's, and the teacher-forced one: where the model learns to stop).
     instructions: kind -> instruction text, written once at the start with
-        ``instruction_line``; kinds in ``instruction_icl_only`` get it only with demonstrations.
+        ``instruction_line`` in the prompts whose role (:data:`ROLES`) ``instruction_roles[kind]`` lists.
     stop_words: kind -> markers a generation is cut at (see :func:`postprocess`).
     """
 
@@ -55,11 +63,20 @@ class PromptFormat:
     separator: str = "\n"
     instructions: dict = field(default_factory=dict)
     instruction_line: str = "Instruction: {instruction}\n"
-    instruction_icl_only: tuple[str, ...] = ()
+    instruction_roles: dict = field(default_factory=dict)
     stop_words: dict = field(default_factory=dict)
 
     def stops(self, kind: str) -> tuple[str, ...]:
         return tuple(self.stop_words.get(kind, DEFAULT_STOP_WORDS))
+
+    def instruction(self, kind: str, role: str) -> str:
+        """The instruction line a prompt of ``kind`` in ``role`` starts with ("" if none)."""
+        if role not in ROLES:
+            raise ValueError(f"prompt role {role!r} is not valid; use one of {list(ROLES)}")
+        text = self.instructions.get(kind)
+        if not text or role not in self.instruction_roles.get(kind, ()):
+            return ""
+        return self.instruction_line.format(instruction=text)
 
 
 _REFERENCE_INSTRUCTIONS = {
@@ -70,17 +87,19 @@ _REFERENCE_STOPS = {  # src/dataset_utils/{vqa,caption}.py of the reference code
     "vqa": ("\n", "Question", "Answer", "Image", "Short"),
     "caption": ("\n", "Caption", "Image", "<", "Short"),
 }
+_REFERENCE_INSTRUCTION_ROLES = {"vqa": ("untrained", "trained", "teacher"), "caption": ("untrained",)}
 _END = "<end_of_outterance>\n"  # sic: the reference code's Idefics2 template
 
 REFERENCE_FORMATS = {
     "idefics": PromptFormat(
         vqa=" Question: {question} Answer:", caption=" Caption:", image_prefix="Image:", separator="\n",
-        instructions=_REFERENCE_INSTRUCTIONS, instruction_icl_only=("caption",), stop_words=_REFERENCE_STOPS,
+        instructions=_REFERENCE_INSTRUCTIONS, instruction_roles=_REFERENCE_INSTRUCTION_ROLES,
+        stop_words=_REFERENCE_STOPS,
     ),
     "idefics2": PromptFormat(
         vqa=_END + "Question: {question}" + _END + "Answer:", caption=_END + "Caption:", image_prefix="Image:",
         separator=_END, instructions=_REFERENCE_INSTRUCTIONS, instruction_line="Instruction: {instruction}" + _END,
-        instruction_icl_only=("caption",), stop_words=_REFERENCE_STOPS,
+        instruction_roles=_REFERENCE_INSTRUCTION_ROLES, stop_words=_REFERENCE_STOPS,
     ),
 }
 # Families the reference code has no template of its own for get its Idefics (v1) one; Gemma 3's
@@ -108,17 +127,16 @@ def query_text(kind: str, question: str, fmt: PromptFormat) -> str:
     raise ValueError(f"unknown task kind {kind!r}; use 'vqa' or 'caption'")
 
 
-def build_prompt(kind: str, demos, query, fmt: PromptFormat, answer: str | None = None) -> list:
+def build_prompt(kind: str, demos, query, fmt: PromptFormat, answer: str | None = None,
+                 role: str = "untrained") -> list:
     """Segments of ``demos`` (each ``(image, question, answer)``) then ``query`` ``(image, question)``.
 
     With ``answer`` the query is followed by its answer and the separator (teacher forcing:
-    the model learns where to stop); otherwise the prompt ends where generation starts.
+    the model learns where to stop); otherwise the prompt ends where generation starts. ``role``
+    (:data:`ROLES`) decides whether the format's instruction starts the prompt.
     """
     segments: list = []
-    text = ""  # text waiting to be written before the next image
-    instruction = fmt.instructions.get(kind)
-    if instruction and (demos or kind not in fmt.instruction_icl_only):
-        text = fmt.instruction_line.format(instruction=instruction)
+    text = fmt.instruction(kind, role)  # text waiting to be written before the next image
     for image, question, demo_answer in demos:
         if text + fmt.image_prefix:
             segments.append(text + fmt.image_prefix)

@@ -48,6 +48,9 @@ TRAIN_DEFAULTS = {
     "ce_tokens": "answer",  # CE on the answer tokens; "prompt": every token after BOS (the reference code)
 }
 
+# Task keys that change how predictions are scored, not the data: evaluation settings, not prepare's.
+EVALUATION_TASK_KEYS = ("stem",)
+
 # Stages whose log and benchmark files join the names with "-" (mimic.pipeline.paths.log_file).
 _JOINED_STAGES = {"extract-teacher": ("models", "tasks"), "evaluate": ("models", "tasks", "methods")}
 
@@ -73,21 +76,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
-    """Read, validate and cross-check a params file; returns the parsed dict."""
+    """Read, validate and cross-check a params file; returns the parsed dict. The files the run's
+    tasks read from disk must exist (:func:`mimic.pipeline.presets.check_data_files`)."""
     path = Path(path)
     name = str(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ParamsError(f"{name}: no such file") from None
+    params = check_params(parse_yaml(text, name), source=name, schema_file=schema_path(path))
+    from mimic.pipeline.presets import check_data_files
+
+    check_data_files(params, name, path.resolve().parent)
+    return params
+
+
+def parse_yaml(text: str, name: str) -> Any:
+    """YAML ``text`` (safe, duplicate keys refused); a syntax error is one line naming the line."""
     try:
-        params = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ParamsError(f"{name}:{where}: {' '.join(str(problem).split())}") from None
-    return check_params(params, source=name, schema_file=schema_path(path))
 
 
 def check_params(params: Any, source: str = "params.yaml", schema_file: str | Path | None = None) -> dict:
@@ -227,7 +239,7 @@ def _check_references(params: dict, source: str) -> None:
     for name, entry in methods.items():
         if entry["type"] not in all_types:
             fail(f"methods.{name}.type = {_show(entry['type'])}: must be one of {', '.join(all_types)}")
-        if entry["type"] == "icl" and entry.get("shots", 0) > params["icd"]["shots"]:
+        if entry["type"] == "icl" and entry.get("shots", 0) > params["icd"]["shots"] and name in run_methods(params):
             fail(
                 f"methods.{name}.shots = {entry['shots']}: must be <= icd.shots = {params['icd']['shots']} "
                 "(the demonstrations sampled per query)"
@@ -293,10 +305,13 @@ def _check_references(params: dict, source: str) -> None:
 
     if params["icd"].get("sampler") == "reference":
         for name in run["trained"]:
-            epochs = methods[name].get("train", {}).get("epochs", 0)
-            if epochs > params["icd"]["draws"]:
-                fail(f"icd.draws = {params['icd']['draws']}: the reference sampler draws fresh demonstrations "
-                     f"every epoch, so it needs draws >= methods.{name}.train.epochs = {epochs}")
+            for model in run["models"]:  # the epochs each model trains it (models.<model>.train overrides)
+                epochs = method_hp(params, name, model).get("epochs", 0)
+                if epochs > params["icd"]["draws"]:
+                    own = "epochs" in (params["models"][model].get("train") or {})
+                    where = f"models.{model}.train.epochs" if own else f"methods.{name}.train.epochs"
+                    fail(f"icd.draws = {params['icd']['draws']}: the reference sampler draws fresh demonstrations "
+                         f"every epoch, so it needs draws >= {where} = {epochs} ({name})")
 
     for stage, sections in _JOINED_STAGES.items():
         lists = [run_methods(params) if s == "methods" else run[s] for s in sections]
@@ -312,6 +327,12 @@ def _check_references(params: dict, source: str) -> None:
 
 
 # -- questions every stage asks -------------------------------------------------------------
+
+
+def data_spec(params: dict, task: str) -> dict:
+    """What the data of ``task`` is made from: its entry less the keys that only change its scoring
+    (:data:`EVALUATION_TASK_KEYS`): `mimic prepare`'s loader spec and the settings of the data stages."""
+    return {k: v for k, v in params["tasks"][task].items() if k not in EVALUATION_TASK_KEYS}
 
 
 def method_type(params: dict, method: str) -> str:

@@ -33,6 +33,7 @@ from mimic.io.atomic import atomic_write_text
 from mimic.pipeline.params import (
     ICL_REFERENCE,
     ParamsError,
+    data_spec,
     eval_settings,
     method_demos,
     method_hp,
@@ -103,14 +104,16 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
     if seed is not None:
         params = seeded(params, seed)
     teacher, ev = params["teacher"], params["eval"]
+    if stage in ("prepare", "embed"):  # the task's data: not the keys that only change its scoring
+        data = data_spec(params, task)
     if stage == "prepare":
-        return {"seed": params["seed"], "task": params["tasks"][task]}
+        return {"seed": params["seed"], "task": data}
     if stage == "embed":
         source = params["icd"].get("embedding")
         if source in params["models"]:  # the model's own vision tower: its files decide
-            return {"seed": params["seed"], "task": params["tasks"][task], "embedding": source,
+            return {"seed": params["seed"], "task": data, "embedding": source,
                     "model": model_identity(params, source, root)}
-        return {"seed": params["seed"], "task": params["tasks"][task], "embedding": source}
+        return {"seed": params["seed"], "task": data, "embedding": source}
     if stage == "sample-icd":
         return {"icd": params["icd"]}
     if stage == "report":
@@ -139,6 +142,8 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
                 "metric_variant": ev["metric_variant"]}
         if ev.get("stop", "newline") != "newline":  # absent at its default: settings made before it stay valid
             kept["stop"] = ev["stop"]
+        if params["tasks"][task].get("stem"):  # likewise
+            kept["stem"] = True
         return {**found, "eval": kept, "reference": method == ICL_REFERENCE}
     raise ValueError(f"unknown stage {stage!r}")
 

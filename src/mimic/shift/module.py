@@ -33,11 +33,16 @@ class MimicShift(nn.Module):
         self.config = config
         groups = num_heads if config.per_head else 1
         self.v = nn.Parameter(torch.randn(num_layers, num_heads, head_dim) * config.v_init_std)
+        linear = config.magnitude_init == "linear"  # nn.Linear's default: U(-1/sqrt(n), 1/sqrt(n)), n inputs
+        bound = (head_dim * (1 if config.per_head else num_heads)) ** -0.5
         if config.query_dependent:
-            self.w = nn.Parameter(torch.randn(num_layers, num_heads, head_dim) * config.w_init_std)
+            w_shape = (num_layers, num_heads, head_dim)
+            w = (torch.rand(w_shape) * 2 - 1) * bound if linear else torch.randn(w_shape) * config.w_init_std
+            self.w = nn.Parameter(w)
         else:
             self.register_parameter("w", None)
-        self.b = nn.Parameter(torch.zeros(num_layers, groups))
+        self.b = nn.Parameter((torch.rand(num_layers, groups) * 2 - 1) * bound if linear
+                              else torch.zeros(num_layers, groups))
 
     needs_scores = False  # the hook hands it (query, log Z2) only, never the [b, H, q, k] scores
 

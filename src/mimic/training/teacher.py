@@ -84,7 +84,8 @@ def teacher_forward(loaded, data: TaskData, chunk, target: str, logits_topk: int
     qids = [q for q, _, _ in chunk]
     t_inputs = teacher_batch(loaded, data, split, qids, [demos for _, _, demos in chunk])
     s_inputs, _, answer_lengths = student_batch(loaded, data, split, qids)
-    lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id, instruction_tokens(loaded, data.kind))
+    lengths = aligned_lengths(t_inputs, s_inputs, loaded.tokenizer.bos_token_id, instruction_tokens(loaded, data.kind),
+                              loaded.tokenizer)
     keep = max(answer_lengths) + 1 if logits_topk else 1
     with HiddenStateRecorder(loaded.model, target) as rec:
         rec.select(max(lengths))

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mimic.errors import MimicError
 from mimic.data.loaders.question_ids import QuestionIds, canonical_id
 from mimic.data.schema import COLUMNS, image_record, write_json, write_table
 
@@ -55,8 +56,9 @@ SPEC_KEYS: dict[str, str] = {
 RowBuilder = Callable[[Any], dict]
 
 
-class DataError(RuntimeError):
-    """The data cannot make the requested task: a bad record, too few records, overlapping splits."""
+class DataError(MimicError, RuntimeError):
+    """The data cannot make the requested task: a bad record, too few records, overlapping splits (an expected
+    failure: `mimic prepare` ends with its one line)."""
 
 
 class BadSample(Exception):

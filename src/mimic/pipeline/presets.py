@@ -1,0 +1,172 @@
+"""Presets: named overlays of params.yaml (``presets/<name>.yaml``) for whole experiments and protocols.
+
+A preset holds only the keys it changes. :func:`apply_presets` lays presets over a params file in
+order, mapping by mapping (a preset's mapping is merged key by key into the file's; a list or a
+value replaces the file's), checks the result in full (:func:`mimic.pipeline.params.check_params`,
+the data files of the run's tasks included) and only then writes it, atomically, keeping the
+file's comments. Both Snakemake and DVC read params.yaml and nothing else (DVC's templating cannot
+choose a file), so a preset is selected by applying it there: ``mimic preset paper reference``,
+then ``snakemake --cores 4 all`` or ``dvc repro``; ``dvc params diff`` / ``git diff`` show what it set.
+
+Shipped presets (``presets/`` of the checkout): ``paper`` (the paper's experiment: Idefics-9b and
+Idefics2-8b-base x VQAv2 / OK-VQA / COCO, zero-shot, ICL, RICES, MimIC and the baselines, under the
+paper's protocol) and ``reference`` (every switch of the reference code's protocol, to lay over any
+run: ``mimic preset paper reference``). docs/deviations.md names each switch.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mimic.pipeline.params import ParamsError, check_params, load_params, parse_yaml, schema_path
+
+PRESETS_RELPATH = Path("presets")
+
+
+def presets_dir(params_path: str | Path = "params.yaml") -> Path:
+    """``presets/`` beside the params file (the pipeline's root), else the one of this checkout."""
+    beside = Path(params_path).resolve().parent / PRESETS_RELPATH
+    return beside if beside.is_dir() else Path(__file__).resolve().parents[3] / PRESETS_RELPATH
+
+
+def available(params_path: str | Path = "params.yaml") -> list[str]:
+    folder = presets_dir(params_path)
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def preset_file(name: str, params_path: str | Path = "params.yaml") -> Path:
+    """The file of preset ``name``: ``presets/<name>.yaml``, or ``name`` itself when it is a path to a file."""
+    given = Path(name)
+    if given.suffix in (".yaml", ".yml") and given.is_file():
+        return given
+    path = presets_dir(params_path) / f"{name}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"preset {name!r}: no such preset; known: {', '.join(available(params_path)) or 'none'} "
+                          f"(or give the path of a .yaml file)")
+    return path
+
+
+def read_preset(path: Path) -> dict:
+    overlay = parse_yaml(path.read_text(), str(path))
+    if not isinstance(overlay, dict):
+        raise ParamsError(f"{path}: a preset is a mapping of params.yaml keys, got {type(overlay).__name__}")
+    return overlay
+
+
+def overlay(base: Any, preset: Any) -> Any:
+    """``preset`` laid over ``base``: mappings merged key by key (recursively), anything else replaced."""
+    if isinstance(base, dict) and isinstance(preset, dict):
+        merged = dict(base)
+        for key, value in preset.items():
+            merged[key] = overlay(base[key], value) if key in base else value
+        return merged
+    return preset
+
+
+def changed_keys(before: Any, after: Any, where: str = "") -> list[str]:
+    """The dotted keys whose values differ between two params dicts (leaves; a new or removed key counts)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys: list[str] = []
+        for key in [*before, *(k for k in after if k not in before)]:
+            path = f"{where}.{key}" if where else str(key)
+            if key not in before or key not in after:
+                keys.append(path)
+            else:
+                keys += changed_keys(before[key], after[key], path)
+        return keys
+    return [] if before == after else [where]
+
+
+def _round_trip_overlay(document, preset: dict) -> None:
+    """Lay ``preset`` over a ruamel round-trip ``document`` in place (its comments and order kept)."""
+    for key, value in preset.items():
+        if key in document and isinstance(document[key], dict) and isinstance(value, dict):
+            _round_trip_overlay(document[key], value)
+        else:
+            document[key] = value
+
+
+def round_trip_yaml():
+    """ruamel.yaml in round-trip mode, set so that the shipped params.yaml reads and writes back byte for byte
+    (comments, key order, ``null``, lines up to 120 characters; tests/test_presets.py checks it)."""
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 120
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return rt
+
+
+def dump_round_trip(rt, document) -> str:
+    buffer = io.StringIO()
+    rt.dump(document, buffer)
+    return buffer.getvalue()
+
+
+def apply_presets(names: list[str], params_path: str | Path = "params.yaml", write: bool = True) -> list[str]:
+    """Lay the presets ``names`` over ``params_path`` in order, check the result, write it (unless
+    ``write`` is false); returns the dotted keys that changed. A result that fails any check raises
+    :class:`ParamsError` naming the key, and the file is left as it was."""
+    from mimic.io.atomic import atomic_write_text
+
+    params_path = Path(params_path)
+    before = load_params(params_path)
+    presets = [read_preset(preset_file(name, params_path)) for name in names]
+    after = before
+    for preset in presets:
+        after = overlay(after, preset)
+    source = f"{params_path} with preset(s) {', '.join(names)}"
+    check_params(after, source=source, schema_file=schema_path(params_path))
+    check_data_files(after, source, params_path.resolve().parent)
+    changed = changed_keys(before, after)
+    if write and changed:
+        rt = round_trip_yaml()
+        document = rt.load(params_path.read_text())
+        for preset in presets:
+            _round_trip_overlay(document, preset)
+        text = dump_round_trip(rt, document)
+        if yaml.safe_load(text) != after:  # what is written is exactly what was checked
+            raise ParamsError(f"{source}: the merged file does not read back as checked; nothing was written")
+        atomic_write_text(params_path, text)
+    return changed
+
+
+# -- the data files of the run ----------------------------------------------------------------
+
+# Where each file of a real task comes from (docs/gpu.md, "Data", has sizes and checksums).
+DOWNLOADS = {
+    "vqav2": "https://visualqa.org/download.html (v2 questions and annotations) and https://cocodataset.org "
+             "(train2014 / val2014 images)",
+    "okvqa": "https://okvqa.allenai.org/download.html (questions and annotations) and https://cocodataset.org "
+             "(images)",
+    "coco-karpathy": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
+                     "(dataset_coco.json) and https://cocodataset.org (train2014 / val2014 images)",
+    "flickr30k": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
+                 "(dataset_flickr30k.json) and https://shannon.cs.illinois.edu/DenotationGraph/ (images)",
+}
+
+
+def check_data_files(params: dict, source: str, root: str | Path = ".") -> None:
+    """Every file and folder a task of the run reads from disk (``tasks.<t>.files``, where its
+    ``source`` uses files) exists; else one line naming the key, the path and where to download it."""
+    root = Path(root)
+    for task in params["run"]["tasks"]:
+        entry = params["tasks"][task]
+        sources = entry.get("source", "files")
+        uses_files = "files" in (sources.values() if isinstance(sources, dict) else [sources])
+        if not uses_files:
+            continue
+        for key, value in (entry.get("files") or {}).items():
+            if value is None:
+                continue
+            path = Path(value) if Path(value).is_absolute() else root / value
+            if not path.exists():
+                loader = entry.get("loader", task)
+                hint = DOWNLOADS.get(loader, "the dataset's official site")
+                raise ParamsError(f"{source}: tasks.{task}.files.{key} = {value!r}: no such file or folder; "
+                                  f"download it from {hint} (docs/gpu.md, Data) or point the key at your copy")
