@@ -23,6 +23,10 @@ re-raises instead).
     .venv/bin/python benchmarks/gpu.py --shapes idefics2-8b-base --batches 8
     .venv/bin/python benchmarks/gpu.py --static-cache      # adds static-cache (compiled, CUDA graphs) decoding
     .venv/bin/python benchmarks/gpu.py --tiny              # the same code on tiny configs, CPU, float32
+    .venv/bin/python benchmarks/gpu.py --json results/benchmarks/gpu.json   # also every figure as JSON
+
+``--json`` writes the figures per shape (seconds are medians; ``generate_s[beams][batch][method]``), which
+``tools/gpu_doc.py`` turns into docs/gpu.md's resource formulas.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import argparse
 import contextlib
 import gc
 import io
+import json
 import random
 import statistics
 import time
@@ -236,6 +241,15 @@ W = 46  # label column of the printed table
 class Bench:
     def __init__(self, device: str, strict: bool):
         self.device, self.strict = device, strict
+        self.figures: dict = {}  # shape -> key -> value (the --json output)
+        self.shape = None
+
+    def record(self, key: str, value, *path) -> None:
+        """Store one figure of the current shape at ``figures[shape][key][path...]``."""
+        node = self.figures.setdefault(self.shape, {})
+        for part in (key, *path[:-1]) if path else ():
+            node = node.setdefault(str(part), {})
+        node[str(path[-1]) if path else key] = value
 
     def sync(self):
         if self.device == "cuda":
@@ -354,6 +368,11 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
     params = sum(p.numel() for p in model.parameters())
     k, batch = shape.shots, args.batch
     name = torch.cuda.get_device_name() if bench.device == "cuda" else "CPU"
+    weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    for key, value in (("parameters", params), ("dtype", str(dtype).removeprefix("torch.")), ("device", name),
+                       ("shots", k), ("batch", batch), ("new_tokens", args.new_tokens), ("image_px", px),
+                       ("weights_gib", weights_gib), ("tiny", args.tiny)):
+        bench.record(key, value)
     print(f"\n== {shape.name} shape{' (tiny)' if args.tiny else ''}: {_count(params)} parameters, {dtype}, "
           f"{name}; {k}-shot ICL, {px} px images, {args.new_tokens} new tokens; built in {build_s:.1f} s")
     torch.manual_seed(0)
@@ -380,6 +399,8 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
         t_icl = time.perf_counter()
         inputs["icl"] = prompts(batch, True)
         t_icl = time.perf_counter() - t_icl
+        bench.record("prompt_tokens", inputs["zero"]["input_ids"].shape[1], "zero")
+        bench.record("prompt_tokens", inputs["icl"]["input_ids"].shape[1], "icl")
         line(f"prompt tokens (batch {batch})", f"zero-shot {inputs['zero']['input_ids'].shape[1]}, {k}-shot "
              f"{inputs['icl']['input_ids'].shape[1]}; processor {t_zero:.2f} s vs {t_icl:.2f} s (encode_prompts)")
     if "icl" not in inputs:
@@ -400,7 +421,10 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
                 if b == batch:
                     runs["icl"] = lambda kw=kw: model.generate(**inputs["icl"], **kw)
                 mode = "greedy" if beams == 1 else "3 beams"
-                row(f"generate {mode} (batch {b})", interleaved(bench, runs, args.repeats, methods.using))
+                times = interleaved(bench, runs, args.repeats, methods.using)
+                for method, values in times.items():
+                    bench.record("generate_s", statistics.median(values), beams, b, method)
+                row(f"generate {mode} (batch {b})", times)
     if args.static_cache:
         with bench.section("static cache"), torch.no_grad():
             # generate compiles the decoding step for a static cache on CUDA (CUDA graphs). MimIC stays attached
@@ -428,6 +452,8 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
                     peaks[m] = [bench.peak_gib()]
             weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
             med = {m: v[0] for m, v in peaks.items()}
+            for method, gib in med.items():
+                bench.record("peak_gib_3_beams", gib, method)
             print(f"  {f'peak memory, 3 beams (batch {batch}) GiB':<{W}}{med['zero']:>10.2f}{med['mimic']:>10.2f}"
                   f"{med['icl']:>10.2f}{med['mimic'] / med['zero']:>11.3f}x{'':>12}   (weights {weights:.2f})")
     chunk = [(q, 0, icd["train"][q][0]) for q in qids[:batch]]
@@ -440,6 +466,8 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
         line(f"teacher extraction, batch {batch}, {k}-shot", f"{seconds:.2f} s; cache {_bytes(per_query)} per query "
              f"(float16, mlp target; [layers x positions x hidden] = {shape_text} for the first)")
         cached = [s.detach() for s in states]
+        bench.record("teacher_batch_s", seconds)
+        bench.record("teacher_bytes_per_query", per_query)
     with bench.section("training step"):
         shift_train = mimic.attach(model)
         shift_train.train()
@@ -464,6 +492,8 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
             times["online"].append(bench.seconds(online))
         mimic.detach(model)
         c, o = statistics.median(times["cached"]), statistics.median(times["online"])
+        bench.record("train_step_s", c, "cached")
+        bench.record("train_step_s", o, "online")
         line(f"training step, batch {batch}", f"cached teacher {c:.2f} s, online teacher {o:.2f} s ({o / c:.1f}x)")
     with bench.section("MimIC + 3 beams (mimic.models.generation.generate)"), methods.using("mimic"), kernels() as seen:
         seconds = bench.seconds(lambda: generate(loaded, inputs["zero"], args.new_tokens, num_beams=3))
@@ -508,6 +538,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="also greedy generation with a static cache (compiled by generate on CUDA)")
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU in float32 (tests this script)")
     parser.add_argument("--strict", action="store_true", help="raise instead of reporting a failed section")
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file (tools/gpu_doc.py)")
     args = parser.parse_args(argv)
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -517,9 +548,17 @@ def main(argv: list[str] | None = None) -> None:
           "interleaved rounds after a warm-up; ratios: median of the per-round ratios")
     bench = Bench(device, args.strict)
     for name in args.shapes:
+        bench.shape = name
         with bench.section(f"{name}: build"):
             run_shape(SHAPES_BY_NAME[name], args, bench)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.json:
+        from mimic.io.atomic import atomic_write_text
+
+        doc = {"torch": torch.__version__, "transformers": transformers.__version__, "repeats": args.repeats,
+               "shapes": bench.figures}
+        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n")
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":

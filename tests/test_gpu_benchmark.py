@@ -67,10 +67,12 @@ def test_full_size_shapes_match_the_checkpoints(name):
     assert icl["input_ids"].shape[1] > zero["input_ids"].shape[1] * shape.shots / 2
 
 
-def test_the_benchmark_runs_every_section_on_tiny_configs(capsys):
+def test_the_benchmark_runs_every_section_on_tiny_configs(capsys, tmp_path):
+    figures = tmp_path / "gpu.json"
     _module().main(["--tiny", "--strict", "--static-cache", "--batch", "2", "--batches", "1", "2", "--repeats", "1",
-                    "--new-tokens", "3"])
+                    "--new-tokens", "3", "--json", str(figures)])
     out = capsys.readouterr().out
+    check_figures_and_the_gpu_doc(out, figures, tmp_path)
     blocks = out.split("\n== ")[1:]
     assert [b.split(" ", 1)[0] for b in blocks] == ["idefics2-8b-base", "idefics-9b", "llava-interleave-qwen-7b"]
     number = r"\s+([\d.]+)"
@@ -90,3 +92,58 @@ def test_the_benchmark_runs_every_section_on_tiny_configs(capsys):
         assert re.search(r"prefill: FLASH_ATTENTION \(log Z2 from the kernel\); decoding: FLASH_ATTENTION "
                          r"\(log Z2 from the kernel\)", block)
         assert "failed" not in block and "out of GPU memory" not in block
+
+
+def check_figures_and_the_gpu_doc(out: str, figures: Path, tmp_path: Path) -> None:
+    """--json holds the figures the table printed, and tools/gpu_doc.py turns them into docs/gpu.md's resource
+    section by its formulas (checked here by hand for one cell)."""
+    import json
+
+    doc = json.loads(figures.read_text())
+    assert list(doc["shapes"]) == ["idefics2-8b-base", "idefics-9b", "llava-interleave-qwen-7b"]
+    fig = doc["shapes"]["idefics2-8b-base"]
+    block = out.split("\n== idefics2-8b-base")[1].split("\n== ")[0]
+    printed = re.search(r"generate 3 beams \(batch 2\) ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", block).groups()
+    assert [round(1000 * fig["generate_s"]["3"]["2"][m], 1) for m in ("zero", "mimic", "icl")] == \
+        [float(x) for x in printed]
+    assert fig["batch"] == 2 and fig["new_tokens"] == 3 and fig["tiny"] is True
+    assert re.search(rf"cache {fig['teacher_bytes_per_query'] / 1024:.1f} KiB per query", block)
+
+    spec = importlib.util.spec_from_file_location("gpu_doc", SCRIPT.parents[1] / "tools" / "gpu_doc.py")
+    gpu_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_doc)
+    template = tmp_path / "template.md"
+    template.write_text("# head\n\n<!-- resources -->\n\n## tail\n")
+    assert gpu_doc.main([str(figures), "--template", str(template), "--out", str(tmp_path / "gpu.md")]) == 0
+    page = (tmp_path / "gpu.md").read_text()
+    assert page.startswith("# head") and page.rstrip().endswith("## tail") and "<!-- resources -->" not in page
+    # the paper's Idefics2 run on OK-VQA: 1,000 queries x 2 draws through the teacher, 5 epochs, 5,046 queries
+    # generated 10 tokens each (the benchmark: 3), by hand from the constants
+    params = gpu_doc.paper_params()
+    sizes = gpu_doc.run_sizes(params, "idefics2-8b-base", "okvqa")
+    assert (sizes["n_train"], sizes["draws"], sizes["epochs"], sizes["n_eval"], sizes["new_tokens"]) == \
+        (1000, 2, 5, 5046, 10)
+    teacher_s = 1000 * 2 * fig["teacher_batch_s"] / 2
+    train_s = 5 * 1000 * fig["train_step_s"]["cached"] / 2
+    mimic_s = 5046 * fig["generate_s"]["3"]["2"]["mimic"] / 2 * 10 / 3
+    cache = 1000 * 2 * fig["teacher_bytes_per_query"]
+    idefics2 = page.split("### idefics2-8b-base")[1].split("### ")[0]
+    row = next(line for line in idefics2.splitlines() if line.startswith("| okvqa |"))
+    assert row == "| okvqa | {} | {} | {} | {} | {} | {} |".format(
+        gpu_doc._hours(teacher_s), gpu_doc._gib(cache), gpu_doc._hours(train_s),
+        gpu_doc._hours(5046 * fig["generate_s"]["3"]["2"]["zero"] / 2 * 10 / 3), gpu_doc._hours(mimic_s),
+        gpu_doc._hours(5046 * fig["generate_s"]["3"]["2"]["icl"] / 2 * 10 / 3))
+
+
+def test_docs_gpu_md_is_the_template_with_a_computed_resource_section():
+    """docs/gpu.md is written by tools/gpu_doc.py (edit docs/gpu.template.md, then rerun the tool): the template
+    around the marker, and between them either the computed section or the statement that none was measured."""
+    docs = SCRIPT.parents[1] / "docs"
+    before, after = (docs / "gpu.template.md").read_text().split("<!-- resources -->")
+    page = (docs / "gpu.md").read_text()
+    assert page.startswith(before) and page.endswith(after)
+    middle = page[len(before) : len(page) - len(after)]
+    spec = importlib.util.spec_from_file_location("gpu_doc", SCRIPT.parents[1] / "tools" / "gpu_doc.py")
+    gpu_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_doc)
+    assert middle == gpu_doc.NOT_MEASURED or (middle.startswith("## 4. Resources") and "Measured by" in middle)
