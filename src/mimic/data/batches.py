@@ -158,9 +158,9 @@ def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: in
     student's first query token may differ from the teacher's by a word-start marker alone (then
     the rest is aligned): a word at the very start of the text is tokenized with the marker (as
     ``▁Image``, or ``▁`` then ``Image``), after the previous demonstration's line break without
-    (sentencepiece, e.g. Idefics2's ``Image:`` in a ``reference`` prompt without an instruction). Anything else shorter means the query was
-    tokenized differently after the demonstrations (a merge across the boundary) and is an
-    error, never a silent misalignment.
+    (sentencepiece, e.g. Idefics2's ``Image:`` in a ``reference`` prompt without an instruction).
+    Anything else shorter means the query was tokenized differently after the demonstrations (a
+    merge across the boundary) and is an error, never a silent misalignment.
     """
     prefix = prefix or []
     out = []

@@ -77,7 +77,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     """Read, validate and cross-check a params file; returns the parsed dict. The files the run's
-    tasks read from disk must exist (:func:`mimic.pipeline.presets.check_data_files`)."""
+    tasks read from disk must exist (:func:`check_data_files`)."""
     path = Path(path)
     name = str(path)
     try:
@@ -85,8 +85,6 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     except FileNotFoundError:
         raise ParamsError(f"{name}: no such file") from None
     params = check_params(parse_yaml(text, name), source=name, schema_file=schema_path(path))
-    from mimic.pipeline.presets import check_data_files
-
     check_data_files(params, name, path.resolve().parent)
     return params
 
@@ -236,10 +234,11 @@ def _check_references(params: dict, source: str) -> None:
         if not entry.get("path") and not entry.get("hub_id"):
             fail(f"models.{name}: needs a local `path` or a hub `hub_id` (both are missing or null)")
 
+    in_run = set(run_methods(params))
     for name, entry in methods.items():
         if entry["type"] not in all_types:
             fail(f"methods.{name}.type = {_show(entry['type'])}: must be one of {', '.join(all_types)}")
-        if entry["type"] == "icl" and entry.get("shots", 0) > params["icd"]["shots"] and name in run_methods(params):
+        if entry["type"] == "icl" and entry.get("shots", 0) > params["icd"]["shots"] and name in in_run:
             fail(
                 f"methods.{name}.shots = {entry['shots']}: must be <= icd.shots = {params['icd']['shots']} "
                 "(the demonstrations sampled per query)"
@@ -324,6 +323,42 @@ def _check_references(params: dict, source: str) -> None:
                     f"results/logs/{stage}/seed-<s>/{joined}.log; rename one of them"
                 )
             seen[joined] = combo
+
+
+# -- the data files of the run -----------------------------------------------------------------
+
+# Where each file of a real task comes from (docs/gpu.md, "Data", has where it goes and its size).
+DOWNLOADS = {
+    "vqav2": "https://visualqa.org/download.html (v2 questions and annotations) and https://cocodataset.org "
+             "(train2014 / val2014 images)",
+    "okvqa": "https://okvqa.allenai.org/download.html (questions and annotations) and https://cocodataset.org "
+             "(images)",
+    "coco-karpathy": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
+                     "(dataset_coco.json) and https://cocodataset.org (train2014 / val2014 images)",
+    "flickr30k": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
+                 "(dataset_flickr30k.json) and https://shannon.cs.illinois.edu/DenotationGraph/ (images)",
+}
+
+
+def check_data_files(params: dict, source: str, root: str | Path = ".") -> None:
+    """Every file and folder a task of the run reads from disk (``tasks.<t>.files``, where its
+    ``source`` uses files) exists; else one line naming the key, the path and where to download it."""
+    root = Path(root)
+    for task in params["run"]["tasks"]:
+        entry = params["tasks"][task]
+        sources = entry.get("source", "files")
+        uses_files = "files" in (sources.values() if isinstance(sources, dict) else [sources])
+        if not uses_files:
+            continue
+        for key, value in (entry.get("files") or {}).items():
+            if value is None:
+                continue
+            path = Path(value) if Path(value).is_absolute() else root / value
+            if not path.exists():
+                loader = entry.get("loader", task)
+                hint = DOWNLOADS.get(loader, "the dataset's official site")
+                raise ParamsError(f"{source}: tasks.{task}.files.{key} = {value!r}: no such file or folder; "
+                                  f"download it from {hint} (docs/gpu.md, Data) or point the key at your copy")
 
 
 # -- questions every stage asks -------------------------------------------------------------

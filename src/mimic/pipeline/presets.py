@@ -16,13 +16,21 @@ run: ``mimic preset paper reference``). docs/deviations.md names each switch.
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mimic.pipeline.params import ParamsError, check_params, load_params, parse_yaml, schema_path
+from mimic.pipeline.params import (
+    ParamsError,
+    check_data_files,
+    check_params,
+    load_params,
+    parse_yaml,
+    schema_path,
+)
 
 PRESETS_RELPATH = Path("presets")
 
@@ -58,13 +66,21 @@ def read_preset(path: Path) -> dict:
 
 
 def overlay(base: Any, preset: Any) -> Any:
-    """``preset`` laid over ``base``: mappings merged key by key (recursively), anything else replaced."""
+    """``preset`` laid over ``base`` (see :func:`merge_into`), ``base`` left as it was."""
     if isinstance(base, dict) and isinstance(preset, dict):
-        merged = dict(base)
-        for key, value in preset.items():
-            merged[key] = overlay(base[key], value) if key in base else value
-        return merged
+        return merge_into(copy.deepcopy(base), preset)
     return preset
+
+
+def merge_into(target: dict, preset: dict) -> dict:
+    """Lay ``preset`` over ``target`` in place: mappings merged key by key (recursively), anything else
+    replaced. ``target`` may be a ruamel round-trip mapping: its comments and key order are kept."""
+    for key, value in preset.items():
+        if key in target and isinstance(target[key], dict) and isinstance(value, dict):
+            merge_into(target[key], value)
+        else:
+            target[key] = value
+    return target
 
 
 def changed_keys(before: Any, after: Any, where: str = "") -> list[str]:
@@ -79,15 +95,6 @@ def changed_keys(before: Any, after: Any, where: str = "") -> list[str]:
                 keys += changed_keys(before[key], after[key], path)
         return keys
     return [] if before == after else [where]
-
-
-def _round_trip_overlay(document, preset: dict) -> None:
-    """Lay ``preset`` over a ruamel round-trip ``document`` in place (its comments and order kept)."""
-    for key, value in preset.items():
-        if key in document and isinstance(document[key], dict) and isinstance(value, dict):
-            _round_trip_overlay(document[key], value)
-        else:
-            document[key] = value
 
 
 def round_trip_yaml():
@@ -128,45 +135,9 @@ def apply_presets(names: list[str], params_path: str | Path = "params.yaml", wri
         rt = round_trip_yaml()
         document = rt.load(params_path.read_text())
         for preset in presets:
-            _round_trip_overlay(document, preset)
+            merge_into(document, preset)
         text = dump_round_trip(rt, document)
         if yaml.safe_load(text) != after:  # what is written is exactly what was checked
             raise ParamsError(f"{source}: the merged file does not read back as checked; nothing was written")
         atomic_write_text(params_path, text)
     return changed
-
-
-# -- the data files of the run ----------------------------------------------------------------
-
-# Where each file of a real task comes from (docs/gpu.md, "Data", has sizes and checksums).
-DOWNLOADS = {
-    "vqav2": "https://visualqa.org/download.html (v2 questions and annotations) and https://cocodataset.org "
-             "(train2014 / val2014 images)",
-    "okvqa": "https://okvqa.allenai.org/download.html (questions and annotations) and https://cocodataset.org "
-             "(images)",
-    "coco-karpathy": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
-                     "(dataset_coco.json) and https://cocodataset.org (train2014 / val2014 images)",
-    "flickr30k": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
-                 "(dataset_flickr30k.json) and https://shannon.cs.illinois.edu/DenotationGraph/ (images)",
-}
-
-
-def check_data_files(params: dict, source: str, root: str | Path = ".") -> None:
-    """Every file and folder a task of the run reads from disk (``tasks.<t>.files``, where its
-    ``source`` uses files) exists; else one line naming the key, the path and where to download it."""
-    root = Path(root)
-    for task in params["run"]["tasks"]:
-        entry = params["tasks"][task]
-        sources = entry.get("source", "files")
-        uses_files = "files" in (sources.values() if isinstance(sources, dict) else [sources])
-        if not uses_files:
-            continue
-        for key, value in (entry.get("files") or {}).items():
-            if value is None:
-                continue
-            path = Path(value) if Path(value).is_absolute() else root / value
-            if not path.exists():
-                loader = entry.get("loader", task)
-                hint = DOWNLOADS.get(loader, "the dataset's official site")
-                raise ParamsError(f"{source}: tasks.{task}.files.{key} = {value!r}: no such file or folder; "
-                                  f"download it from {hint} (docs/gpu.md, Data) or point the key at your copy")
