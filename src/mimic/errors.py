@@ -18,3 +18,12 @@ class IntegrityError(MimicError, ValueError):
 
 class TrainingDiverged(MimicError, ArithmeticError):
     """Training met a non-finite loss or gradient; nothing was written."""
+
+
+class MissingToolError(MimicError, RuntimeError):
+    """An external program or package a step needs (Java for the caption metrics, the OK-VQA stemmer's data)
+    is not installed; the message names it and how to install it."""
+
+
+class ScoringError(MimicError, RuntimeError):
+    """Scoring generated predictions failed; the predictions are kept and a rerun scores them without generating."""

@@ -70,16 +70,12 @@ def part_file(args, part: int, jobs: int):
 
 
 def run(args) -> int:
-    import json
-
     from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
     from mimic.evaluation.predict import peak_memory_mb, predict
-    from mimic.io.atomic import atomic_write_text
     from mimic.io.logs import setup_logging
     from mimic.methods import count_parameters, from_pretrained
     from mimic.pipeline import paths
     from mimic.pipeline.params import eval_settings, is_trained, method_shots, method_type
-    from mimic.pipeline.stages import result_settings
 
     log = setup_logging(args.log, "mimic.evaluate")
     params = load_checked(args)
@@ -89,45 +85,110 @@ def run(args) -> int:
     data, icd = load_task(args.task, params, args.seed)
     weights_sha256 = check_checkpoint(args, params)  # before the model loads
     check_scoring(params, args.task)  # likewise
-    loaded = load_stage_model(params, args.model)
-    counts = {"trainable": 0, "fitted": 0}
-    if is_trained(params, args.method):
-        module = from_pretrained(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method, seed=args.seed))
-        counts = count_parameters(module.config)
-    shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
     qids = list(data.tables["eval"]["id"])
     if ev.get("limit"):
         qids = qids[: ev["limit"]]
-    if args.part is not None:
-        qids = part_queries(qids, ev["batch_size"], *args.part)
-    demos = eval_demonstrations(params, icd, args.task, args.method, args.seed)
-    rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
-                   ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
-                   length_penalty=ev.get("length_penalty", 1.0), stop=ev.get("stop", "newline"),
-                   role="trained" if is_trained(params, args.method) else "untrained") if qids else []
-    run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
-                "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
-    if args.part is not None:
-        part, jobs = args.part
-        doc = {"model": args.model, "task": args.task, "method": args.method, "part": part, "jobs": jobs,
-               "batch_size": ev["batch_size"], "settings": result_settings(params, "evaluate", args.model, args.task,
-                                                                            args.method),
-               "weights_sha256": weights_sha256, "ids": qids, **run_info, "rows": rows}
-        path = part_file(args, part, jobs)
-        atomic_write_text(path, json.dumps(doc) + "\n")
+    part, jobs = args.part if args.part is not None else (0, 1)
+    qids = part_queries(qids, ev["batch_size"], part, jobs)
+    path = part_file(args, part, jobs)
+    kept = kept_part(args, params, path, part, jobs, qids, weights_sha256, log) if args.part is None else None
+    if kept is None:
+        loaded = load_stage_model(params, args.model)
+        counts = {"trainable": 0, "fitted": 0}
+        if is_trained(params, args.method):
+            module = from_pretrained(loaded.model, paths.checkpoint_dir(args.model, args.task, args.method,
+                                                                        seed=args.seed))
+            counts = count_parameters(module.config)
+        shots = method_shots(params, args.method, args.model)
+        demos = eval_demonstrations(params, icd, args.task, args.method, args.seed)
+        rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
+                       ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
+                       length_penalty=ev.get("length_penalty", 1.0), stop=ev.get("stop", "newline"),
+                       role="trained" if is_trained(params, args.method) else "untrained") if qids else []
+        run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
+                    "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
+        # The generations are kept before anything is scored: a part's output, and for a whole evaluation
+        # the file a rerun scores without generating again when scoring fails (deleted once it succeeded).
+        write_part(args, params, path, part, jobs, ev["batch_size"], weights_sha256, qids, run_info, rows)
         log.info("wrote %s (%d queries)", path, len(rows))
+    else:
+        rows, run_info = kept["rows"], {k: kept[k] for k in RUN_INFO}
+        log.info("scoring the %d predictions kept in %s by an earlier run (nothing is generated)", len(rows), path)
+    if args.part is not None:
         return 0
-    write_results(args, params, rows, reference, run_info, log)
+    write_results(args, params, rows, reference, run_info, log, kept=path)
+    path.unlink(missing_ok=True)
     return 0
 
 
-def check_scoring(params: dict, task: str) -> None:
-    """What scoring needs is in place (the OK-VQA stemmer's packages and data) before anything is generated."""
-    if params["tasks"][task].get("stem"):
-        from mimic.metrics.okvqa_stem import check_ready
+RUN_INFO = ("peak_memory_mb", "device", "trainable_params", "fitted_params")
 
-        check_ready()
+
+def write_part(args, params: dict, path, part: int, jobs: int, batch_size: int, weights_sha256, qids: list[str],
+               run_info: dict, rows: list[dict]) -> None:
+    """One part of an evaluation (or the whole one, part 0 of 1): its generations and what they were made under."""
+    import json
+
+    from mimic.io.atomic import atomic_write_text
+    from mimic.pipeline.stages import result_settings
+
+    doc = {"model": args.model, "task": args.task, "method": args.method, "part": part, "jobs": jobs,
+           "batch_size": batch_size,
+           "settings": result_settings(params, "evaluate", args.model, args.task, args.method),
+           "weights_sha256": weights_sha256, "ids": qids, **run_info, "rows": rows}
+    atomic_write_text(path, json.dumps(doc) + "\n")
+
+
+def check_part(doc: dict, path, params: dict, args, part: int, jobs: int, qids: list[str], weights_sha256,
+               fix: str) -> None:
+    """``doc`` (read from ``path``) is part ``part`` of ``jobs`` made under the current settings and checkpoint,
+    holding exactly the queries ``qids`` in order; else an :class:`IntegrityError` ending with ``fix``."""
+    from mimic.errors import IntegrityError
+    from mimic.pipeline.params import eval_settings
+    from mimic.pipeline.stages import differences, result_settings
+
+    batch_size = eval_settings(params, args.model)["batch_size"]
+    settings = result_settings(params, "evaluate", args.model, args.task, args.method)
+    if doc.get("settings") != settings or doc.get("batch_size") != batch_size:
+        changed = "; ".join(differences(doc.get("settings") or {}, settings)[:3]) or (
+            f"eval.batch_size: {doc.get('batch_size')} -> {batch_size}")
+        raise IntegrityError(f"{path} was made under other settings ({changed}); {fix}")
+    if doc.get("weights_sha256") != weights_sha256:
+        raise IntegrityError(f"{path} was made with another checkpoint than the current one; {fix}")
+    if (doc.get("part"), doc.get("jobs")) != (part, jobs):
+        raise IntegrityError(f"{path} holds part {doc.get('part')} of a {doc.get('jobs')}-job split, not part "
+                             f"{part} of {jobs} (a copied or stray file); {fix}")
+    ids = [r["id"] for r in doc.get("rows", [])]
+    if ids != qids:
+        raise IntegrityError(f"{path}: holds {len(ids)} queries, not the {len(qids)} of part {part} of "
+                             f"{jobs} in order; {fix}")
+
+
+def kept_part(args, params: dict, path, part: int, jobs: int, qids: list[str], weights_sha256, log) -> dict | None:
+    """The generations an earlier run of this evaluation kept at ``path`` (its scoring failed), when they were
+    made under the current settings and checkpoint for the same queries; else None (they are generated again)."""
+    import json
+
+    from mimic.errors import IntegrityError
+
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        check_part(doc, path, params, args, part, jobs, qids, weights_sha256, "generating them again")
+    except (ValueError, IntegrityError) as exc:
+        log.info("not reusing %s: %s", path, str(exc).splitlines()[0][:300])
+        return None
+    return doc
+
+
+def check_scoring(params: dict, task: str) -> None:
+    """What scoring needs is in place (Java for caption metrics, the OK-VQA stemmer's packages and data) before
+    anything is generated."""
+    from mimic.metrics import check_scoring_tools
+
+    check_scoring_tools(params["tasks"][task]["kind"], bool(params["tasks"][task].get("stem")))
 
 
 def stemmed(rows: list[dict]) -> list[dict]:
@@ -138,10 +199,11 @@ def stemmed(rows: list[dict]) -> list[dict]:
     return [{**r, "prediction": s} for r, s in zip(rows, stem_all([r["prediction"] for r in rows]), strict=True)]
 
 
-def write_results(args, params: dict, rows: list[dict], reference: list[dict] | None, run_info: dict, log) -> None:
+def write_results(args, params: dict, rows: list[dict], reference: list[dict] | None, run_info: dict, log,
+                  kept) -> None:
     """Score all predictions once (corpus metrics such as CIDEr over the whole set) and write
     predictions.jsonl (each row with its own ``score``, :func:`mimic.evaluation.predict.predict`) and
-    metrics.json."""
+    metrics.json. ``kept`` names where the unscored predictions stay when scoring fails (one line, exit 2)."""
     import json
 
     from mimic.data.schema import write_json
@@ -156,9 +218,18 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
     shots = method_shots(params, args.method, args.model)
     ev = eval_settings(params, args.model)
     variant = ev["metric_variant"]
-    if params["tasks"][args.task].get("stem"):
-        rows = stemmed(rows)
-    metrics, each = score_with_samples(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows], variant)
+    try:
+        if params["tasks"][args.task].get("stem"):
+            rows = stemmed(rows)
+        metrics, each = score_with_samples(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows],
+                                           variant)
+    except Exception as exc:  # noqa: BLE001 - any failure of the scorers: the generations must not be lost
+        from mimic.errors import ScoringError
+
+        what = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ScoringError(f"scoring the {len(rows)} predictions of {args.model} {args.task} {args.method} failed "
+                           f"({type(exc).__name__}: {what}); they are kept in {kept}: fix the cause and rerun the "
+                           "same command, which scores them without generating") from exc
     rows = [{**r, "score": round(s, 4)} for r, s in zip(rows, each, strict=True)]
     headline = HEADLINE[kind]
     result = {

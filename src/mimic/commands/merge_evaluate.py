@@ -16,9 +16,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-
     from mimic.commands.evaluate import (
         check_checkpoint,
+        check_part,
         check_scoring,
         part_file,
         part_queries,
@@ -28,8 +28,8 @@ def run(args) -> int:
     from mimic.commands.stage_inputs import load_task, read_stage_json
     from mimic.errors import IntegrityError
     from mimic.io.logs import setup_logging
+    from mimic.pipeline import paths
     from mimic.pipeline.params import eval_settings
-    from mimic.pipeline.stages import differences, result_settings
 
     log = setup_logging(args.log, "mimic.merge_evaluate")
     params = load_checked(args)
@@ -42,36 +42,26 @@ def run(args) -> int:
     qids = list(data.tables["eval"]["id"])
     if ev.get("limit"):
         qids = qids[: ev["limit"]]
-    settings = result_settings(params, "evaluate", args.model, args.task, args.method)
     fix = (f"rerun `mimic evaluate --model {args.model} --task {args.task} --method {args.method} "
            f"--part <i>/{jobs}` for it")
     rows, seen, info = [], {}, []
     for part in range(jobs):
         path = part_file(args, part, jobs)
-        doc = read_stage_json(path, fix.replace("<i>", str(part + 1)))
-        if doc.get("settings") != settings or doc.get("batch_size") != ev["batch_size"]:
-            changed = "; ".join(differences(doc.get("settings") or {}, settings)[:3]) or (
-                f"eval.batch_size: {doc.get('batch_size')} -> {ev['batch_size']}")
-            raise IntegrityError(f"{path} was made under other settings ({changed}); {fix}")
-        if doc.get("weights_sha256") != weights_sha256:
-            raise IntegrityError(f"{path} was made with another checkpoint than the current one; {fix}")
-        if (doc.get("part"), doc.get("jobs")) != (part, jobs):
-            raise IntegrityError(f"{path} holds part {doc.get('part')} of a {doc.get('jobs')}-job split, not part "
-                                 f"{part} of {jobs} (a copied or stray file); {fix}")
-        ids = [r["id"] for r in doc["rows"]]
-        twice = [q for q in ids if q in seen]
+        part_fix = fix.replace("<i>", str(part + 1))
+        doc = read_stage_json(path, part_fix)
+        twice = [r["id"] for r in doc.get("rows", []) if r["id"] in seen]
         if twice:
-            raise IntegrityError(f"{path}: query {twice[0]} is also in {seen[twice[0]]} (duplicate queries); {fix}")
-        expected = part_queries(qids, ev["batch_size"], part, jobs)
-        if ids != expected:
-            raise IntegrityError(f"{path}: holds {len(ids)} queries, not the {len(expected)} of part {part} of "
-                                 f"{jobs} in order; {fix}")
-        seen.update({q: path for q in ids})
+            raise IntegrityError(f"{path}: query {twice[0]} is also in {seen[twice[0]]} (duplicate queries); "
+                                 f"{part_fix}")
+        check_part(doc, path, params, args, part, jobs, part_queries(qids, ev["batch_size"], part, jobs),
+                   weights_sha256, part_fix)
+        seen.update({r["id"]: path for r in doc["rows"]})
         rows += doc["rows"]
         info.append(doc)
     run_info = {"peak_memory_mb": max((d["peak_memory_mb"] for d in info), default=0.0),
                 "device": ",".join(sorted({d["device"] for d in info})),
                 "trainable_params": info[0]["trainable_params"] if info else 0,
                 "fitted_params": info[0].get("fitted_params", 0) if info else 0}
-    write_results(args, params, rows, reference, run_info, log)
+    write_results(args, params, rows, reference, run_info, log,
+                  kept=paths.eval_parts_dir(args.model, args.task, args.method, seed=args.seed))
     return 0

@@ -25,6 +25,20 @@ VARIANT_DESCRIPTIONS = {
 }
 
 
+def check_scoring_tools(kind: str, stem: bool = False) -> None:
+    """What scoring a ``kind`` task needs outside Python is installed (Java for the caption metrics; the OK-VQA
+    stemmer's packages and data with ``stem``), else one line naming the missing tool
+    (:class:`mimic.errors.MissingToolError`): called before a model loads and by ``mimic validate``."""
+    if kind == "caption":
+        from mimic.metrics.coco_java import require_java
+
+        require_java()
+    if stem:
+        from mimic.metrics.okvqa_stem import check_ready
+
+        check_ready()
+
+
 def metric_variant(kind: str, variant: str = DEFAULT_VARIANT) -> str:
     """What computed a ``kind`` score under ``eval.metric_variant = variant``: the VQA variant, or pycocoevalcap."""
     if variant not in VQA_VARIANTS:

@@ -36,9 +36,11 @@ class MeteorError(RuntimeError):
 
 def require_java() -> str:
     """The path of ``java``; a one-line error when it is not on PATH."""
+    from mimic.errors import MissingToolError
+
     java = shutil.which("java")
     if java is None:
-        raise RuntimeError(
+        raise MissingToolError(
             "caption metrics need Java on PATH (pycocoevalcap's PTB tokenizer and METEOR are Java programs); "
             "install a JRE, e.g. `apt-get install default-jre-headless`, or `conda install openjdk`"
         )

@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
-from mimic.errors import MimicError
+from mimic.errors import MissingToolError
 
 # Words OK-VQA's own stemming maps by hand (copied as data from the reference's ``_MANUAL_MATCHES``, in its order).
 MANUAL_MATCHES: dict[str, str] = {
@@ -72,7 +72,7 @@ def _require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MimicError(f"OK-VQA answer stemming needs the Python package {module!r}, which is not installed; "
+        raise MissingToolError(f"OK-VQA answer stemming needs the Python package {module!r}, which is not installed; "
                          f"install the okvqa extra: {INSTALL_EXTRA}") from exc
 
 
@@ -94,7 +94,7 @@ def _require_nltk_data(nltk) -> None:
                 continue
             except LookupError:
                 pass
-        raise MimicError(f"OK-VQA answer stemming needs the nltk data package {package!r}, which is missing and "
+        raise MissingToolError(f"OK-VQA answer stemming needs the nltk data package {package!r}, which is missing and "
                          f"could not be downloaded; install it with: {INSTALL_DATA}")
 
 

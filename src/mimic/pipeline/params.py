@@ -340,6 +340,16 @@ DOWNLOADS = {
 }
 
 
+def check_run_tools(params: dict) -> None:
+    """Every program and package outside Python's own that scoring the run's tasks needs is installed (Java for
+    caption metrics, the OK-VQA stemmer for ``stem``), else one line naming it (mimic.metrics.check_scoring_tools).
+    ``mimic validate`` and the Snakefile call it before any job starts."""
+    from mimic.metrics import check_scoring_tools
+
+    for task in params["run"]["tasks"]:
+        check_scoring_tools(params["tasks"][task]["kind"], bool(params["tasks"][task].get("stem")))
+
+
 def check_data_files(params: dict, source: str, root: str | Path = ".") -> None:
     """Every file and folder a task of the run reads from disk (``tasks.<t>.files``, where its
     ``source`` uses files) exists; else one line naming the key, the path and where to download it."""
