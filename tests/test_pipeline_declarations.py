@@ -95,6 +95,11 @@ def parse_dry_run(text: str) -> list[Job]:
 
 
 def plan(workdir: Path, target: str = "all") -> list[Job]:
+    """The jobs of ``snakemake -n`` once `mimic validate` wrote the settings files (a dry run writes nothing: before
+    that, it would show their stand-ins under a temporary directory as the jobs' settings inputs)."""
+    validate = subprocess.run([str(Path(sys.executable).parent / "mimic"), "validate", "--params", "params.yaml"],
+                              cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert validate.returncode == 0, validate.stderr
     result = snakemake(workdir, "--dry-run", "--printshellcmds", "--cores", "1", target)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = parse_dry_run(result.stdout + result.stderr)
@@ -374,7 +379,7 @@ FAKE_MIMIC = textwrap.dedent(
                   for f in ("mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json")],
         "evaluate": [f"results/eval/{a.model}/{task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
         "latency": [f"results/latency/{a.model}/{a.task}.json"],
-        "report": ["results/summary.csv", "results/summary.md"]
+        "report": ["results/summary.csv", "results/summary.md", "results/metrics.json"]
         + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],
     }[stage]
     for path in [*outputs, a.log]:

@@ -345,6 +345,15 @@ def test_two_seeds_give_mean_and_spread_and_gap_recovery_per_seed_then_averaged(
     gap = next(c for c in report_tables.comparisons(report) if c["task"] == TASKS[0])["gap_recovery"]
     assert gap.mean == pytest.approx((65 / 75 + 0.75) / 2) and gap.sd == pytest.approx((65 / 75 - 0.75) / 2**0.5)
 
+    # results/metrics.json, DVC's metrics: the same figures as numbers only (means over the seeds)
+    run_metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert run_metrics == {MODEL: {
+        TASKS[0]: {"zero-shot": {"score": 0.0}, "icl-1": {"score": 50.0}, "icl": {"score": 87.5},
+                   "mimic": {"score": 70.0, "gap_recovery": round((65 / 75 + 0.75) / 2, 4), "latency_ratio": 1.04}},
+        TASKS[1]: {"zero-shot": {"score": 0.0}, "icl-1": {"score": 50.0}, "icl": {"score": 87.5},
+                   "mimic": {"score": 70.0, "gap_recovery": round((65 / 75 + 0.75) / 2, 4)}},  # no latency file
+    }}
+
     figures = []
     monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig))
     report_plots.plot_score_vs_shots(report, tmp_path / "plot.png")

@@ -5,24 +5,44 @@ import re
 from mimic.pipeline.paths import part_name
 from mimic.pipeline.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, run_seeds, trained_methods
 from mimic.pipeline.dvc import forget_replaced_outputs, forget_resplit_outputs
-from mimic.pipeline.stages import settings_file, write_settings
+from mimic.pipeline.stages import preview_settings, settings_file, write_settings
 
 # The `mimic` commands read params.yaml itself: refuse a config that differs from it
 # (--config / --configfile overrides).
 if config != PARAMS:
     raise WorkflowError("the mimic commands read params.yaml: edit it instead of overriding it with --config/--configfile")
 
-# Each job's settings file (its rerun trigger, shared with DVC), rewritten where its content changed.
+
+
+def read_only_invocation() -> bool:
+    """Whether this Snakemake only plans or reads (-n, --lint, --report, --summary, graphs): then nothing is written."""
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(sys.argv[1:])
+    except BaseException:  # noqa: BLE001 - an invocation we cannot read (the API, a job step): a real run
+        return False
+    modes = ("dryrun", "lint", "report", "summary", "detailed_summary", "dag", "rulegraph", "filegraph")
+    return any(getattr(args, mode, None) for mode in modes)
+
+
+# Each job's settings file (its rerun trigger, shared with DVC), rewritten where its content changed. A dry run
+# writes nothing: a changed settings file is given to its jobs as a stand-in under a temporary directory instead.
+STAND_INS = {}
 try:
-    write_settings(config)
+    if read_only_invocation():
+        STAND_INS = preview_settings(config)
+    else:
+        write_settings(config)
 except ParamsError as err:
     sys.exit(str(err))
-# Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
-# alone, not by the input checksums Snakemake recorded for the ones it made (mimic.pipeline.dvc).
-forget_replaced_outputs()
-# Outputs made under another teacher.jobs / eval.jobs (by the other rule, or from another set of
-# parts) are judged by mtime alone too: how the work was split does not change the results.
-forget_resplit_outputs(config)
+if not read_only_invocation():
+    # Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
+    # alone, not by the input checksums Snakemake recorded for the ones it made (mimic.pipeline.dvc).
+    forget_replaced_outputs()
+    # Outputs made under another teacher.jobs / eval.jobs (by the other rule, or from another set of
+    # parts) are judged by mtime alone too: how the work was split does not change the results.
+    forget_resplit_outputs(config)
 
 
 def teacher_jobs():
@@ -78,8 +98,14 @@ TRAINED_METHODS = one_of(trained_methods(config))
 
 
 def settings(stage):
-    """The job's settings file (mimic.pipeline.stages): the params.yaml values its results depend on."""
-    return lambda w: str(settings_file(stage, **{k: v for k, v in w.items() if k in ("model", "task", "method", "seed")}))
+    """The job's settings file (mimic.pipeline.stages): the params.yaml values its results depend on (in a dry run,
+    its stand-in where it changed)."""
+
+    def settings_input(w):
+        path = settings_file(stage, **{k: v for k, v in w.items() if k in ("model", "task", "method", "seed")})
+        return str(STAND_INS.get(path, path))
+
+    return settings_input
 
 
 def task_files(w, seed=None):

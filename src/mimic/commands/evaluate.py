@@ -209,6 +209,7 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
     from mimic.data.schema import write_json
     from mimic.evaluation.predict import agreement
     from mimic.io.atomic import atomic_write_text
+    from mimic.io.provenance import provenance
     from mimic.metrics import HEADLINE, metric_variant, score_with_samples
     from mimic.pipeline import paths
     from mimic.pipeline.params import eval_settings, method_shots, method_type
@@ -243,6 +244,7 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
         "trainable_params": run_info["trainable_params"], "fitted_params": run_info["fitted_params"],
         "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
         "skipped": json.loads(paths.task_meta(args.task, seed=args.seed).read_text()).get("skipped", {}),
+        "provenance": provenance(args.seed),  # run seed, project commit, package versions
     }
     out = paths.eval_dir(args.model, args.task, args.method, seed=args.seed)
     atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -23,9 +23,13 @@ made with; force a rerun (``snakemake --forcerun evaluate``, ``dvc repro -f``) t
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,7 +218,23 @@ def _read_cache(path: Path | None) -> dict | None:
         return {}
 
 
+_READ_ONLY = False  # while True (:func:`read_only`), the digest cache is read but never written
+
+
+@contextmanager
+def read_only():
+    """Compute settings without writing anything (the digest cache included): for a dry run."""
+    global _READ_ONLY
+    before, _READ_ONLY = _READ_ONLY, True
+    try:
+        yield
+    finally:
+        _READ_ONLY = before
+
+
 def _write_cache(path: Path | None, cache: dict | None) -> None:
+    if _READ_ONLY:
+        return
     if path is not None and cache is not None and cache != _read_cache(path):
         atomic_write_text(path, json.dumps(cache, sort_keys=True))
 
@@ -262,3 +282,23 @@ def write_settings(params: dict, root: str | os.PathLike = ".") -> list[Path]:
     for path, text in changed.items():
         atomic_write_text(Path(root) / path, text)
     return list(changed)
+
+
+def preview_settings(params: dict, root: str | os.PathLike = ".") -> dict[Path, Path]:
+    """For a dry run, which must leave the project as it is: the settings files whose content changed (or that are
+    missing), written under a temporary directory instead of their place (removed when the process ends). Returns
+    {settings file: its stand-in}; the Snakefile gives a job the stand-in as its settings input, so that
+    ``snakemake -n`` plans exactly the jobs the real run will (the stand-in is newer than their outputs)."""
+    with read_only():
+        changed = changed_settings(params, root)
+    if not changed:
+        return {}
+    folder = Path(tempfile.mkdtemp(prefix="mimic-dry-run-settings-"))
+    atexit.register(shutil.rmtree, folder, True)
+    stand_ins = {}
+    for path, text in changed.items():
+        stand_in = folder / path
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.write_text(text)
+        stand_ins[path] = stand_in
+    return stand_ins
