@@ -118,8 +118,8 @@ def snakemake_plan(ws: Workspace) -> tuple[set[str], set[str]]:
         if command is None:
             continue
         planned.add(" ".join(command.split()))
-        reason = next((line for line in block.splitlines() if line.strip().startswith("reason:")), "")
-        if "mimic-dry-run-settings-" in reason:  # the settings file's stand-in (mimic.pipeline.stages)
+        inputs = next((line for line in block.splitlines() if line.strip().startswith("input:")), "")
+        if "mimic-dry-run-settings-" in inputs:  # its settings file's stand-in (mimic.pipeline.stages.preview_settings)
             direct.add(" ".join(command.split()))
     return planned, direct
 
@@ -131,8 +131,8 @@ def dvc_stages(ws: Workspace):
 
     with Repo(str(ws.root)) as repo:
         graph = repo.index.graph  # edges: a stage -> the stages it depends on
-        commands = {s.addressing: " ".join(s.cmd.split()) for s in graph.nodes if s.cmd}
-        downstream = {s.addressing: {d.addressing for d in nx.ancestors(graph, s) if d.cmd} for s in graph.nodes
+        commands = {s.name: " ".join(s.cmd.split()) for s in graph.nodes if s.cmd}
+        downstream = {s.name: {d.name for d in nx.ancestors(graph, s) if d.cmd} for s in graph.nodes
                       if s.cmd}
     return commands, downstream
 
@@ -163,8 +163,8 @@ def test_a_params_edit_is_named_alike_by_snakemake_and_dvc_and_the_dry_run_write
         status = json.loads(ws.run("dvc", "status", "--json").stdout or "{}")
         changed = {commands[name] for name in status if name != "validate"}
         dry = ws.run("dvc", "repro", "--dry")
-        dry_run = {" ".join(m.group(2).split()) for m in re.finditer(r"Running stage '([^']+)':\n> (.*)", dry.stdout)
-                   if m.group(1) != "validate"}
+        ran = re.finditer(r"Running stage '([^']+)':\n> (.*)", dry.stdout + dry.stderr)
+        dry_run = {" ".join(m.group(2).split()) for m in ran if m.group(1) != "validate"}
 
         assert changed == dry_run == direct, kind
         names = {name for name, command in commands.items() if command in changed}
