@@ -30,4 +30,19 @@ def run(args) -> int:
              len(result.committed), ", ".join(result.committed) or "", len(result.unchanged))
     for stage, why in result.stale.items():
         log.info("not recorded: %s (%s)", stage, why)
+    if lock_uncommitted("."):
+        log.info("dvc.lock is not committed: `git add -A && git commit` makes this run the baseline that "
+                 "`dvc exp run` starts from and `dvc exp show` compares with")
     return 0
+
+
+def lock_uncommitted(root: str) -> bool:
+    """Whether dvc.lock differs from the git commit (untracked or modified); False outside a git work tree."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "dvc.lock"], capture_output=True,
+                              text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
