@@ -75,6 +75,7 @@ def test_the_docs_show_the_commands_the_tool_tests_run():
     shown = " ".join(a if re.fullmatch(r"[\w.=-]+", a) else f"'{a}'" for a in EXP_SHOW if a != "--csv")
     assert f"dvc {shown}" in pipeline
     for command in ("dvc exp run --queue -S methods.mimic.train.lr=", "dvc queue start", "snakemake -n",
-                    "mimic validate && dvc status", "snakemake --report report.html", "git add -A && git commit"):
+                    "mimic validate && dvc status", "snakemake --report report.html", "git add -A && git commit",
+                    "snakemake all --configfile other.yaml", "snakemake --touch all"):
         assert command in pipeline, command
     assert "git add -A && git commit" in (REPO / "README.md").read_text()  # the baseline of `dvc exp show`

@@ -11,7 +11,8 @@ params.yaml, dvc.lock). Then:
 - `dvc exp run --queue -S ...` twice, `dvc queue start`: a two-value sweep from the clean checkout, and
   `dvc exp show` (the README's columns) is one screen wide with the parameter and the headline metrics;
 - `dvc metrics show` reads only results/metrics.json, numbers only; `dvc plots show` renders offline;
-- `snakemake --report` holds every table and plot with its caption, rendered by headless Chromium.
+- `snakemake --report` holds every table and plot with its caption, rendered by headless Chromium;
+- `snakemake all --configfile other.yaml` runs a second configuration (other.yaml laid over params.yaml).
 """
 
 from __future__ import annotations
@@ -110,9 +111,9 @@ def ws(tmp_path_factory, pipeline_copy) -> Workspace:
 # -- what an edit reruns ------------------------------------------------------------------------------------------
 
 
-def snakemake_plan(ws: Workspace) -> tuple[set[str], set[str]]:
+def snakemake_plan(ws: Workspace, *args: str) -> tuple[set[str], set[str]]:
     """(every command `snakemake -n` plans, the commands it plans because their settings changed)."""
-    done = ws.run("snakemake", "-n", "--printshellcmds", "all")
+    done = ws.run("snakemake", "-n", "--printshellcmds", "all", *args)
     planned, direct = set(), set()
     for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", done.stdout + done.stderr):
         command = next((m.group(1) for m in re.finditer(r"^(?:Shell command: )?(mimic .*)$", block, re.M)), None)
@@ -274,3 +275,40 @@ def test_the_snakemake_report_holds_every_table_and_plot(ws, tmp_path):
     with Image.open(shot) as image:
         colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colors is not None and len(colors) > 50  # not a blank page
+
+
+# -- a second configuration -----------------------------------------------------------------------------------------
+
+
+def test_a_second_configuration_file_on_the_snakemake_command_line(ws):
+    """`snakemake all --configfile other.yaml`: other.yaml laid over params.yaml, checked, run; not recorded in DVC
+    (which reads params.yaml only); the plain `snakemake all` afterwards brings back params.yaml's run."""
+    (ws.root / "bad.yaml").write_text("methods:\n  mimic:\n    train:\n      lr: fast\n")
+    (ws.root / "other.yaml").write_text("methods:\n  mimic:\n    train:\n      lr: 0.1\n")
+    before = ws.files()
+    bad = ws.run("snakemake", "-n", "all", "--configfile", "bad.yaml", check=False)
+    assert bad.returncode != 0 and "methods.mimic.train.lr" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
+    planned, _ = snakemake_plan(ws, "--configfile", "other.yaml")
+    assert ws.files() == before  # the dry run wrote nothing, not even the run's params file
+    stages = {c.split()[1] for c in planned}
+    assert stages == {"train", "evaluate", "latency", "report"}, planned  # what the lr of mimic affects
+    assert all(re.search(r"--params \.mimic-params-[0-9a-f]{12}\.yaml ", c) for c in planned)
+
+    metrics_path, lock = ws.root / "results" / "metrics.json", (ws.root / "dvc.lock").read_bytes()
+    baseline = json.loads(metrics_path.read_text())
+    done = ws.run("snakemake", "all", "--configfile", "other.yaml")
+    assert "not recorded in DVC" in done.stdout + done.stderr
+    assert (ws.root / "dvc.lock").read_bytes() == lock
+    (params_file,) = ws.root.glob(".mimic-params-*.yaml")
+    expected = yaml.safe_load((ws.root / "params.yaml").read_text())
+    expected["methods"]["mimic"]["train"]["lr"] = 0.1
+    assert yaml.safe_load(params_file.read_text()) == expected
+    overridden = json.loads(metrics_path.read_text())
+    assert overridden[MODEL][TASK]["mimic"] != baseline[MODEL][TASK]["mimic"]
+
+    ws.run("snakemake", "all")  # params.yaml's run again: the same four jobs, the first scores back
+    assert json.loads(metrics_path.read_text())[MODEL][TASK]["mimic"]["score"] == \
+        baseline[MODEL][TASK]["mimic"]["score"]
+    assert json.loads(ws.run("dvc", "status", "--json").stdout or "{}") == {}
+

@@ -3,15 +3,18 @@
 import re
 
 from mimic.pipeline.paths import part_name
-from mimic.pipeline.params import ICL_REFERENCE, ParamsError, is_trained, run_methods, run_seeds, trained_methods
+from mimic.pipeline.params import (
+    ICL_REFERENCE,
+    ParamsError,
+    check_run_tools,
+    is_trained,
+    run_methods,
+    run_seeds,
+    trained_methods,
+)
+from mimic.pipeline.presets import run_params_file
 from mimic.pipeline.dvc import forget_replaced_outputs, forget_resplit_outputs
 from mimic.pipeline.stages import preview_settings, settings_file, write_settings
-
-# The `mimic` commands read params.yaml itself: refuse a config that differs from it
-# (--config / --configfile overrides).
-if config != PARAMS:
-    raise WorkflowError("the mimic commands read params.yaml: edit it instead of overriding it with --config/--configfile")
-
 
 
 def read_only_invocation() -> bool:
@@ -25,6 +28,19 @@ def read_only_invocation() -> bool:
     modes = ("dryrun", "lint", "report", "summary", "detailed_summary", "dag", "rulegraph", "filegraph")
     return any(getattr(args, mode, None) for mode in modes)
 
+
+# `snakemake --configfile other.yaml` (or --config key=value): Snakemake lays it over params.yaml; the merged
+# params are checked in full (as `mimic preset` does) and written beside params.yaml for the commands of this run
+# (mimic.pipeline.presets.run_params_file). Such a run is not recorded in DVC, which reads params.yaml only.
+OVERRIDDEN = config != PARAMS
+PARAMS_FILE = "params.yaml"
+if OVERRIDDEN:
+    try:
+        PARAMS_FILE = str(run_params_file(config, "params.yaml with --configfile/--config overrides",
+                                          write=not read_only_invocation()))
+        check_run_tools(config)
+    except MimicError as err:
+        sys.exit(str(err))
 
 # Each job's settings file (its rerun trigger, shared with DVC), rewritten where its content changed. A dry run
 # writes nothing: a changed settings file is given to its jobs as a stand-in under a temporary directory instead.

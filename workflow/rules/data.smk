@@ -8,10 +8,12 @@ rule prepare:
         meta=update("data/{task}/seed-{seed}/meta.json"),
     log:
         "results/logs/prepare/seed-{seed}/{task}.log",
+    params:
+        params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
     conda:
         "../envs/mimic.yaml"
     shell:
-        "mimic prepare --params params.yaml --task {wildcards.task} --seed {wildcards.seed} --log {log}"
+        "mimic prepare --params {params.params_file} --task {wildcards.task} --seed {wildcards.seed} --log {log}"
 
 
 rule embed:
@@ -23,10 +25,12 @@ rule embed:
     log:
         "results/logs/embed/seed-{seed}/{task}.log",
     threads: embed_threads
+    params:
+        params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
     conda:
         "../envs/mimic.yaml"
     shell:
-        "mimic embed --params params.yaml --task {wildcards.task} --seed {wildcards.seed} --log {log}"
+        "mimic embed --params {params.params_file} --task {wildcards.task} --seed {wildcards.seed} --log {log}"
 
 
 rule sample_icd:
@@ -38,7 +42,9 @@ rule sample_icd:
         icd=update("data/{task}/seed-{seed}/icd.json"),
     log:
         "results/logs/sample-icd/seed-{seed}/{task}.log",
+    params:
+        params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
     conda:
         "../envs/mimic.yaml"
     shell:
-        "mimic sample-icd --params params.yaml --task {wildcards.task} --seed {wildcards.seed} --log {log}"
+        "mimic sample-icd --params {params.params_file} --task {wildcards.task} --seed {wildcards.seed} --log {log}"

@@ -14,10 +14,12 @@ if eval_jobs() == 1:
         log:
             "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}.log",
         threads: model_threads
+        params:
+            params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            "mimic evaluate --params {params.params_file} --model {wildcards.model} --task {wildcards.task}"
             " --seed {wildcards.seed} --method {wildcards.method} --log {log}"
 
 else:
@@ -32,11 +34,12 @@ else:
             "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}-part-{part}-of-{jobs}.log",
         threads: model_threads
         params:
+            params_file=PARAMS_FILE,  # params.yaml, or this run's overrides
             part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            "mimic evaluate --params {params.params_file} --model {wildcards.model} --task {wildcards.task}"
             " --seed {wildcards.seed} --method {wildcards.method} --part {params.part} --log {log}"
 
     rule merge_evaluate:
@@ -49,8 +52,10 @@ else:
             metrics=update("results/eval/{model}/{task}/seed-{seed}/{method}/metrics.json"),
         log:
             "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}-merge.log",
+        params:
+            params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic merge-evaluate --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            "mimic merge-evaluate --params {params.params_file} --model {wildcards.model} --task {wildcards.task}"
             " --seed {wildcards.seed} --method {wildcards.method} --log {log}"

@@ -10,8 +10,9 @@ rule latency:
     # the machine while it measures.
     threads: model_threads
     params:
+        params_file=PARAMS_FILE,  # params.yaml, or this run's overrides
         seed=FIRST_SEED,  # timing does not depend on the data drawn: the first run seed only
     conda:
         "../envs/mimic.yaml"
     shell:
-        "mimic latency --params params.yaml --model {wildcards.model} --task {wildcards.task} --seed {params.seed} --log {log}"
+        "mimic latency --params {params.params_file} --model {wildcards.model} --task {wildcards.task} --seed {params.seed} --log {log}"

@@ -20,7 +20,9 @@ rule report:
     log:
         "results/logs/report/report.log",
     localrule: True
+    params:
+        params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
     conda:
         "../envs/mimic.yaml"
     shell:
-        "mimic report --params params.yaml --log {log}"
+        "mimic report --params {params.params_file} --log {log}"

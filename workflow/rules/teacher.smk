@@ -18,10 +18,12 @@ if teacher_jobs() == 1:
         log:
             "results/logs/extract-teacher/seed-{seed}/{model}-{task}.log",
         threads: model_threads
+        params:
+            params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --seed {wildcards.seed} --log {log}"
+            "mimic extract-teacher --params {params.params_file} --model {wildcards.model} --task {wildcards.task} --seed {wildcards.seed} --log {log}"
 
 else:
 
@@ -35,11 +37,12 @@ else:
             "results/logs/extract-teacher/seed-{seed}/{model}-{task}-part-{part}-of-{jobs}.log",
         threads: model_threads
         params:
+            params_file=PARAMS_FILE,  # params.yaml, or this run's overrides
             part=lambda w: f"{int(w.part) + 1}/{int(w.jobs)}",
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic extract-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+            "mimic extract-teacher --params {params.params_file} --model {wildcards.model} --task {wildcards.task}"
             " --seed {wildcards.seed} --part {params.part} --log {log}"
 
     rule merge_teacher:
@@ -51,7 +54,9 @@ else:
             manifest=update("results/teacher/{model}/{task}/seed-{seed}/manifest.json"),
         log:
             "results/logs/extract-teacher/seed-{seed}/{model}-{task}-merge.log",
+        params:
+            params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
         conda:
             "../envs/mimic.yaml"
         shell:
-            "mimic merge-teacher --params params.yaml --model {wildcards.model} --task {wildcards.task} --seed {wildcards.seed} --log {log}"
+            "mimic merge-teacher --params {params.params_file} --model {wildcards.model} --task {wildcards.task} --seed {wildcards.seed} --log {log}"

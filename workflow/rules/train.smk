@@ -12,8 +12,10 @@ rule train:
     log:
         "results/logs/train/seed-{seed}/{model}-{task}-{method}.log",
     threads: model_threads
+    params:
+        params_file=PARAMS_FILE,  # params.yaml, or this run's overrides (common.smk)
     conda:
         "../envs/mimic.yaml"
     shell:
-        "mimic train --params params.yaml --model {wildcards.model} --task {wildcards.task}"
+        "mimic train --params {params.params_file} --model {wildcards.model} --task {wildcards.task}"
         " --seed {wildcards.seed} --method {wildcards.method} --log {log}"

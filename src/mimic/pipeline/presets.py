@@ -4,9 +4,11 @@ A preset holds only the keys it changes. :func:`apply_presets` lays presets over
 order, mapping by mapping (a preset's mapping is merged key by key into the file's; a list or a
 value replaces the file's), checks the result in full (:func:`mimic.pipeline.params.check_params`,
 the data files of the run's tasks included) and only then writes it, atomically, keeping the
-file's comments. Both Snakemake and DVC read params.yaml and nothing else (DVC's templating cannot
-choose a file), so a preset is selected by applying it there: ``mimic preset paper reference``,
-then ``snakemake --cores 4 all`` or ``dvc repro``; ``dvc params diff`` / ``git diff`` show what it set.
+file's comments. DVC reads params.yaml and nothing else (its templating cannot choose a file), so a
+preset is selected for both tools by applying it there: ``mimic preset paper reference``, then
+``snakemake --cores 4 all`` or ``dvc repro``; ``dvc params diff`` / ``git diff`` show what it set. For one
+Snakemake run only, ``snakemake all --configfile presets/paper.yaml`` lays it over params.yaml the same way
+(:func:`run_params_file`; such a run is not recorded in DVC).
 
 Shipped presets (``presets/`` of the checkout): ``paper`` (the paper's experiment: Idefics-9b and
 Idefics2-8b-base x VQAv2 / OK-VQA / COCO, zero-shot, ICL, RICES, MimIC and the baselines, under the
@@ -33,6 +35,7 @@ from mimic.pipeline.params import (
 )
 
 PRESETS_RELPATH = Path("presets")
+RUN_PARAMS_PREFIX = ".mimic-params-"  # a run's params with command-line overrides (:func:`run_params_file`)
 
 
 def presets_dir(params_path: str | Path = "params.yaml") -> Path:
@@ -141,3 +144,25 @@ def apply_presets(names: list[str], params_path: str | Path = "params.yaml", wri
             raise ParamsError(f"{source}: the merged file does not read back as checked; nothing was written")
         atomic_write_text(params_path, text)
     return changed
+
+
+def run_params_file(params: dict, source: str, root: str | Path = ".", write: bool = True) -> Path:
+    """The params of a Snakemake run given overrides on its command line (``--configfile F``, ``--config k=v``:
+    Snakemake lays them over params.yaml, as :func:`overlay`), checked in full like a preset, as a file the
+    ``mimic`` commands read: ``.mimic-params-<sha256 of its text, 12 digits>.yaml`` beside params.yaml (so relative
+    paths in it mean what they mean there). Written unless ``write`` is false (a dry run) or it is already there;
+    returns its path relative to ``root``."""
+    import hashlib
+
+    from mimic.io.atomic import atomic_write_text
+
+    root = Path(root)
+    check_params(params, source=source, schema_file=schema_path(root / "params.yaml"))
+    check_data_files(params, source, root.resolve())
+    text = ("# params.yaml with the overrides of a snakemake command line (--configfile / --config), written by the\n"
+            "# Snakefile for the mimic commands of that run; edit params.yaml or the override file, not this one.\n"
+            + yaml.safe_dump(params, sort_keys=False))
+    path = Path(f"{RUN_PARAMS_PREFIX}{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml")
+    if write and not (root / path).is_file():
+        atomic_write_text(root / path, text)
+    return path
