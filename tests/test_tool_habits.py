@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_faults import shrink  # the smallest run with every stage
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("snakemake")
@@ -43,17 +44,6 @@ MODEL, TASK = "mini-idefics2", "shapes-vqa"
 TOOL_STATE = (".git/", ".dvc/tmp/", ".dvc/cache/", ".snakemake/")
 # What the README tells a user to run to see a sweep (tests/test_readme_commands.py checks it is there).
 EXP_SHOW = ("exp", "show", "--only-changed", "--drop", "results/|data/|Created|Executor", "--csv")
-
-
-def shrink(params: dict) -> dict:
-    """The smallest run with every stage: one task, zero-shot, the ICL reference, MimIC."""
-    params["run"] = {"models": [MODEL], "tasks": [TASK], "seeds": [0], "untrained": ["zero-shot"], "trained": ["mimic"]}
-    params["tasks"][TASK].update(n_train=8, n_support=16, n_eval=6)
-    params["icd"].update(shots=4, draws=2)
-    params["methods"]["mimic"]["train"].update(epochs=2, batch_size=4)
-    params["teacher"].update(shard_size=4, batch_size=4)
-    params["eval"].update(batch_size=6)
-    return params
 
 
 class Workspace:

@@ -52,13 +52,14 @@ try:
         write_settings(config)
 except ParamsError as err:
     sys.exit(str(err))
-if not read_only_invocation():
-    # Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
-    # alone, not by the input checksums Snakemake recorded for the ones it made (mimic.pipeline.dvc).
-    forget_replaced_outputs()
-    # Outputs made under another teacher.jobs / eval.jobs (by the other rule, or from another set of
-    # parts) are judged by mtime alone too: how the work was split does not change the results.
-    forget_resplit_outputs(config)
+# Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
+# alone, not by the input checksums Snakemake recorded for the ones it made (mimic.pipeline.dvc).
+# Also in a dry run: these records (Snakemake's own state, under .snakemake/) no longer describe
+# the outputs, and the real run drops them too, so the plan is the real run's.
+forget_replaced_outputs()
+# Outputs made under another teacher.jobs / eval.jobs (by the other rule, or from another set of
+# parts) are judged by mtime alone too: how the work was split does not change the results.
+forget_resplit_outputs(config)
 
 
 def teacher_jobs():
