@@ -70,7 +70,7 @@ def test_a_failing_scorer_keeps_the_generations_and_a_rerun_scores_them_without_
     assert evaluate(capsys, VQA, "zero-shot")[0] == 0
     good = outputs(VQA, "zero-shot")
     first = [json.loads(line) for line in good["predictions.jsonl"].decode().splitlines()]
-    assert not KEPT.exists()  # a successful evaluation leaves no kept generations behind
+    assert not KEPT.parent.exists()  # a successful evaluation leaves no kept generations behind, nor their folder
 
     def crashed_scorer(*args, **kwargs):
         raise RuntimeError("the scorer crashed\nwith a second line")

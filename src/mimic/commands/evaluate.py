@@ -70,6 +70,8 @@ def part_file(args, part: int, jobs: int):
 
 
 def run(args) -> int:
+    import contextlib
+
     from mimic.commands.stage_inputs import eval_demonstrations, load_stage_model, load_task
     from mimic.evaluation.predict import peak_memory_mb, predict
     from mimic.io.logs import setup_logging
@@ -119,6 +121,8 @@ def run(args) -> int:
         return 0
     write_results(args, params, rows, reference, run_info, log, kept=path)
     path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # its folder too, when empty (its parents may be another job's: left alone)
+        path.parent.rmdir()
     return 0
 
 
