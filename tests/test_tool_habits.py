@@ -42,7 +42,7 @@ BIN = Path(sys.executable).parent
 MODEL, TASK = "mini-idefics2", "shapes-vqa"
 # Not the project's files: the tools' own state, which their read-only commands may refresh.
 TOOL_STATE = (".git/", ".dvc/tmp/", ".dvc/cache/", ".snakemake/")
-# What the README tells a user to run to see a sweep (tests/test_readme_commands.py checks it is there).
+# What the README tells a user to run to see a sweep (tests/test_docs.py checks it is there).
 EXP_SHOW = ("exp", "show", "--only-changed", "--drop", "results/|data/|Created|Executor", "--csv")
 
 

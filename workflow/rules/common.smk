@@ -29,6 +29,8 @@ def read_only_invocation() -> bool:
     return any(getattr(args, mode, None) for mode in modes)
 
 
+READ_ONLY = read_only_invocation()
+
 # `snakemake --configfile other.yaml` (or --config key=value): Snakemake lays it over params.yaml; the merged
 # params are checked in full (as `mimic preset` does) and written beside params.yaml for the commands of this run
 # (mimic.pipeline.presets.run_params_file). Such a run is not recorded in DVC, which reads params.yaml only.
@@ -37,7 +39,7 @@ PARAMS_FILE = "params.yaml"
 if OVERRIDDEN:
     try:
         PARAMS_FILE = str(run_params_file(config, "params.yaml with --configfile/--config overrides",
-                                          write=not read_only_invocation()))
+                                          write=not READ_ONLY))
         check_run_tools(config)
     except MimicError as err:
         sys.exit(str(err))
@@ -46,7 +48,7 @@ if OVERRIDDEN:
 # writes nothing: a changed settings file is given to its jobs as a stand-in under a temporary directory instead.
 STAND_INS = {}
 try:
-    if read_only_invocation():
+    if READ_ONLY:
         STAND_INS = preview_settings(config)
     else:
         write_settings(config)

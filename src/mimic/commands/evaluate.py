@@ -190,9 +190,9 @@ def kept_part(args, params: dict, path, part: int, jobs: int, qids: list[str], w
 def check_scoring(params: dict, task: str) -> None:
     """What scoring needs is in place (Java for caption metrics, the OK-VQA stemmer's packages and data) before
     anything is generated."""
-    from mimic.metrics import check_scoring_tools
+    from mimic.pipeline.params import check_task_tools
 
-    check_scoring_tools(params["tasks"][task]["kind"], bool(params["tasks"][task].get("stem")))
+    check_task_tools(params, task)
 
 
 def stemmed(rows: list[dict]) -> list[dict]:

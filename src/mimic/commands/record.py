@@ -38,11 +38,6 @@ def run(args) -> int:
 
 def lock_uncommitted(root: str) -> bool:
     """Whether dvc.lock differs from the git commit (untracked or modified); False outside a git work tree."""
-    import subprocess
+    from mimic.io.provenance import git_output
 
-    try:
-        done = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "dvc.lock"], capture_output=True,
-                              text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0 and bool(done.stdout.strip())
+    return bool(git_output(root, "status", "--porcelain", "--", "dvc.lock"))

@@ -28,7 +28,8 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | No
     return versions
 
 
-def _git(source: Path, *args: str) -> str | None:
+def git_output(source: str | Path, *args: str) -> str | None:
+    """``git -C source args...``'s stripped stdout, or None when git is missing or fails (no work tree)."""
     try:
         done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10,
                               check=False)
@@ -40,10 +41,10 @@ def _git(source: Path, *args: str) -> str | None:
 def project_commit() -> dict | None:
     """``{"commit": sha, "dirty": bool}`` of the work tree holding the ``mimic`` package, or None."""
     source = Path(__file__).resolve().parents[1]
-    sha = _git(source, "rev-parse", "HEAD")
+    sha = git_output(source, "rev-parse", "HEAD")
     if not sha:
         return None
-    status = _git(source, "status", "--porcelain", "--untracked-files=no")
+    status = git_output(source, "status", "--porcelain", "--untracked-files=no")
     return {"commit": sha, "dirty": bool(status)}
 
 

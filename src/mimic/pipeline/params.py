@@ -344,10 +344,15 @@ def check_run_tools(params: dict) -> None:
     """Every program and package outside Python's own that scoring the run's tasks needs is installed (Java for
     caption metrics, the OK-VQA stemmer for ``stem``), else one line naming it (mimic.metrics.check_scoring_tools).
     ``mimic validate`` and the Snakefile call it before any job starts."""
+    for task in params["run"]["tasks"]:
+        check_task_tools(params, task)
+
+
+def check_task_tools(params: dict, task: str) -> None:
+    """What scoring ``task`` needs outside Python is installed (mimic.metrics.check_scoring_tools); one line if not."""
     from mimic.metrics import check_scoring_tools
 
-    for task in params["run"]["tasks"]:
-        check_scoring_tools(params["tasks"][task]["kind"], bool(params["tasks"][task].get("stem")))
+    check_scoring_tools(params["tasks"][task]["kind"], bool(params["tasks"][task].get("stem")))
 
 
 def check_data_files(params: dict, source: str, root: str | Path = ".") -> None:
