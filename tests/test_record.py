@@ -58,3 +58,52 @@ def test_an_upstream_output_with_other_bytes_leaves_the_stage_after_it_unrecorde
     result = record(project, params={})
     assert result.committed == ["up"]
     assert result.stale == {"down": "a.txt is newer than its outputs"}
+
+
+def test_a_finished_record_owes_nothing_and_a_started_one_owes_a_record(project):
+    from mimic.pipeline.dvc import RECORD_DUE, mark_record_due, record_due
+
+    assert record_due(project) is None
+    mark_record_due(project)  # what a Snakemake run's onstart, and a record's start, write
+    assert record_due(project) == "the last run or record did not finish recording"
+    record(project, params={})
+    assert not (project / RECORD_DUE).exists() and record_due(project) is None
+
+
+def test_a_half_written_dvc_lock_is_owed_a_record(project):
+    from mimic.pipeline.dvc import record_due
+
+    lock = project / "dvc.lock"
+    text = lock.read_text()
+    lock.write_text(text[: len(text) // 2] + "\n  - [")  # a kill in the middle of a plain write
+    assert record_due(project) == "dvc.lock is unreadable"
+
+
+def test_the_record_writes_dvc_lock_by_rename_never_in_place(project, monkeypatch):
+    """A kill at any moment leaves dvc.lock whole: the file DVC writes is a new inode renamed over it."""
+    import mimic.io.atomic as atomic
+
+    writes = []
+    real = atomic.atomic_write_text
+    monkeypatch.setattr(atomic, "atomic_write_text", lambda path, text: (writes.append(path), real(path, text)))
+    inode = (project / "dvc.lock").stat().st_ino
+    rewrite(project / "a.txt", "other")
+    rewrite(project / "b.txt", "other!")
+    assert sorted(record(project, params={}).committed) == ["down", "up"]
+    assert [os.path.basename(w) for w in writes if os.path.basename(w) == "dvc.lock"] == ["dvc.lock"] * 2
+    assert (project / "dvc.lock").stat().st_ino != inode
+    from dvc.utils.serialize import _common
+
+    assert _common._dump_data.__module__.startswith("dvc")  # DVC's own writer is back after the record
+
+
+def test_an_unreadable_rwlock_left_by_a_killed_dvc_is_removed(project):
+    from mimic.pipeline.dvc import RWLOCK, repair_rwlock
+
+    (project / RWLOCK).write_text('{"read": {}, "write": {}}')
+    assert not repair_rwlock(project, settle_s=0) and (project / RWLOCK).exists()  # a whole lock is DVC's
+    (project / RWLOCK).write_text("")
+    assert repair_rwlock(project, settle_s=0) and not (project / RWLOCK).exists()
+    (project / RWLOCK).write_text('{"read": {}, "wri')
+    rewrite(project / "a.txt", "other")
+    assert record(project, params={}).committed == ["up"]  # DVC would refuse every command with it

@@ -27,3 +27,8 @@ class MissingToolError(MimicError, RuntimeError):
 
 class ScoringError(MimicError, RuntimeError):
     """Scoring generated predictions failed; the predictions are kept and a rerun scores them without generating."""
+
+
+class DiskFullError(MimicError, OSError):
+    """A file system has too little free space for an output (checked before the heavy work where the size can
+    be estimated, or met while writing); nothing was replaced: the previous output is as it was."""

@@ -1,6 +1,7 @@
 """What the rules need to know about params.yaml; all of it comes from mimic.pipeline.params and mimic.pipeline.stages."""
 
 import re
+from pathlib import Path
 
 from mimic.pipeline.paths import part_name
 from mimic.pipeline.params import (
@@ -13,7 +14,7 @@ from mimic.pipeline.params import (
     trained_methods,
 )
 from mimic.pipeline.presets import run_params_file
-from mimic.pipeline.dvc import forget_replaced_outputs, forget_resplit_outputs
+from mimic.pipeline.dvc import forget_replaced_outputs, forget_resplit_outputs, record_due
 from mimic.pipeline.stages import preview_settings, settings_file, write_settings
 
 
@@ -54,6 +55,14 @@ try:
         write_settings(config)
 except ParamsError as err:
     sys.exit(str(err))
+# A record in DVC that an earlier run owes (killed in the middle of `mimic record`, or before it): made now, before
+# planning, so a run with nothing to do repairs it too. Not while another Snakemake holds this directory (its own
+# record follows), not in a job step, a dry run or a run with overrides (which DVC does not record).
+if not READ_ONLY and not OVERRIDDEN and workflow.is_main_process and not any(Path(".snakemake/locks").glob("*")):
+    RECORD_DUE = record_due()
+    if RECORD_DUE:
+        print(f"mimic: recording in DVC first: {RECORD_DUE}", file=sys.stderr)
+        shell("mimic record --params params.yaml")
 # Outputs that `dvc repro` / `dvc checkout` replaced since Snakemake made them are judged by mtime
 # alone, not by the input checksums Snakemake recorded for the ones it made (mimic.pipeline.dvc).
 # Also in a dry run: these records (Snakemake's own state, under .snakemake/) no longer describe
@@ -185,6 +194,10 @@ def report_inputs(w):
         ),
         "predictions": expand(
             "results/eval/{model}/{task}/seed-{seed}/{method}/predictions.jsonl",
+            model=run["models"], task=run["tasks"], seed=SEEDS, method=run_methods(config),
+        ),
+        "timing": expand(
+            "results/eval/{model}/{task}/seed-{seed}/{method}/timing.json",
             model=run["models"], task=run["tasks"], seed=SEEDS, method=run_methods(config),
         ),
         "train_logs": expand(

@@ -29,6 +29,12 @@ def load_task(task: str, params: dict, seed: int):
     if icd["shots"] != params["icd"]["shots"]:
         raise MimicError(f"{icd_path} holds {icd['shots']} shots but icd.shots = {params['icd']['shots']}; "
                          "rerun `mimic sample-icd`")
+    from mimic.data.icd import unknown_id
+
+    unknown = unknown_id(icd, tables)
+    if unknown:
+        raise MimicError(f"{icd_path}: {unknown} ({paths.split_table(task, 'support', seed=seed).parent}); it was "
+                         f"sampled from other data: rerun `mimic sample-icd --task {task} --seed {seed}`")
     kind, answer = params["tasks"][task]["kind"], params["icd"].get("answer", "most_common")
     target = params["icd"].get("target_answer")  # the training query's teacher-forced answer; default: `answer`
     return TaskData(kind, tables, answer=answer, target_answer=target), icd  # loaders store absolute image paths

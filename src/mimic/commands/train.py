@@ -46,6 +46,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from mimic.commands.stage_inputs import load_stage_model, load_task
+    from mimic.io.atomic import replace_dir
     from mimic.io.logs import setup_logging
     from mimic.methods import config_from_entry, detach, save_pretrained
     from mimic.pipeline import paths
@@ -84,11 +85,7 @@ def run(args) -> int:
         (tmp / "train_log.csv").write_text(log_csv(rows))
         (tmp / "train_summary.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         detach(loaded.model)
-        old = out.with_name(f".{out.name}.old-{tmp.name}")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("checkpoint written to %s", out)

@@ -102,3 +102,22 @@ def sample_icds(task: str, train: pd.DataFrame, support: pd.DataFrame, eval_: pd
     if embeddings is not None:
         out["eval_rices"] = rices_eval
     return out
+
+
+def unknown_id(icd: dict, tables: dict[str, pd.DataFrame]) -> str | None:
+    """The first id of ``icd`` (queries and their demonstrations) that is not in the tables it refers to, as
+    a phrase naming it; None when every id is there. Demonstrations come from the support split (and, for
+    the ``reference`` sampler's training queries, from the training split)."""
+    ids = {split: set(table["id"]) for split, table in tables.items()}
+    support = ids.get("support", set())
+    pools = {"train": support | ids.get("train", set()) if icd.get("sampler") == "reference" else support,
+             "eval": support, "eval_rices": support}
+    for key, pool in pools.items():
+        split = "train" if key == "train" else "eval"
+        for qid, lists in (icd.get(key) or {}).items():
+            if qid not in ids.get(split, set()):
+                return f"query id {qid!r} ({key}) is not in the {split} split"
+            for demo in (d for draw in lists for d in (draw if isinstance(draw, list) else [draw])):
+                if demo not in pool:
+                    return f"demonstration id {demo!r} (query {qid!r}, {key}) is not in the support split"
+    return None

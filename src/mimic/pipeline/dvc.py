@@ -15,15 +15,25 @@ now) and commits those that DVC does not already have:
 ``dvc commit --force`` of exactly those stages, without rewriting the workspace files (their
 mtimes are what Snakemake decides by). A stage whose outputs are stale or missing is left
 out, so ``dvc status`` still names it: dvc.lock never claims a result it does not hold.
+
+Interrupted records (a kill in the middle of ``mimic record``, or of ``snakemake all`` before its ``onsuccess``)
+are repaired by themselves: every write of dvc.lock during a record is atomic (a temporary file, then a
+rename), so dvc.lock is always a readable record of some set of stages; ``.dvc/tmp/mimic-record-due`` marks a
+record that is owed (written when a Snakemake run starts its jobs and when a record starts, removed when a
+record finishes), and the next ``snakemake all`` records before it plans, even when it has no job to run
+(:func:`record_due`). A ``.dvc/tmp/rwlock`` that a killed DVC process left unreadable is removed first.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import re
+import time
 from base64 import urlsafe_b64decode
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +42,8 @@ from mimic.errors import MimicError
 log = logging.getLogger("mimic.pipeline.dvc")
 VALIDATE_STAGE = "validate"
 _IGNORED = {".snakemake_timestamp"}
+RECORD_DUE = Path(".dvc") / "tmp" / "mimic-record-due"  # a record is owed (see the module's docstring)
+RWLOCK = Path(".dvc") / "tmp" / "rwlock"
 
 
 @dataclass
@@ -101,7 +113,9 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
 
         params = load_params(root / "params.yaml")
     result = Recorded()
-    with Repo(str(root)) as repo:
+    mark_record_due(root)
+    repair_rwlock(root)
+    with _atomic_lockfile_writes(), Repo(str(root)) as repo:
         graph = repo.index.graph  # edges: stage -> the stages it depends on
         stages = [s for s in reversed(list(nx.topological_sort(graph))) if s.cmd]
         fresh = set()
@@ -123,7 +137,96 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
                 continue
             repo.commit(stage.addressing, force=True, relink=False)
             result.committed.append(stage.addressing)
+    (root / RECORD_DUE).unlink(missing_ok=True)
     return result
+
+
+def mark_record_due(root: str | os.PathLike = ".") -> None:
+    """Note that a record is owed (nothing outside a DVC repository): the Snakefile's ``onstart`` and
+    :func:`record` call this; a finished record removes the mark."""
+    from mimic.io.atomic import atomic_write_text
+
+    root = Path(root)
+    if (root / ".dvc").is_dir():
+        atomic_write_text(root / RECORD_DUE, f"pid {os.getpid()} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+
+
+def record_due(root: str | os.PathLike = ".") -> str | None:
+    """Why a record is owed (a run or a record that did not finish, an unreadable dvc.lock), or None."""
+    root = Path(root)
+    if not (root / ".dvc").is_dir():
+        return None
+    if (root / RECORD_DUE).is_file():
+        return "the last run or record did not finish recording"
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(lock.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return "dvc.lock is unreadable"
+        if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+            return "dvc.lock is unreadable"
+    return None
+
+
+def repair_rwlock(root: str | os.PathLike = ".", settle_s: float = 1.0) -> bool:
+    """Remove DVC's ``.dvc/tmp/rwlock`` when a killed DVC process left it unreadable (DVC then refuses every
+    command); True when it did. A lock being written is whole within microseconds: it counts as damaged
+    only when it is still unreadable ``settle_s`` later."""
+    path = Path(root) / RWLOCK
+
+    def damaged() -> bool:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False
+        except (ValueError, UnicodeDecodeError):
+            return True
+        return not isinstance(data, dict)
+
+    if not damaged():
+        return False
+    time.sleep(settle_s)
+    if not damaged():
+        return False
+    path.unlink(missing_ok=True)
+    log.info("removed %s: a DVC process was killed while writing it", path)
+    return True
+
+
+@contextmanager
+def _atomic_lockfile_writes():
+    """DVC's writes of dvc.lock as a temporary file and a rename, so a kill never leaves it half written.
+
+    DVC writes its YAML files with ``open(path, "w")`` (``dvc.utils.serialize._common._dump_data``); for the
+    duration of a record that one function writes to a temporary file beside the target instead. Where DVC
+    no longer has it, the record goes on with DVC's own writes (``record_due`` still repairs a broken lock)."""
+    try:
+        from dvc.utils.serialize import _common
+    except ImportError:
+        yield
+        return
+    dump = getattr(_common, "_dump_data", None)
+    if dump is None:
+        yield
+        return
+
+    def atomic_dump(path, data, dumper, fs=None, **dumper_args):
+        from mimic.io.atomic import atomic_write_text
+
+        if fs is not None and getattr(fs, "protocol", None) != "local":  # not the work tree: DVC's own write
+            return dump(path, data, dumper, fs=fs, **dumper_args)
+        stream = io.StringIO()
+        dumper(data, stream, **dumper_args)
+        atomic_write_text(os.fspath(path), stream.getvalue())
+
+    _common._dump_data = atomic_dump
+    try:
+        yield
+    finally:
+        _common._dump_data = dump
 
 
 _TOLERANCE_S = 1e-3  # a recorded end time is a float of the mtime: compare with some slack

@@ -45,7 +45,7 @@ from safetensors.torch import save_file
 from mimic.data.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
 from mimic.data.schema import write_json
 from mimic.errors import IntegrityError, MimicError
-from mimic.io.atomic import atomic_write
+from mimic.io.atomic import atomic_write, check_free_space, existing_ancestor, replace_dir
 from mimic.io.checkpoints import sha256
 from mimic.io.logs import progress
 from mimic.models.hidden_states import HiddenStateRecorder
@@ -172,18 +172,26 @@ def _start_work_dir(work: Path, settings: dict, fp: str) -> dict:
     return {}
 
 
+def _check_room_for_the_rest(work: Path, out_dir: Path, shard_bytes: int, shards: list, s: int) -> None:
+    """After the first shard this run computes: the rest of the cache, estimated from it, fits on the work
+    directory's file system (and, when the cache goes to another file system, the whole cache fits there),
+    so a full disk stops the extraction now rather than hours later."""
+    per_sample = shard_bytes / max(1, len(shards[s]))
+    rest = int(per_sample * sum(len(shard) for shard in shards[s + 1 :]))
+    check_free_space(work, rest, f"the teacher cache {out_dir} (the rest of its shards, estimated from {work.name}'s "
+                     "first one)")
+    out_parent = existing_ancestor(out_dir.parent)
+    if os.stat(work).st_dev != os.stat(out_parent).st_dev:
+        whole = int(per_sample * sum(len(shard) for shard in shards))
+        check_free_space(out_parent, whole, f"the teacher cache {out_dir} (copied from {work} on another file system)")
+
+
 def _replace_dir(work: Path, out_dir: Path) -> None:
-    """Put the finished work directory where the cache goes (two renames; the old cache goes last)."""
+    """Put the finished work directory where the cache goes (the old cache goes last)."""
     now = time.time()
     for path in work.iterdir():  # every file as new as the cache: outputs newer than their inputs
         os.utime(path, (now, now))
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    work.rename(out_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_dir(work, out_dir)  # across file systems too (results/partial on scratch, results/teacher elsewhere)
 
 
 def batch_plan(todo: list, shard_size: int, batch_size: int) -> list[list[list]]:
@@ -254,6 +262,7 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
     index: dict[str, str] = {}
     checksums: dict[str, str] = {}
     total_bytes, start, reused = 0, time.time(), 0
+    checked_space = False
     for s, shard in enumerate(shards):
         name = f"shard-{s:05d}.safetensors"
         path = work / name
@@ -269,6 +278,9 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
             done[name] = sha256(path)
             write_json(work / PROGRESS_FILE, {"fingerprint": fp, "settings": made_by, "shards": done})
             log.info("wrote %s (%d samples)", name, len(shard))
+            if not checked_space:
+                _check_room_for_the_rest(work, out_dir, path.stat().st_size, shards, s)
+                checked_space = True
         index.update({k: name for k in keys})
         checksums[name] = done[name]
         total_bytes += path.stat().st_size
