@@ -13,13 +13,12 @@ def run(args) -> int:
     import time
 
     import torch
-    from safetensors.torch import save_file
 
     from mimic.data import rices
     from mimic.data.schema import open_image, read_table
     from mimic.errors import MimicError
-    from mimic.io.atomic import atomic_write
     from mimic.io.logs import setup_logging
+    from mimic.io.tensors import save_tensors
     from mimic.pipeline import paths
 
     log = setup_logging(args.log, "mimic.embed")
@@ -27,7 +26,7 @@ def run(args) -> int:
     source = params["icd"].get("embedding")
     target = paths.embeddings_file(args.task, seed=args.seed)
     if not source:  # no retrieval: an empty file (the stage exists either way; dvc.yaml has no conditions)
-        atomic_write(target, lambda tmp: save_file({}, tmp, metadata={"embedding": "", "task": args.task}))
+        save_tensors(target, {}, metadata={"embedding": "", "task": args.task})
         log.info("%s: icd.embedding is null, no embeddings", args.task)
         return 0
     start = time.time()
@@ -47,7 +46,7 @@ def run(args) -> int:
         tensors[split] = embed([open_image(r) for r in table["image"]]).contiguous()
         if not torch.isfinite(tensors[split]).all():
             raise MimicError(f"{source}: non-finite image embeddings for {args.task}/{split}")
-    atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata={"embedding": source, "task": args.task}))
+    save_tensors(target, tensors, metadata={"embedding": source, "task": args.task})  # canonical bytes
     log.info("%s: %s embeddings (%d-d) of %s in %.1f s", args.task, source, tensors["support"].shape[1],
              {s: len(t) for s, t in tensors.items()}, time.time() - start)
     return 0

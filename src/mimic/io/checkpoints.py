@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mimic.errors import IntegrityError
-from mimic.io.atomic import atomic_write, atomic_write_text
+from mimic.io.atomic import atomic_write_text
+from mimic.io.tensors import save_tensors
 
 WEIGHTS_FILE = "mimic.safetensors"
 CONFIG_FILE = "mimic_config.json"
@@ -47,7 +48,7 @@ def write_checkpoint(path: Path, state: dict[str, torch.Tensor], doc: dict, card
     if broken:
         raise IntegrityError(f"{path / WEIGHTS_FILE}: not written, tensors {broken} hold nan or inf")
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    save_tensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})  # canonical bytes: same state, same file
     doc = {**doc, "extra": {**(doc.get("extra") or {}), "weights_sha256": sha256(path / WEIGHTS_FILE)}}
     atomic_write_text(path / CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True))
     if card is not None:
