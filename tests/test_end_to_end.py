@@ -58,7 +58,8 @@ def test_report_numbers_come_from_the_predictions(run_dir):
         expected = score(kind, [p["prediction"] for p in preds], [p["answers"] for p in preds])[row["metric"]]
         assert float(row["score"]) == pytest.approx(expected, abs=1e-6)
         assert int(row["n_eval"]) == len(preds) == 6
-        latency = sum(p["latency_ms"] for p in preds) / len(preds)
+        timing = json.loads((folder / "timing.json").read_text())  # the eval job's own wall time per query
+        latency = sum(timing["latency_ms"][p["id"]] for p in preds) / len(preds)
         assert float(row["latency_ms_per_query"]) == pytest.approx(latency, rel=1e-3)
         icl = [json.loads(line) for line in (folder.parent / "icl" / "predictions.jsonl").read_text().splitlines()]
         same = sum(" ".join(a["prediction"].split()) == " ".join(b["prediction"].split())

@@ -377,7 +377,8 @@ FAKE_MIMIC = textwrap.dedent(
         "extract-teacher": [f"results/teacher/{a.model}/{task}/manifest.json"],
         "train": [f"results/checkpoints/{a.model}/{task}/{a.method}/{f}"
                   for f in ("mimic.safetensors", "mimic_config.json", "train_log.csv", "train_summary.json")],
-        "evaluate": [f"results/eval/{a.model}/{task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json")],
+        "evaluate": [f"results/eval/{a.model}/{task}/{a.method}/{f}" for f in ("predictions.jsonl", "metrics.json",
+                                                                                  "timing.json")],
         "latency": [f"results/latency/{a.model}/{a.task}.json"],
         "report": ["results/summary.csv", "results/summary.md", "results/metrics.json"]
         + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],

@@ -53,14 +53,20 @@ def write_params(root: Path, metric_variant: str = "official", seeds: tuple[int,
 
 def write_eval(
     root: Path, task: str, method: str, predictions: list[str], score: float, metric_variant: str = "official",
-    seed: int = 0,
+    seed: int = 0, older: bool = False,
 ) -> Path:
+    """An evaluation's files as `mimic evaluate` writes them: its measurements in timing.json (``older``: in
+    metrics.json and each prediction, as before they moved out)."""
     out = root / "results" / "eval" / MODEL / task / f"seed-{seed}" / method
     out.mkdir(parents=True, exist_ok=True)
+    measured = {"latency_ms_per_query": LATENCY[method], "peak_memory_mb": 100.0}
     with open(out / "predictions.jsonl", "w") as fh:
         for i, (prediction, answers) in enumerate(zip(predictions, ANSWERS, strict=True)):
-            row = {"id": f"{task}-{i}", "prediction": prediction, "answers": answers, "latency_ms": LATENCY[method]}
-            fh.write(json.dumps(row) + "\n")
+            row = {"id": f"{task}-{i}", "prediction": prediction, "answers": answers}
+            fh.write(json.dumps({**row, "latency_ms": LATENCY[method]} if older else row) + "\n")
+    if not older:
+        latency = {f"{task}-{i}": LATENCY[method] for i in range(len(predictions))}
+        (out / "timing.json").write_text(json.dumps({**measured, "latency_ms": latency}))
     metrics = {
         "model": MODEL,
         "task": task,
@@ -72,8 +78,7 @@ def write_eval(
         "metric_variant": metric_variant,
         "score": score,
         "n_eval": len(predictions),
-        "latency_ms_per_query": LATENCY[method],
-        "peak_memory_mb": 100.0,
+        **(measured if older else {}),
         "trainable_params": 204 if method == "mimic" else 0,
         "icl_agreement": None if method == "icl" else 0.5,
         "skipped": {"train": 0, "support": 0, "eval": 1 if method == "icl-1" else 0},
@@ -158,6 +163,34 @@ def test_summary_numbers_are_recomputed_from_predictions(run_dir):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     leftovers = [p for p in (root / "results").rglob("*.tmp")]
     assert leftovers == []
+
+
+def test_evaluations_of_an_older_version_give_the_same_report(run_dir, tmp_path_factory):
+    """Before the measurements moved to timing.json, metrics.json held the eval job's latency (and each
+    prediction its own): such outputs give the same report, byte for byte."""
+    root, params_path = run_dir
+    params = load_params(params_path)
+    write_report(build_report(params, root=root), root=root)
+    older = tmp_path_factory.mktemp("older")
+    write_params(older)
+    for task in TASKS:
+        for method, (predictions, score) in PREDICTIONS.items():
+            write_eval(older, task, method, predictions, score, older=True)
+        write_train_log(older, task)
+    write_latency(older, TASKS[0])
+    assert not list(older.rglob("timing.json"))
+    write_report(build_report(params, root=older), root=older)
+    for name in ("summary.csv", "summary.md", "metrics.json"):
+        assert (older / "results" / name).read_bytes() == (root / "results" / name).read_bytes(), name
+
+
+def test_a_damaged_timing_file_names_itself_and_the_command(run_dir):
+    root, params_path = run_dir
+    timing = root / "results" / "eval" / MODEL / TASKS[0] / "seed-0" / "mimic" / "timing.json"
+    timing.write_text("{")
+    with pytest.raises(ReportError, match=r"timing\.json: not a timing file of `mimic evaluate`.*rerun `mimic "
+                                          r"evaluate --params .* --method mimic`"):
+        build_report(load_params(params_path), root=root)
 
 
 def test_gap_recovery():

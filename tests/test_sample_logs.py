@@ -46,8 +46,11 @@ def test_every_row_logs_question_generation_answer_and_its_score(task, tmp_path,
     data, _ = load_task(task, params, 0)
     kind = params["tasks"][task]["kind"]
     assert len(rows) == 5
+    timing = json.loads((folder / "timing.json").read_text())  # the measurements: a file of their own
+    assert list(timing["latency_ms"]) == sorted(r["id"] for r in rows)
+    assert timing["latency_ms_per_query"] == pytest.approx(sum(timing["latency_ms"].values()) / len(rows), abs=1e-3)
     for row in rows:
-        assert set(row) >= {"id", "question", "generation", "prediction", "answers", "score", "latency_ms"}
+        assert set(row) == {"id", "question", "generation", "prediction", "answers", "score"}
         assert row["question"] == data.by_id["eval"].loc[row["id"]]["question"]
         assert (row["question"] != "") == (kind == "vqa")
         stops = ["\n"]  # the mini model's prompt format cuts answers at a line break

@@ -11,6 +11,7 @@ if eval_jobs() == 1:
         output:
             predictions=update("results/eval/{model}/{task}/seed-{seed}/{method}/predictions.jsonl"),
             metrics=update("results/eval/{model}/{task}/seed-{seed}/{method}/metrics.json"),
+            timing=update("results/eval/{model}/{task}/seed-{seed}/{method}/timing.json"),  # wall time, memory
         log:
             "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}.log",
         threads: model_threads
@@ -50,6 +51,7 @@ else:
         output:
             predictions=update("results/eval/{model}/{task}/seed-{seed}/{method}/predictions.jsonl"),
             metrics=update("results/eval/{model}/{task}/seed-{seed}/{method}/metrics.json"),
+            timing=update("results/eval/{model}/{task}/seed-{seed}/{method}/timing.json"),  # wall time, memory
         log:
             "results/logs/evaluate/seed-{seed}/{model}-{task}-{method}-merge.log",
         params:

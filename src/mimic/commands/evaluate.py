@@ -1,5 +1,8 @@
 """mimic evaluate: generate for the evaluation queries, score, time, and compare to the ICL teacher.
 
+Writes results/eval/<model>/<task>/seed-<s>/<method>/: predictions.jsonl and metrics.json (the same bytes for
+the same predictions) and timing.json (this run's wall time per query and peak memory).
+
 With ``--part I/N`` it generates only for part I of the evaluation queries (a contiguous run of whole
 batches) into results/parts/eval/<model>/<task>/<method>/ (one job of a split evaluation, ``eval.jobs``
 in the pipeline); ``mimic merge-evaluate`` joins the parts and scores them once, over all predictions.
@@ -206,8 +209,13 @@ def stemmed(rows: list[dict]) -> list[dict]:
 def write_results(args, params: dict, rows: list[dict], reference: list[dict] | None, run_info: dict, log,
                   kept) -> None:
     """Score all predictions once (corpus metrics such as CIDEr over the whole set) and write
-    predictions.jsonl (each row with its own ``score``, :func:`mimic.evaluation.predict.predict`) and
-    metrics.json. ``kept`` names where the unscored predictions stay when scoring fails (one line, exit 2)."""
+    predictions.jsonl (each row with its own ``score``, :func:`mimic.evaluation.predict.predict`), metrics.json
+    and timing.json. ``kept`` names where the unscored predictions stay when scoring fails (one line, exit 2).
+
+    The measurements of this run (each query's ``latency_ms``, the mean, the peak memory) go to timing.json
+    only, so predictions.jsonl and metrics.json have the same bytes whenever the same predictions are made
+    (DVC sees no change after a rerun that changes nothing). ``rows`` carry ``latency_ms`` as
+    :func:`~mimic.evaluation.predict.predict` gives them, in a kept or split job's part file too."""
     import json
 
     from mimic.data.schema import write_json
@@ -235,24 +243,34 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
         raise ScoringError(f"scoring the {len(rows)} predictions of {args.model} {args.task} {args.method} failed "
                            f"({type(exc).__name__}: {what}); they are kept in {kept}: fix the cause and rerun the "
                            "same command, which scores them without generating") from exc
-    rows = [{**r, "score": round(s, 4)} for r, s in zip(rows, each, strict=True)]
+    latency = {r["id"]: r.get("latency_ms") for r in rows}
+    measured = [v for v in latency.values() if v is not None]
+    rows = [{**{k: v for k, v in r.items() if k != "latency_ms"}, "score": round(s, 4)}
+            for r, s in zip(rows, each, strict=True)]
     headline = HEADLINE[kind]
     result = {
         "model": args.model, "task": args.task, "method": args.method, "method_type": mtype,
         "shots": shots, "kind": kind, "metric": headline,
         "metric_variant": metric_variant(kind, variant),
         "score": metrics[headline], "metrics": metrics, "n_eval": len(rows),
-        "latency_ms_per_query": round(sum(r["latency_ms"] for r in rows) / max(1, len(rows)), 3),
-        "peak_memory_mb": run_info["peak_memory_mb"], "device": run_info["device"],
+        "device": run_info["device"],
         "batch_size": ev["batch_size"],  # result-neutral (mimic.pipeline.stages): recorded, not a rerun trigger
         "trainable_params": run_info["trainable_params"], "fitted_params": run_info["fitted_params"],
         "icl_agreement": 100.0 if reference is None else round(agreement(kind, rows, reference), 2),
         "skipped": json.loads(paths.task_meta(args.task, seed=args.seed).read_text()).get("skipped", {}),
         "provenance": provenance(args.seed),  # run seed, project commit, package versions
     }
-    out = paths.eval_dir(args.model, args.task, args.method, seed=args.seed)
-    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    write_json(out / "metrics.json", result)
-    log.info("%s %s %s: %s (%s) = %.2f, %.1f ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,
-             headline, result["metric_variant"], result["score"], result["latency_ms_per_query"],
+    timing = {  # this run's measurements: they differ between two identical runs (a file of their own)
+        "model": args.model, "task": args.task, "method": args.method, "seed": args.seed,
+        "device": run_info["device"], "batch_size": ev["batch_size"], "n_eval": len(rows),
+        "latency_ms_per_query": round(sum(measured) / len(measured), 3) if measured else None,
+        "peak_memory_mb": run_info["peak_memory_mb"],
+        "latency_ms": latency,  # per query: the wall time of its batch divided by the batch size
+    }
+    atomic_write_text(paths.predictions_file(args.model, args.task, args.method, seed=args.seed),
+                      "".join(json.dumps(r) + "\n" for r in rows))
+    write_json(paths.metrics_file(args.model, args.task, args.method, seed=args.seed), result)
+    write_json(paths.timing_file(args.model, args.task, args.method, seed=args.seed), timing)
+    log.info("%s %s %s: %s (%s) = %.2f, %s ms/query, ICL agreement %.1f%%", args.model, args.task, args.method,
+             headline, result["metric_variant"], result["score"], timing["latency_ms_per_query"],
              result["icl_agreement"])

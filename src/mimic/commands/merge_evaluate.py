@@ -2,8 +2,8 @@
 
 Reads results/parts/eval/<model>/<task>/<method>/part-*-of-N.json (N = ``eval.jobs``), checks that every
 part is there, made under the current settings (and checkpoint), for this split, and holds exactly its
-queries, then writes predictions.jsonl and metrics.json as ``mimic evaluate`` does: the same predictions
-in the same order, corpus metrics (CIDEr, VQA accuracy) computed over all of them.
+queries, then writes predictions.jsonl, metrics.json and timing.json as ``mimic evaluate`` does: the same
+predictions in the same order, corpus metrics (CIDEr, VQA accuracy) computed over all of them.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ def predict(loaded, data: TaskData, qids: list[str], demo_ids: dict[str, list[st
     One row per query, as lmms-eval's ``--log_samples``: ``id``, ``question`` (``""`` for captions),
     ``image_id`` where the task has one, ``generation`` (the raw decoded tokens, special tokens kept),
     ``prediction`` (the post-processed answer that is scored), ``answers`` and ``latency_ms``;
-    ``mimic evaluate`` adds each row's ``score``. Latency per query is the wall time of a batch
+    ``mimic evaluate`` adds each row's ``score`` and moves ``latency_ms`` to timing.json (a measurement, which
+    differs between two identical runs, kept out of predictions.jsonl). Latency per query is the wall time of a batch
     (prompt encoding, image processing and generation) divided by its size, after one untimed
     warm-up batch.
     """

@@ -11,6 +11,7 @@ teacher, checkpoints and evaluations under a ``seed-<s>`` level:
                                                                      mimic_config.json, train_log.csv)
     results/eval/<model>/<task>/seed-<s>/<method>/predictions.jsonl  mimic evaluate
     results/eval/<model>/<task>/seed-<s>/<method>/metrics.json       mimic evaluate
+    results/eval/<model>/<task>/seed-<s>/<method>/timing.json        mimic evaluate (wall time, memory)
     results/latency/<model>/<task>.json                              mimic latency (the first seed)
     results/summary.csv, summary.md, plots/*.png                     mimic report
     results/logs/<stage>/[seed-<s>/]<model>-<task>-<method>.log      every stage (last line: wall and CPU time,
@@ -97,6 +98,12 @@ def predictions_file(model: str, task: str, method: str, *, seed: int) -> Path:
 
 def metrics_file(model: str, task: str, method: str, *, seed: int) -> Path:
     return eval_dir(model, task, method, seed=seed) / "metrics.json"
+
+
+def timing_file(model: str, task: str, method: str, *, seed: int) -> Path:
+    """The evaluation's measurements (wall time per query, peak memory): the only file of the folder whose bytes
+    differ between two identical runs."""
+    return eval_dir(model, task, method, seed=seed) / "timing.json"
 
 
 def latency_file(model: str, task: str) -> Path:

@@ -16,11 +16,14 @@ it. ``summary.csv`` and ``summary.md`` name the variant of every score.
                                         sample standard deviation over the run seeds (run.seeds), gap
                                         recovery computed per seed, then averaged
 
-Latencies: ``latency_ms_per_query`` is the evaluate job's own wall time per query (jobs of a run
-may overlap, so it is not a figure to compare across methods); the compared latencies come from
+Latencies: ``latency_ms_per_query`` is the evaluate job's own wall time per query, read from the
+evaluation's ``timing.json`` (jobs of a run may overlap, so it is not a figure to compare across
+methods); the compared latencies come from
 ``results/latency/<model>/<task>.json`` (``mimic latency``: every method timed side by side in
 one process on one batch, median over rotated rounds, on the first run seed), ``n/a`` where that
-file is absent.
+file is absent. These are the report's only figures that differ between two identical runs: the
+latency columns of ``summary.csv`` and ``summary.md`` and ``latency_ratio`` in ``results/metrics.json``
+(timing-derived); every other byte of the report, the plots included, is the same.
     results/plots/score_by_method.png   grouped bars per task (mean over seeds, error bars: sd)
     results/plots/training_curves.png   training loss per step of every trained method and seed
     results/plots/score_vs_shots.png    ICL by shots (random and RICES demonstrations), zero-shot at 0,

@@ -119,12 +119,24 @@ def load_result(params: dict, model: str, task: str, method: str, root: Path, pa
         metric_variant=variant,
         score=recomputed,
         n_eval=len(rows),
-        latency_ms_per_query=metrics.get("latency_ms_per_query"),
+        latency_ms_per_query=_eval_job_latency(root, paths.timing_file(model, task, method, seed=seed), metrics,
+                                               command),
         trainable_params=metrics.get("trainable_params"),
         fitted_params=metrics.get("fitted_params"),
         icl_agreement=metrics.get("icl_agreement"),
         skipped=metrics.get("skipped"),
     )
+
+
+def _eval_job_latency(root: Path, rel: Path, metrics: dict, command: str) -> float | None:
+    """The evaluate job's own mean wall time per query, from its timing.json (metrics.json held it before the
+    measurements moved out of it; None where neither has it)."""
+    if not (root / rel).is_file():
+        return metrics.get("latency_ms_per_query")
+    try:
+        return json.loads((root / rel).read_text())["latency_ms_per_query"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReportError(f"{rel}: not a timing file of `mimic evaluate` ({exc!r}); rerun `{command}`") from None
 
 
 def _demos(params: dict, method: str) -> str:
