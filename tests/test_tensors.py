@@ -102,3 +102,25 @@ def test_a_write_that_fails_leaves_the_previous_file(tmp_path):
         save_tensors(path, {"x": torch.ones(4, 4).t()[::2]}, metadata={"v": "2"})  # not contiguous
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]  # no temporary file left
+
+
+def test_a_file_that_does_not_read_back_as_written_is_not_kept(tmp_path, monkeypatch):
+    import mimic.io.tensors
+    from mimic.errors import IntegrityError
+
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, {"x": torch.ones(2)}, metadata={"v": "1"})
+    before = path.read_bytes()
+    real = mimic.io.tensors.canonical_header
+
+    def losing_the_metadata(raw: bytes) -> bytes:
+        (length,) = struct.unpack("<Q", raw[:8])
+        header = {k: v for k, v in json.loads(raw[8 : 8 + length]).items() if k != "__metadata__"}
+        text = json.dumps(header).encode()
+        return real(struct.pack("<Q", len(text)) + text)
+
+    monkeypatch.setattr(mimic.io.tensors, "canonical_header", losing_the_metadata)
+    with pytest.raises(IntegrityError, match="did not read back as written"):
+        save_tensors(path, {"x": torch.zeros(2)}, metadata={"v": "2"})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]

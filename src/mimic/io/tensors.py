@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-from pathlib import Path
 
 import torch
 
+from mimic.errors import IntegrityError
 from mimic.io.atomic import atomic_write
 
 _LENGTH = struct.Struct("<Q")  # the header's length: 8 bytes, little-endian
@@ -33,13 +33,13 @@ def canonical_header(raw: bytes) -> bytes:
     return _LENGTH.pack(len(text)) + text
 
 
-def canonical_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """``tensors`` and ``metadata`` as a safetensors file with a canonical header (see the module)."""
+def _canonical_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> tuple[bytes, memoryview]:
+    """The canonical header and safetensors' own data (a view: the tensors are not copied again)."""
     from safetensors.torch import save
 
     raw = save(tensors, metadata=metadata)
     (length,) = _LENGTH.unpack_from(raw)
-    return canonical_header(raw) + memoryview(raw)[_LENGTH.size + length :]
+    return canonical_header(raw), memoryview(raw)[_LENGTH.size + length :]
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
@@ -47,14 +47,16 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     """Write ``tensors`` (contiguous, CPU) and string ``metadata`` to safetensors file ``path``: atomically, with
     a canonical header, checked to load back with the same metadata and tensor names before it replaces
     ``path``."""
-    data = canonical_bytes(tensors, metadata)
+    header, data = _canonical_parts(tensors, metadata)
 
     def write(tmp: str) -> None:
         from safetensors import safe_open
 
-        Path(tmp).write_bytes(data)
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.write(data)
         with safe_open(tmp, framework="pt") as fh:
             if (fh.metadata() or {}) != (metadata or {}) or sorted(fh.keys()) != sorted(tensors):
-                raise RuntimeError(f"{path}: the written safetensors file does not read back as written")
+                raise IntegrityError(f"{path}: not written, the safetensors file did not read back as written")
 
     atomic_write(path, write)
