@@ -124,3 +124,24 @@ def test_a_file_that_does_not_read_back_as_written_is_not_kept(tmp_path, monkeyp
         save_tensors(path, {"x": torch.zeros(2)}, metadata={"v": "2"})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]
+
+
+def test_a_canonical_header_of_another_length_is_written_by_copying_the_data(tmp_path, monkeypatch):
+    """Where the canonical header is not the length of safetensors' own (not the usual case), the data is copied
+    after it: the file still reads back whole, with the longer header."""
+    import mimic.io.tensors as writer
+
+    real = writer.canonical_header
+
+    def longer(raw: bytes) -> bytes:
+        header = real(raw)
+        (length,) = struct.unpack_from("<Q", header)
+        return struct.pack("<Q", length + 8) + header[8:] + b" " * 8
+
+    monkeypatch.setattr(writer, "canonical_header", longer)
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, tensors(), metadata=METADATA)
+    assert struct.unpack_from("<Q", path.read_bytes())[0] % 8 == 0
+    loaded = load_file(path)
+    assert all(torch.equal(loaded[k], v) for k, v in tensors().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]

@@ -33,28 +33,43 @@ def canonical_header(raw: bytes) -> bytes:
     return _LENGTH.pack(len(text)) + text
 
 
-def _canonical_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> tuple[bytes, memoryview]:
-    """The canonical header and safetensors' own data (a view: the tensors are not copied again)."""
-    from safetensors.torch import save
+def _canonicalize_in_place(tmp: str) -> None:
+    """Rewrite the header of the safetensors file ``tmp`` canonically, in place when the canonical header has the
+    original's length (the same keys in another order: the usual case), else by copying the data after it."""
+    import shutil
 
-    raw = save(tensors, metadata=metadata)
-    (length,) = _LENGTH.unpack_from(raw)
-    return canonical_header(raw), memoryview(raw)[_LENGTH.size + length :]
+    with open(tmp, "r+b") as fh:
+        raw_length = fh.read(_LENGTH.size)
+        (length,) = _LENGTH.unpack(raw_length)
+        header = canonical_header(raw_length + fh.read(length))
+        if len(header) == _LENGTH.size + length:
+            fh.seek(0)
+            fh.write(header)
+            return
+    moved = f"{tmp}.data"
+    os.replace(tmp, moved)
+    try:
+        with open(moved, "rb") as src, open(tmp, "wb") as dst:
+            src.seek(_LENGTH.size + length)
+            dst.write(header)
+            shutil.copyfileobj(src, dst, 1 << 24)
+    finally:
+        os.unlink(moved)
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                  metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` (contiguous, CPU) and string ``metadata`` to safetensors file ``path``: atomically, with
     a canonical header, checked to load back with the same metadata and tensor names before it replaces
-    ``path``."""
-    header, data = _canonical_parts(tensors, metadata)
+    ``path``. safetensors streams the tensors to the file (no copy of them in memory), then the header is
+    rewritten in place."""
+    from safetensors.torch import save_file
 
     def write(tmp: str) -> None:
         from safetensors import safe_open
 
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.write(data)
+        save_file(tensors, tmp, metadata=metadata)
+        _canonicalize_in_place(tmp)
         with safe_open(tmp, framework="pt") as fh:
             if (fh.metadata() or {}) != (metadata or {}) or sorted(fh.keys()) != sorted(tensors):
                 raise IntegrityError(f"{path}: not written, the safetensors file did not read back as written")

@@ -103,6 +103,7 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
     root = Path(root).resolve()
     if not (root / ".dvc").is_dir():
         return None
+    mark_record_due(root)
     try:
         import networkx as nx
         from dvc.repo import Repo
@@ -113,7 +114,6 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
 
         params = load_params(root / "params.yaml")
     result = Recorded()
-    mark_record_due(root)
     repair_rwlock(root)
     with _atomic_lockfile_writes(), Repo(str(root)) as repo:
         graph = repo.index.graph  # edges: stage -> the stages it depends on

@@ -40,14 +40,14 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from mimic.data.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
 from mimic.data.schema import write_json
 from mimic.errors import IntegrityError, MimicError
-from mimic.io.atomic import atomic_write, check_free_space, existing_ancestor, replace_dir
+from mimic.io.atomic import check_free_space, existing_ancestor, replace_dir
 from mimic.io.checkpoints import sha256
 from mimic.io.logs import progress
+from mimic.io.tensors import save_tensors
 from mimic.models.hidden_states import HiddenStateRecorder
 from mimic.pipeline.stages import differences
 
@@ -274,7 +274,7 @@ def _build_cache(out_dir: Path, work_dir: Path | None, made_by: dict, plan: list
             tensors = shard_tensors(s, shard)
             # one metadata key: safetensors writes a metadata map in no fixed order, and the same
             # states must give the same bytes (DVC compares hashes)
-            atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp, metadata={"fingerprint": fp}))
+            save_tensors(path, tensors, metadata={"fingerprint": fp})
             done[name] = sha256(path)
             write_json(work / PROGRESS_FILE, {"fingerprint": fp, "settings": made_by, "shards": done})
             log.info("wrote %s (%d samples)", name, len(shard))
@@ -343,7 +343,7 @@ def extract_part(loaded, data: TaskData, icd: dict, parts_dir: Path, settings: d
     path = part_file(parts_dir, part, jobs)
     stamp = {"fingerprint": fingerprint(made_by), "part": str(part), "jobs": str(jobs),
              "batch_size": str(settings["batch_size"])}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=stamp))
+    save_tensors(path, tensors, metadata=stamp)
     log.info("wrote %s (%d samples in %d batches)", path, len(tensors), len(batches))
     return path
 
