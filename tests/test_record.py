@@ -86,12 +86,14 @@ def test_the_record_writes_dvc_lock_by_rename_never_in_place(project, monkeypatc
     writes = []
     real = atomic.atomic_write_text
     monkeypatch.setattr(atomic, "atomic_write_text", lambda path, text: (writes.append(path), real(path, text)))
-    inode = (project / "dvc.lock").stat().st_ino
-    rewrite(project / "a.txt", "other")
-    rewrite(project / "b.txt", "other!")
-    assert sorted(record(project, params={}).committed) == ["down", "up"]
+    old = (project / "dvc.lock").read_text()
+    with open(project / "dvc.lock") as held:  # the file as it was (its inode stays while it is open)
+        rewrite(project / "a.txt", "other")
+        rewrite(project / "b.txt", "other!")
+        assert sorted(record(project, params={}).committed) == ["down", "up"]
+        assert held.read() == old  # never written in place
     assert [os.path.basename(w) for w in writes if os.path.basename(w) == "dvc.lock"] == ["dvc.lock"] * 2
-    assert (project / "dvc.lock").stat().st_ino != inode
+    assert (project / "dvc.lock").read_text() != old
     from dvc.utils.serialize import _common
 
     assert _common._dump_data.__module__.startswith("dvc")  # DVC's own writer is back after the record
