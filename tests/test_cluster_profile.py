@@ -102,3 +102,94 @@ def test_profile_values_are_read_back_as_written_under_the_installed_snakemake()
     assert site_problems({"prepare": {"slurm_partition": "local", **read}}) == [
         "rule prepare: slurm_account is still the placeholder '<account>'; set the account to charge "
         "(`sacctmgr show assoc user=$USER`), or delete the line where your site has no accounts"]
+
+
+# ---- requests larger than any node (check_requests_fit) ----------------------------------------------------------
+
+# `sinfo -h -N -o "%P %c %m"` of a small site: a CPU partition (the default) of two node kinds, a GPU partition
+SINFO = """\
+cpu* 32 128000
+cpu* 64 64000
+gpu 16 500000
+gpu 16 500000
+"""
+
+
+def fit_rules(**overrides: dict) -> dict[str, dict]:
+    """Every submitted rule of the shipped profile, filled in for the SINFO site, with ``overrides`` per rule."""
+    rules = resolved(filled(**{"<account>": "lab42", "<cpu-partition>": "cpu", "<gpu-partition>": "gpu",
+                               "gpu: <gpus>": "gpu: 1"}))
+    for rule, resources in overrides.items():
+        rules[rule].update(resources)
+    return rules
+
+
+def test_the_shipped_sizes_fit_and_the_nodes_are_read_per_partition():
+    from mimic.pipeline.cluster import check_requests_fit, oversized_requests, parse_nodes
+
+    nodes, default = parse_nodes(SINFO + "garbage line\n")
+    assert default == "cpu" and nodes == {"cpu": [(32, 128000), (64, 64000)], "gpu": [(16, 500000)] * 2}
+    assert oversized_requests(fit_rules(), nodes, default) == []
+    check_requests_fit(fit_rules(), SINFO)
+    check_requests_fit(fit_rules(train={"mem_mb": 10**9}), None)  # no sinfo here: not checked
+
+
+@pytest.mark.parametrize(("override", "line"), [
+    ({"cpus_per_task": 17}, "rule train: cpus_per_task 17 is more than the largest node of partition 'gpu' has "
+                            "(16 CPUs); lower cpus_per_task under set-resources.train"),
+    ({"mem_mb": 500001}, "rule train: mem_mb 500001 is more than the largest node of partition 'gpu' has "
+                         "(500000 MB); lower mem_mb under set-resources.train"),
+    ({"mem_mb_per_cpu": 40000, "cpus_per_task": 16},
+     "rule train: mem_mb_per_cpu 40000 x 16 CPUs = 640000 MB is more than the largest node of partition 'gpu' has "
+     "(500000 MB); lower mem_mb_per_cpu under set-resources.train"),
+    ({"slurm_partition": "cpu", "cpus_per_task": 48, "mem_mb": 100000},
+     "rule train: no node of partition 'cpu' has both 48 CPUs and 100000 MB; lower cpus_per_task or mem_mb under "
+     "set-resources.train"),
+    ({"slurm_partition": "gpu-big"}, "rule train: partition 'gpu-big' does not exist (`sinfo -s` lists cpu, gpu); "
+                                     "set slurm_partition under set-resources.train"),
+])
+def test_a_request_no_node_holds_is_one_line_naming_rule_resource_and_key(override, line):
+    from mimic.pipeline.cluster import OversizedRequest, check_requests_fit, oversized_requests, parse_nodes
+
+    assert oversized_requests(fit_rules(train=override), *parse_nodes(SINFO)) == [line]
+    with pytest.raises(OversizedRequest) as err:
+        check_requests_fit(fit_rules(train=override), SINFO)
+    assert str(err.value) == f"slurm request larger than any node, in workflow/profiles/slurm/config.yaml: {line}"
+    assert isinstance(err.value, MimicError)
+
+
+def test_a_rule_without_partition_takes_the_default_one_and_each_problem_is_counted():
+    from mimic.pipeline.cluster import OversizedRequest, check_requests_fit, oversized_requests, parse_nodes
+
+    rules = fit_rules(prepare={"slurm_partition": None, "mem_mb": 128001}, train={"cpus_per_task": 99})
+    assert [line.split(":")[0] for line in oversized_requests(rules, *parse_nodes(SINFO))] == [
+        "rule prepare", "rule train"]
+    assert "partition 'cpu' has (128000 MB)" in oversized_requests(rules, *parse_nodes(SINFO))[0]
+    with pytest.raises(OversizedRequest, match=r"^slurm request larger than any node, in .*: rule prepare: .*"
+                                               r" \(and 1 more\)$"):
+        check_requests_fit(rules, SINFO)
+    # sizes Snakemake computes per job (a callable, an expression) and placeholders are not compared
+    assert oversized_requests(fit_rules(train={"mem_mb": "2 * input.size_mb", "slurm_partition": "<gpu-partition>"}),
+                              *parse_nodes(SINFO)) == []
+
+
+def test_failed_jobs_are_marked_incomplete_only_where_their_outputs_are_kept():
+    """The Snakefile's onerror: the outputs of every job that failed on all attempts get Snakemake's incomplete
+    marker (persistence.started), so rerun-incomplete redoes them; nothing where keep-incomplete is off."""
+    from types import SimpleNamespace
+
+    from mimic.pipeline.cluster import mark_failed_jobs_incomplete
+
+    marked = []
+    jobs = [SimpleNamespace(rule=SimpleNamespace(name=name)) for name in ("train", "evaluate")]
+
+    def workflow(keep: bool):
+        return SimpleNamespace(execution_settings=SimpleNamespace(keep_incomplete=keep),
+                               scheduler=SimpleNamespace(failed=jobs),
+                               persistence=SimpleNamespace(started=marked.append))
+
+    assert mark_failed_jobs_incomplete(workflow(False)) == [] and marked == []
+    assert sorted(mark_failed_jobs_incomplete(workflow(True))) == ["evaluate", "train"]
+    assert {id(job) for job in marked} == {id(job) for job in jobs}
+    no_run = SimpleNamespace(execution_settings=SimpleNamespace(keep_incomplete=True), scheduler=None)
+    assert mark_failed_jobs_incomplete(no_run) == []  # stopped before scheduling (onstart's checks)

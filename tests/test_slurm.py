@@ -6,7 +6,11 @@ pipeline on the smallest settings with the teacher extraction and every evaluati
 (teacher.jobs = eval.jobs = 4); the outputs are compared with a local `snakemake --cores 2 all` of
 the same params in one job each: the teacher cache and the MimIC checkpoint byte for byte, the same
 predictions and scores. The shipped profile as it is (placeholders) stops before submitting anything,
-with one line naming the key to fill in.
+with one line naming the key to fill in, and so does a request larger than the node.
+
+What a failed job leaves: a train job cancelled while running (scancel) and an evaluation failing on both
+attempts leave every file under data/ and results/ as it was (the profile's keep-incomplete), and the next
+run redoes them. A job asking for one CPU sees one CPU (tools/local-slurm.sh confines jobs to their CPUs).
 
 Skips, saying why, where Slurm cannot be brought up: not root and no running cluster, or the
 packages cannot be installed (.ci/run installs them where it can).
@@ -14,6 +18,7 @@ packages cannot be installed (.ci/run installs them where it can).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -37,12 +42,13 @@ def _cluster_up() -> bool:
         out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return out.returncode == 0 and any(s.strip() in ("idle", "mixed", "allocated") for s in out.stdout.split())
+    # a node that takes jobs: idle, mixed, allocated, completing (with sinfo's suffixes: "mixed*", "idle~", ...)
+    return out.returncode == 0 and any(s.startswith(("idle", "mix", "alloc", "comp")) for s in out.stdout.split())
 
 
 @pytest.fixture(scope="module")
 def slurm():
-    """A running single-node Slurm (started here, and stopped after, when it was not running)."""
+    """A running single-node Slurm (started here, and stopped after, when this fixture started it)."""
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
@@ -58,7 +64,8 @@ def slurm():
         reason = (started.stderr.strip().splitlines() or ["no message"])[-1]
         pytest.skip(f"could not bring up a local Slurm: {reason}")
     yield
-    subprocess.run(["bash", str(REPO / "tools" / "local-slurm.sh"), "stop"], capture_output=True, timeout=120)
+    if "already running" not in started.stdout:  # not one that someone else started (and uses)
+        subprocess.run(["bash", str(REPO / "tools" / "local-slurm.sh"), "stop"], capture_output=True, timeout=120)
 
 
 def _params(jobs: int) -> dict:
@@ -172,3 +179,142 @@ def test_the_shipped_profile_stops_before_submitting_until_its_site_keys_are_set
     lines = [line for line in done.stderr.splitlines() if line.startswith("slurm site keys in ")]
     assert len(lines) == 1, done.stderr[-2000:]
     assert "workflow/profiles/slurm/config.yaml: rule " in lines[0] and "is still the placeholder '<" in lines[0]
+
+
+# ---- what a failed job leaves (the profile's keep-incomplete), requests too large, CPUs of a job ----------------
+
+def _outputs(root: Path) -> dict[str, str]:
+    """sha256 of every file under data/ and results/, but logs, partial generations, the settings files (which
+    follow params.yaml) and the cache of their digests: what a failed job must leave as it was."""
+    skipped = ("results/logs/", "results/partial/", "results/settings/", "results/.file-digests.json")
+    return {name: hashlib.sha256(p.read_bytes()).hexdigest() for folder in ("data", "results")
+            for p in sorted((root / folder).rglob("*"))
+            if p.is_file() and not (name := str(p.relative_to(root))).startswith(skipped)}
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The files of ``before`` that are gone or differ in ``after``, and the files new in ``after``."""
+    return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+
+
+def _submitted(log: str, rule: str) -> int:
+    """How many jobs of ``rule`` the run's log says it submitted (each has its log under slurm_logs/rule_<rule>/)."""
+    return sum(1 for line in log.splitlines() if "has been submitted with SLURM jobid" in line
+               and f"/rule_{rule}/" in line)
+
+
+def _edit_params(root: Path, edit) -> str:
+    """Apply ``edit`` to the params.yaml in ``root``; returns the text before, to write back."""
+    before = (root / "params.yaml").read_text()
+    params = yaml.safe_load(before)
+    edit(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return before
+
+
+def _running_job(rule: str, timeout: float = 300) -> str:
+    """The Slurm job id of the first job of ``rule`` that squeue shows running (the plugin's comment names the rule)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True, timeout=30).stdout
+        for job_id, state, comment in (line.split("|", 2) for line in out.splitlines() if line.count("|") == 2):
+            if state == "RUNNING" and comment.startswith(f"rule_{rule}"):
+                return job_id
+        time.sleep(1)
+    raise AssertionError(f"no {rule} job running after {timeout} s: {out}")
+
+
+def test_a_request_larger_than_the_node_is_one_line_before_submitting(runs):
+    _, cluster, _ = runs
+    memory = max(int(m) for m in subprocess.run(["sinfo", "-h", "-N", "-o", "%m"], capture_output=True, text=True,
+                                                  timeout=30).stdout.split())
+    profile = yaml.safe_load((cluster / "profile" / "config.yaml").read_text())
+    profile["set-resources"]["train"]["mem_mb"] = memory + 1  # (--set-resources would replace every rule's block)
+    (cluster / "oversized").mkdir(exist_ok=True)
+    (cluster / "oversized" / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    (cluster / "results" / "summary.md").unlink(missing_ok=True)  # something to do: the report
+    done = _snakemake(cluster, "--profile", "oversized", "all", timeout=300)
+    assert done.returncode != 0
+    assert "has been submitted" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("slurm request larger than any node")]
+    assert lines == [f"slurm request larger than any node, in workflow/profiles/slurm/config.yaml: rule train: mem_mb "
+                     f"{memory + 1} is more than the largest node of partition 'local' has ({memory} MB); lower mem_mb "
+                     "under set-resources.train"], done.stderr[-2000:]
+
+
+def test_a_cancelled_job_leaves_the_previous_outputs_and_the_next_run_redoes_it(runs):
+    """scancel on a running train job (made slow by more epochs): the run fails, the previous checkpoint and every
+    other output are as they were (keep-incomplete; the job restored its update() outputs), the next run would train
+    again with the new params (the failed job is marked incomplete: Snakemake alone would take the kept checkpoint
+    as made from them), and with the params put back it trains again and ends with the same checkpoint."""
+    _, cluster, _ = runs
+    before = _outputs(cluster)
+    params = _edit_params(cluster, lambda p: p["methods"]["mimic"]["train"].update(epochs=5000))
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        with (cluster / "cancelled.log").open("w") as log:
+            run = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", "profile", "all"], cwd=cluster,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+            try:
+                job = _running_job("train")
+                time.sleep(5)  # the job step is under way: its update() outputs set aside, training
+                subprocess.run(["scancel", job], check=True, timeout=30)
+                assert run.wait(timeout=300) != 0
+            finally:
+                if run.poll() is None:  # Snakemake cancels its Slurm jobs on SIGTERM
+                    run.terminate()
+                    run.wait(timeout=120)
+        changed = _changed(before, _outputs(cluster))
+        assert changed == [], f"{changed}\n" + (cluster / "cancelled.log").read_text()[-3000:]
+        # with the new params still there, the kept checkpoint (of the old ones) is not taken as done: marked incomplete
+        planned = _snakemake(cluster, "--profile", "profile", "-n", "all", timeout=300)
+        assert planned.returncode == 0 and "\nrule train:" in planned.stdout + planned.stderr, (
+            (planned.stdout + planned.stderr)[-3000:])
+    finally:
+        (cluster / "params.yaml").write_text(params)
+    done = _snakemake(cluster, "--profile", "profile", "all")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert _submitted(done.stdout + done.stderr, "train") == 1
+    checkpoint = [name for name in before if "/checkpoints/" in name and not name.endswith("train_summary.json")]
+    assert checkpoint and {name: _outputs(cluster)[name] for name in checkpoint} == {n: before[n] for n in checkpoint}
+
+
+def test_a_job_failing_every_attempt_leaves_the_previous_outputs_and_the_next_run_redoes_it(runs):
+    """A damaged MimIC checkpoint (one byte flipped: its recorded sha256 no longer matches) fails MimIC's evaluation
+    on both attempts (--retries 1); its previous predictions and metrics, and every other output, stay as they were.
+    With the file put back as it was (bytes and mtime), the only reason left to run the evaluation is Snakemake's
+    incomplete marker of the failed job: the next run (rerun-incomplete) redoes it."""
+    _, cluster, _ = runs
+    weights = cluster / "results" / "checkpoints" / MODEL / TASK / "seed-0" / "mimic" / "mimic.safetensors"
+    good, stat = weights.read_bytes(), weights.stat()
+    # eval.jobs = 1 (result-neutral): one evaluate job writes the update() outputs itself
+    params = _edit_params(cluster, lambda p: p["eval"].update(jobs=1))
+    try:
+        before = _outputs(cluster)
+        damaged = bytearray(good)
+        damaged[len(good) // 2] ^= 0xFF
+        try:
+            weights.write_bytes(bytes(damaged))
+            failed = _snakemake(cluster, "--profile", "profile", "--retries", "1", "all")
+        finally:
+            weights.write_bytes(good)
+            os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        log = failed.stdout + failed.stderr
+        assert failed.returncode != 0, log[-3000:]
+        assert _submitted(log, "evaluate") == 2, log[-3000:]  # the failing job and its retry
+        assert _changed(before, _outputs(cluster)) == [], log[-3000:]
+        done = _snakemake(cluster, "--profile", "profile", "all")
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        assert _submitted(done.stdout + done.stderr, "evaluate") == 1
+    finally:
+        (cluster / "params.yaml").write_text(params)
+
+
+def test_a_job_sees_only_the_cpus_it_asked_for(slurm, tmp_path):
+    """The local Slurm confines a job to its CPUs (task/affinity): `sbatch -c 1` sees one CPU, whatever the node has."""
+    out = tmp_path / "cpus.txt"
+    python = "import os; print(len(os.sched_getaffinity(0)), os.cpu_count())"
+    subprocess.run(["sbatch", "--wait", "-c", "1", "--mem", "100", "-o", str(out), "--wrap",
+                    f"{sys.executable} -c '{python}'"], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    seen, total = map(int, out.read_text().split())
+    assert seen == 1, f"a job asking for 1 CPU may run on {seen} of the node's {total}"

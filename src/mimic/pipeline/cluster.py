@@ -14,6 +14,9 @@ Site keys (Snakemake resources the slurm executor plugin turns into sbatch optio
 - the GPU request of the model rules (:data:`MODEL_RULES`), in the site's syntax: ``gpu: 1``
   (``sbatch --gpus=1``; ``gpu_model: a100`` adds the type) or ``gres: "gpu:1"`` (``--gres``);
   ``gpu: 0`` runs them on CPU nodes.
+
+Next to it, :func:`check_requests_fit` compares every such rule's ``cpus_per_task`` and memory with the largest node
+of its partition (``sinfo``), so a request no node can hold is one line too, instead of a job pending forever.
 """
 
 from __future__ import annotations
@@ -85,3 +88,129 @@ def snakemake_rule_resources(workflow) -> dict[str, dict]:
             continue
         out[rule.name] = {k: profile_value(v) for k, v in rule.resources.items() if not k.startswith("_")}
     return out
+
+
+# ---- requests larger than any node -------------------------------------------------------------------------------
+#
+# Slurm accepts a job whose request no node of its partition can hold and leaves it pending forever (or refuses it
+# with a message Snakemake buries in its log). Before the first sbatch, the Snakefile's onstart compares each rule's
+# request with the largest node of its partition (`sinfo`) and stops with one line naming the rule, the resource,
+# the request, the largest node and the profile key to change.
+
+SINFO_FORMAT = "%P %c %m"  # partition ("*" marks the default), CPUs and memory (MB) of one node
+
+
+class OversizedRequest(MimicError, ValueError):
+    """A rule asks for more CPUs or memory than any node of its partition has, or for a partition that is not there."""
+
+
+def read_sinfo() -> str | None:
+    """``sinfo -N`` in :data:`SINFO_FORMAT` (one line per node and partition); ``None`` where sinfo is not available
+    or cannot reach the controller (then nothing is checked: sbatch reports it)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["sinfo", "-h", "-N", "-o", SINFO_FORMAT], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def parse_nodes(sinfo: str) -> tuple[dict[str, list[tuple[int, int]]], str | None]:
+    """The nodes of each partition as (CPUs, memory MB), and the default partition, from :func:`read_sinfo`'s text."""
+    nodes: dict[str, list[tuple[int, int]]] = {}
+    default = None
+    for line in sinfo.splitlines():
+        fields = line.split()
+        if len(fields) != 3:
+            continue
+        partition, cpus, mem = fields
+        if partition.endswith("*"):
+            partition = default = partition[:-1]
+        nodes.setdefault(partition, []).append((_number(cpus), _number(mem)))
+    return nodes, default
+
+
+def _number(text: str) -> int:
+    """sinfo's count ("16", "16+" for a range of nodes: the smallest): 0 where it is unknown ("N/A")."""
+    digits = text.rstrip("+")
+    return int(digits) if digits.isdigit() else 0
+
+
+def _request(value) -> int | None:
+    """A resource as a whole number, or ``None`` where it is unset or computed per job (then it is not checked)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def oversized_requests(rules: dict[str, dict], nodes: dict[str, list[tuple[int, int]]],
+                       default: str | None) -> list[str]:
+    """One line per rule whose partition does not exist or whose request (``cpus_per_task``; ``mem_mb``, or
+    ``mem_mb_per_cpu`` x CPUs, which sbatch takes in its place) no node of its partition holds."""
+    problems = []
+    for name, resources in sorted(rules.items()):
+        partition = resources.get("slurm_partition") or default
+        if not isinstance(partition, str) or is_placeholder(partition):
+            continue  # no partition to compare with: the site-keys check names it
+        if partition not in nodes:
+            problems.append(f"rule {name}: partition {partition!r} does not exist (`sinfo -s` lists "
+                            f"{', '.join(sorted(nodes)) or 'none'}); set slurm_partition under set-resources.{name}")
+            continue
+        problem = _too_large(name, partition, resources, nodes[partition])
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _too_large(name: str, partition: str, resources: dict, nodes: list[tuple[int, int]]) -> str | None:
+    cpus = _request(resources.get("cpus_per_task")) or 1
+    per_cpu = _request(resources.get("mem_mb_per_cpu"))
+    key, mem = ("mem_mb_per_cpu", per_cpu * cpus) if per_cpu else ("mem_mb", _request(resources.get("mem_mb")) or 0)
+    most_cpus, most_mem = max(c for c, _ in nodes), max(m for _, m in nodes)
+    where = f"the largest node of partition {partition!r}"
+    if cpus > most_cpus:
+        return (f"rule {name}: cpus_per_task {cpus} is more than {where} has ({most_cpus} CPUs); lower "
+                f"cpus_per_task under set-resources.{name}")
+    if mem > most_mem:
+        asked = f"mem_mb_per_cpu {per_cpu} x {cpus} CPUs = {mem} MB" if per_cpu else f"mem_mb {mem}"
+        return f"rule {name}: {asked} is more than {where} has ({most_mem} MB); lower {key} under set-resources.{name}"
+    if not any(c >= cpus and m >= mem for c, m in nodes):
+        return (f"rule {name}: no node of partition {partition!r} has both {cpus} CPUs and {mem} MB; lower "
+                f"cpus_per_task or {key} under set-resources.{name}")
+    return None
+
+
+def check_requests_fit(rules: dict[str, dict], sinfo: str | None, profile: str = PROFILE) -> None:
+    """Raise :class:`OversizedRequest` (one line: the first problem and how many more) when a rule's request is larger
+    than any node of its partition; nothing is checked where ``sinfo`` is ``None`` (no sinfo on this machine)."""
+    if sinfo is None:
+        return
+    problems = oversized_requests(rules, *parse_nodes(sinfo))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise OversizedRequest(f"slurm request larger than any node, in {profile}: {problems[0]}{more}")
+
+
+# ---- failed jobs: outputs kept, marked incomplete ------------------------------------------------------------------
+#
+# The Slurm profile keeps the outputs of a job that failed or was cancelled (keep-incomplete: the job step put back
+# the previous update() outputs). Snakemake, however, records such a job as finished, made from the inputs it
+# failed on, and drops its incomplete marker: when the failure was not caused by an input (scancel, a time limit,
+# a node failure), the next run would take the previous outputs as made from the new inputs and not redo the job.
+# The Snakefile's onerror marks the outputs of every failed job incomplete again, so the next run redoes it
+# (rerun-incomplete).
+
+def mark_failed_jobs_incomplete(workflow) -> list[str]:
+    """Mark the outputs of the jobs that failed on every attempt in this run incomplete (Snakemake's own marker);
+    returns the names of those jobs' rules. Nothing where the outputs of failed jobs are not kept."""
+    if not workflow.execution_settings.keep_incomplete or workflow.scheduler is None:
+        return []
+    failed = sorted(workflow.scheduler.failed, key=str)
+    for job in failed:
+        workflow.persistence.started(job)
+    return [job.rule.name for job in failed]
