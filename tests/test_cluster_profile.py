@@ -171,25 +171,3 @@ def test_a_rule_without_partition_takes_the_default_one_and_each_problem_is_coun
     # sizes Snakemake computes per job (a callable, an expression) and placeholders are not compared
     assert oversized_requests(fit_rules(train={"mem_mb": "2 * input.size_mb", "slurm_partition": "<gpu-partition>"}),
                               *parse_nodes(SINFO)) == []
-
-
-def test_failed_jobs_are_marked_incomplete_only_where_their_outputs_are_kept():
-    """The Snakefile's onerror: the outputs of every job that failed on all attempts get Snakemake's incomplete
-    marker (persistence.started), so rerun-incomplete redoes them; nothing where keep-incomplete is off."""
-    from types import SimpleNamespace
-
-    from mimic.pipeline.cluster import mark_failed_jobs_incomplete
-
-    marked = []
-    jobs = [SimpleNamespace(rule=SimpleNamespace(name=name)) for name in ("train", "evaluate")]
-
-    def workflow(keep: bool):
-        return SimpleNamespace(execution_settings=SimpleNamespace(keep_incomplete=keep),
-                               scheduler=SimpleNamespace(failed=jobs),
-                               persistence=SimpleNamespace(started=marked.append))
-
-    assert mark_failed_jobs_incomplete(workflow(False)) == [] and marked == []
-    assert sorted(mark_failed_jobs_incomplete(workflow(True))) == ["evaluate", "train"]
-    assert {id(job) for job in marked} == {id(job) for job in jobs}
-    no_run = SimpleNamespace(execution_settings=SimpleNamespace(keep_incomplete=True), scheduler=None)
-    assert mark_failed_jobs_incomplete(no_run) == []  # stopped before scheduling (onstart's checks)

@@ -51,6 +51,7 @@ TRAIN_LOG = f"results/logs/train/seed-0/{MODEL}-{TASK}-mimic.log"
 EXTRACT_LOG = f"results/logs/extract-teacher/seed-0/{MODEL}-{TASK}.log"
 # Not outputs: attempt records, resumable work, the digest cache of the model files.
 NOT_OUTPUTS = ("results/logs/", "results/partial/", "results/.file-digests.json")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO) ")
 
 
 def shrink(params: dict) -> dict:
@@ -70,6 +71,15 @@ class Run:
     returncode: int
     output: str
     seconds: float
+    stderr: str = ""
+
+    def stderr_lines(self) -> int:
+        """stderr lines other than the progress log (``<date> <time> INFO ...``) and Snakemake's own job reports:
+        what a failure adds for the reader."""
+        if self.command.startswith("mimic"):
+            return sum(1 for line in self.stderr.splitlines() if line.strip() and not LOG_LINE.match(line))
+        errors = set(re.findall(r"^mimic [\w-]+: error: .*$", self.stderr, flags=re.M))
+        return len(errors) + self.stderr.count("Traceback")
 
 
 @dataclass
@@ -80,6 +90,8 @@ class Row:
     message: str
     seconds: float
     kept: str
+    stderr_lines: int | str = ""
+    lost: int = 0
 
 
 TABLE: list[Row] = []
@@ -103,7 +115,8 @@ class Workspace:
         start = time.monotonic()
         done = subprocess.run(self.argv(tool, *args), cwd=self.root, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
-        return Run(" ".join([tool, *args]), done.returncode, done.stdout + done.stderr, time.monotonic() - start)
+        return Run(" ".join([tool, *args]), done.returncode, done.stdout + done.stderr, time.monotonic() - start,
+                   done.stderr)
 
     def start(self, tool: str, *args: str) -> subprocess.Popen:
         """A run in a process group of its own, to be killed as a whole (kill -9)."""
@@ -223,7 +236,7 @@ def check_failure(ws: Workspace, fault: str, tool: str, run: Run, names: str, be
     lost = sorted(k for k in before if not k.startswith(changed) and before[k] != after.get(k))
     assert not lost, f"{fault} under {tool}: outputs changed or deleted: {lost}"
     TABLE.append(Row(fault, tool, run.returncode, line, run.seconds, "all byte-identical"
-                     + (f" (but {', '.join(changed)})" if changed else "")))
+                     + (f" (but {', '.join(changed)})" if changed else ""), run.stderr_lines(), len(lost)))
     return line
 
 
@@ -234,8 +247,10 @@ def ws(tmp_path_factory, pipeline_copy) -> Workspace:
     assert workspace.run("dvc", "init", "--no-scm").returncode == 0
     workspace.all()
     yield workspace
-    lines = ["| fault | tool | exit | message (one line) | s to failure | outputs |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.fault} | {r.tool} | {r.returncode} | `{r.message}` | {r.seconds:.1f} | {r.kept} |" for r in TABLE]
+    header = ("fault", "tool", "exit", "stderr lines", "message (one line)", "s to failure", "outputs lost", "outputs")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [f"| {r.fault} | {r.tool} | {r.returncode} | {r.stderr_lines} | `{r.message}` | {r.seconds:.1f} "
+              f"| {r.lost} | {r.kept} |" for r in TABLE]
     print("\n" + "\n".join(lines))
     if os.environ.get("MIMIC_FAULT_TABLE"):
         Path(os.environ["MIMIC_FAULT_TABLE"]).write_text("\n".join(lines) + "\n")
@@ -386,6 +401,8 @@ def test_diverging_training_names_the_step_and_keeps_the_checkpoint(ws, tool):
         run = ws.run(*(("snakemake", "all") if tool == "snakemake" else ("dvc", "repro")))
         line = check_failure(ws, "lr: 1.0e+6 (NaN training)", tool, run, "training diverged at step", before,
                              changed=("results/settings/", "dvc.lock"))
+        if tool == "snakemake":  # the old checkpoint, put back, is not taken for the result of lr 1e6
+            assert "rule train:" in ws.run("snakemake", "--dry-run", "all").output
     assert line.startswith("mimic train: error: training diverged at step ")
     if tool == "dvc":  # validate recorded the edited settings; back to the first ones
         assert ws.run("dvc", "repro").returncode == 0
@@ -508,4 +525,253 @@ def test_a_deleted_checkpoint_is_trained_again(ws):
     assert "Nothing to be done" not in dry.output and "rule train:" in dry.output
     ws.all()
     assert (ws.root / CHECKPOINT / "mimic.safetensors").is_file()
+    ws.up_to_date()
+
+
+# -- demonstrations that are not in the data ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("tool", ["mimic", "snakemake"])
+def test_an_unknown_demonstration_id_is_one_line_naming_it(ws, tool):
+    rel = f"data/{TASK}/seed-0/icd.json"
+
+    def unknown(data: bytes) -> bytes:
+        icd = json.loads(data)
+        icd["train"][sorted(icd["train"])[0]][0][0] = "no-such-id-00000"
+        return json.dumps(icd).encode()
+
+    before = ws.outputs()
+    with ws.damaged(rel, unknown):
+        args = ("train", "--params", "params.yaml", "--model", MODEL, "--task", TASK, "--method", "mimic")
+        run = ws.run("mimic", *args) if tool == "mimic" else ws.run("snakemake", "all")
+        line = check_failure(ws, "icd.json names a demonstration not in the data",
+                             "mimic train" if tool == "mimic" else tool, run, rel, before, changed=(rel,))
+    assert "'no-such-id-00000'" in line and "mimic sample-icd" in line
+    if tool == "snakemake":
+        ws.converge(before)
+    ws.up_to_date()
+
+
+# -- kill -9 in the middle of recording and of every writing command ---------------------------------
+
+RECORD_DUE = ".dvc/tmp/mimic-record-due"
+
+
+def _record_started(process: subprocess.Popen) -> bool:
+    import psutil
+
+    def command(child) -> str:
+        try:
+            return " ".join(child.cmdline())
+        except psutil.Error:  # ended meanwhile
+            return ""
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        return False
+    return any("mimic record" in command(c) for c in children)
+
+
+@pytest.mark.parametrize("delay", [0.2, 1.0, 1.8])
+def test_a_kill_during_mimic_record_is_repaired_by_the_next_snakemake(ws, delay):
+    """`snakemake all` after an edit, killed (whole process group, -9) ``delay`` seconds into the `mimic record`
+    of its onsuccess: dvc.lock is rewritten by rename, so it is whole (the previous record or a newer one), and
+    the record owed is made by the next `snakemake all` before it plans, although it has no job to run."""
+    params = ws.params()
+    params["methods"]["mimic"]["train"]["lr"] *= 1.5  # train, its evaluation, latency and report to rerun
+    ws.write_params(params)
+    process = ws.start("snakemake", "all")
+    wait_for(lambda: _record_started(process), process)
+    time.sleep(delay)
+    kill9(process)
+    lock = ws.root / "dvc.lock"
+    stages = yaml.safe_load(lock.read_text())["stages"]  # whole: it parses
+    assert (ws.root / RECORD_DUE).exists() or not ws.run("dvc", "status").output.count("changed")
+    before = ws.outputs()
+    assert ws.run("snakemake", "--unlock").returncode == 0  # Snakemake's own lock, left by the kill
+    assert (ws.root / RECORD_DUE).exists() or not ws.run("dvc", "status").output.count("changed")
+    run = ws.run("snakemake", "all")
+    assert run.returncode == 0 and "Nothing to be done" in run.output, run.output[-3000:]
+    assert not (ws.root / RECORD_DUE).exists()
+    ws.up_to_date()
+    assert {k: v for k, v in ws.outputs().items() if k != "dvc.lock"} == {
+        k: v for k, v in before.items() if k != "dvc.lock"}
+    TABLE.append(Row(f"kill -9 {delay} s into the mimic record of snakemake all", "snakemake", -9,
+                     f"dvc.lock whole ({len(stages)} stages); the next snakemake all recorded the rest", delay,
+                     "all byte-identical; dvc status clean after the next run", 0, 0))
+
+
+def test_an_unreadable_dvc_rwlock_is_repaired_by_the_next_snakemake(ws):
+    rwlock = ws.root / ".dvc" / "tmp" / "rwlock"
+    rwlock.parent.mkdir(parents=True, exist_ok=True)
+    rwlock.write_text("")  # a DVC process killed while writing it: DVC refuses every command
+    assert ws.run("dvc", "status").returncode != 0
+    (ws.root / RECORD_DUE).write_text("")  # a record owed: the next snakemake repairs it
+    before = ws.outputs()
+    run = ws.run("snakemake", "all")
+    assert run.returncode == 0, run.output[-3000:]
+    ws.up_to_date()
+    assert ws.outputs() == before
+
+
+def _commands(ws: Workspace) -> list[list[str]]:
+    """Every writing command of the pipeline, as Snakemake would run it (one per subcommand), and DVC's first
+    stage, `mimic validate` (which writes the settings files; the Snakefile writes them itself)."""
+    plan = ws.run("snakemake", "--dry-run", "--forceall", "--printshellcmds", "all").output
+    commands = {"validate": ["validate", "--params", "params.yaml"]}
+    for line in plan.splitlines():
+        line = line.removeprefix("Shell command: ").strip()
+        if line.startswith("mimic "):
+            argv = line.split(" > ")[0].split()
+            commands.setdefault(argv[1], argv[1:])
+    return list(commands.values())
+
+
+def _whole(path: Path) -> bool:
+    """A file that parses in its format (what atomic writes guarantee after any kill)."""
+    data = path.read_bytes()
+    try:
+        if path.suffix == ".json":
+            json.loads(data)
+        elif path.suffix == ".jsonl":
+            [json.loads(line) for line in data.splitlines()]
+        elif path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                [f.get_tensor(k) for k in f.keys()]  # noqa: SIM118
+        elif path.suffix == ".png":
+            return data.startswith(b"\x89PNG") and data.rstrip().endswith(b"IEND\xaeB`\x82")
+        elif path.suffix == ".parquet":
+            return data[:4] == data[-4:] == b"PAR1"
+        elif path.suffix in (".csv", ".md", ".yaml"):
+            return data.endswith(b"\n")
+    except Exception:  # noqa: BLE001 - any parse error: a partial file
+        return False
+    return True
+
+
+def test_a_kill_at_random_points_of_every_writing_command_loses_nothing(ws):
+    """Each command killed (whole process group, -9) at random moments of its run: every output is the
+    previous one or a whole new one (here: the same bytes, as the settings did not change; the files that
+    carry times are whole), and the next `snakemake all` leaves both tools with nothing to do."""
+    import random
+
+    rng = random.Random(23)
+    commands = _commands(ws)
+    assert {c[0] for c in commands} >= {"validate", "prepare", "sample-icd", "extract-teacher", "train", "evaluate",
+                                        "latency", "report"}, commands
+    before = ws.outputs()
+    timing = ("timing.json", "train_summary.json", "summary.csv", "summary.md", "results/metrics.json",
+              ".png", "results/latency/")
+    for argv in commands:
+        start = time.monotonic()
+        assert ws.run("mimic", *argv).returncode == 0  # the same settings: the same bytes again
+        seconds = time.monotonic() - start
+        for _ in range(2):
+            start = time.monotonic()
+            process = ws.start("mimic", *argv)
+            moment = start + rng.uniform(0.1, 0.95) * seconds  # a random point of its run
+            while process.poll() is None and time.monotonic() < moment:
+                time.sleep(0.01)
+            killed = process.poll() is None
+            kill9(process) if killed else None
+            after = ws.outputs()
+            broken = [k for k in after if not _whole(ws.root / k)]
+            lost = sorted(k for k in before if k not in after or (after[k] != before[k] and not k.endswith(timing)
+                                                                     and not k.startswith(timing)))
+            assert not broken and not lost, (argv, broken, lost)
+            TABLE.append(Row(f"kill -9 during mimic {argv[0]}", "mimic", -9 if killed else 0,
+                             f"killed after {time.monotonic() - start:.1f} s" if killed else "finished before the kill",
+                             time.monotonic() - start, "all whole, deterministic ones byte-identical", 0, 0))
+    assert ws.run("snakemake", "--unlock").returncode == 0
+    # by hand, the commands wrote new timing files (timing.json, the latency json, the report's figures): the
+    # record of them is `mimic record`, as after any command run by hand
+    assert ws.run("mimic", "record", "--params", "params.yaml").returncode == 0
+    ws.converge(before)
+
+
+# -- full disks and outputs on another file system ---------------------------------------------------
+
+
+@contextmanager
+def tmpfs_over(ws: Workspace, rel: str, size: str, keep: bool = True, copy_in: bool = True):
+    """A small tmpfs mounted over the folder ``rel`` (its files copied in with ``copy_in``, mtimes kept; the
+    tmpfs' files copied back out when unmounted with ``keep``, else the folder's own files put back); skipped
+    where mounting is not possible (not root, no rights to mount)."""
+    folder = ws.root / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = ws.root.parent / f"saved-{folder.name}"
+    shutil.rmtree(saved, ignore_errors=True)
+    shutil.copytree(folder, saved, copy_function=shutil.copy2)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs over {rel}: {(done.stderr.strip() or 'not root').splitlines()[-1]}")
+    try:
+        if copy_in:
+            shutil.copytree(saved, folder, copy_function=shutil.copy2, dirs_exist_ok=True)
+        yield folder
+    finally:
+        if keep:
+            shutil.rmtree(saved)
+            shutil.copytree(folder, saved, copy_function=shutil.copy2)
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+        shutil.rmtree(folder)
+        shutil.copytree(saved, folder, copy_function=shutil.copy2)
+        shutil.rmtree(saved)
+
+
+@pytest.mark.parametrize("tool", ["mimic", "snakemake"])
+def test_a_full_work_disk_stops_the_extraction_after_its_first_shard_in_one_line(ws, tool):
+    """results/partial on a volume with room for one shard of eight: the estimate after the first shard stops
+    the extraction with one line; the teacher cache and everything after it are as they were."""
+    shard = (ws.root / TEACHER / "shard-00000.safetensors").stat().st_size
+    before = ws.outputs()
+    with ws.edited(lambda p: p["teacher"].update(target="attn")), \
+            tmpfs_over(ws, "results/partial", f"{(shard // 4096 + 8) * 4}k", keep=False, copy_in=False):
+        args = ("extract-teacher", "--params", "params.yaml", "--model", MODEL, "--task", TASK)
+        run = ws.run("mimic", *args) if tool == "mimic" else ws.run("snakemake", "all")
+        line = check_failure(ws, "results/partial full (room for 1 of 8 shards)", tool, run,
+                             "needs about", before, changed=("results/settings/", "dvc.lock"))
+    assert "teacher cache" in line and "free" in line
+    if tool == "snakemake":
+        assert ws.converge(before) <= {"extract_teacher", "train", "evaluate", "latency", "report"}
+    ws.up_to_date()
+
+
+def test_a_teacher_cache_on_another_file_system_is_swapped_in(ws):
+    """results/teacher on another volume than results/partial (a scratch disk): the cache is copied beside
+    its place and swapped in by rename; a rerun then has nothing to do."""
+    before = ws.outputs()
+    with tmpfs_over(ws, f"results/teacher/{MODEL}", "64m"):
+        with ws.edited(lambda p: p["teacher"].update(target="attn")):
+            ws.all()
+            manifest = json.loads((ws.root / TEACHER / "manifest.json").read_text())
+            assert manifest["target"] == "attn" and not (ws.root / PARTIAL).exists()
+            assert [p.name for p in (ws.root / TEACHER).parent.iterdir()] == ["seed-0"]  # nothing hidden left
+        ws.all()  # back to the first settings: extracted again, across the file systems again
+        assert json.loads((ws.root / TEACHER / "manifest.json").read_text())["target"] == ws.params()["teacher"][
+            "target"]
+    assert {k: v for k, v in ws.outputs().items() if k.startswith(TEACHER)} == {
+        k: v for k, v in before.items() if k.startswith(TEACHER)}
+    TABLE.append(Row("results/teacher on another file system", "snakemake", 0, "cache copied beside, renamed in",
+                     0.0, "teacher cache replaced, nothing hidden left", 0, 0))
+    ws.up_to_date()
+
+
+def test_a_full_disk_under_an_evaluation_keeps_its_previous_outputs(ws):
+    """The evaluation's folder on a volume without room for a new file: one line naming it, the previous
+    predictions and metrics kept; the rerun on a roomy disk completes."""
+    folder = f"results/eval/{MODEL}/{TASK}/seed-0/zero-shot"
+    pages = sum(-(-p.stat().st_size // 4096) for p in (ws.root / folder).iterdir() if p.is_file())
+    before = ws.outputs()
+    with tmpfs_over(ws, folder, f"{4 * pages}k", keep=False):  # room for the files there, not one page more
+        run = ws.run("mimic", "evaluate", "--params", "params.yaml", "--model", MODEL, "--task", TASK,
+                     "--method", "zero-shot")
+        line = check_failure(ws, "evaluation folder full", "mimic evaluate", run, "no space left writing", before,
+                             changed=("results/settings/", "dvc.lock", "results/parts/"))
+    assert folder in line
+    ws.converge(before)
     ws.up_to_date()

@@ -109,3 +109,34 @@ def test_an_unreadable_rwlock_left_by_a_killed_dvc_is_removed(project):
     (project / RWLOCK).write_text('{"read": {}, "wri')
     rewrite(project / "a.txt", "other")
     assert record(project, params={}).committed == ["up"]  # DVC would refuse every command with it
+
+
+def test_outputs_snakemake_marked_incomplete_are_not_recorded(project):
+    """A failed job's previous outputs, put back and marked incomplete by the Snakefile's onerror, are not results
+    of the inputs it failed on: left out of dvc.lock (and what depends on them) until the job is redone."""
+    from base64 import urlsafe_b64encode
+
+    from mimic.pipeline.dvc import mark_failed_jobs_incomplete
+
+    rewrite(project / "a.txt", "other")  # `up` ran again (new inputs) ...
+    rewrite(project / "b.txt", "other!")
+    marker = project / ".snakemake" / "incomplete" / urlsafe_b64encode(b"a.txt").decode()
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")  # ... and failed: its old output put back, marked incomplete
+    result = record(project, params={})
+    assert result.committed == [] and result.stale["up"].startswith("a.txt is marked incomplete")
+    assert result.stale["down"] == "upstream stage up is not up to date"
+    marker.unlink()
+    assert sorted(record(project, params={}).committed) == ["down", "up"]
+
+    class Job:
+        def __init__(self, rule):
+            self.rule = type("Rule", (), {"name": rule})()
+
+    marked = []
+    failed = [Job("train"), Job("evaluate")]
+    workflow = type("Workflow", (), {"scheduler": type("S", (), {"failed": failed})(),
+                                     "persistence": type("P", (), {"started": staticmethod(marked.append)})()})()
+    assert sorted(mark_failed_jobs_incomplete(workflow)) == ["evaluate", "train"] and marked == sorted(failed, key=str)
+    workflow.scheduler = None  # stopped before scheduling (onstart's checks)
+    assert mark_failed_jobs_incomplete(workflow) == []

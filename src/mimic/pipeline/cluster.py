@@ -194,23 +194,3 @@ def check_requests_fit(rules: dict[str, dict], sinfo: str | None, profile: str =
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise OversizedRequest(f"slurm request larger than any node, in {profile}: {problems[0]}{more}")
-
-
-# ---- failed jobs: outputs kept, marked incomplete ------------------------------------------------------------------
-#
-# The Slurm profile keeps the outputs of a job that failed or was cancelled (keep-incomplete: the job step put back
-# the previous update() outputs). Snakemake, however, records such a job as finished, made from the inputs it
-# failed on, and drops its incomplete marker: when the failure was not caused by an input (scancel, a time limit,
-# a node failure), the next run would take the previous outputs as made from the new inputs and not redo the job.
-# The Snakefile's onerror marks the outputs of every failed job incomplete again, so the next run redoes it
-# (rerun-incomplete).
-
-def mark_failed_jobs_incomplete(workflow) -> list[str]:
-    """Mark the outputs of the jobs that failed on every attempt in this run incomplete (Snakemake's own marker);
-    returns the names of those jobs' rules. Nothing where the outputs of failed jobs are not kept."""
-    if not workflow.execution_settings.keep_incomplete or workflow.scheduler is None:
-        return []
-    failed = sorted(workflow.scheduler.failed, key=str)
-    for job in failed:
-        workflow.persistence.started(job)
-    return [job.rule.name for job in failed]

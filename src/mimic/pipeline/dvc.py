@@ -64,7 +64,7 @@ def _mtimes(path: Path) -> list[float]:
     return [path.stat().st_mtime]
 
 
-def _why_stale(stage, root: Path, params: dict | None) -> str | None:
+def _why_stale(stage, root: Path, params: dict | None, incomplete: set[Path] = frozenset()) -> str | None:
     """None when the stage's outputs are its up-to-date results by Snakemake's rule, else why not."""
     from dvc.dependency.param import ParamsDependency
 
@@ -72,6 +72,9 @@ def _why_stale(stage, root: Path, params: dict | None) -> str | None:
     missing = [str(p.relative_to(root)) for p in outs if not p.exists()]
     if missing:
         return f"missing output {missing[0]}"
+    marked = [str(p.relative_to(root)) for p in outs if any(m == p or p in m.parents for m in incomplete)]
+    if marked:
+        return f"{marked[0]} is marked incomplete (its job failed or was interrupted; the next run redoes it)"
     if stage.name == VALIDATE_STAGE:
         from mimic.pipeline.stages import changed_settings
 
@@ -119,10 +122,12 @@ def record(root: str | os.PathLike = ".", params: dict | None = None) -> Recorde
         graph = repo.index.graph  # edges: stage -> the stages it depends on
         stages = [s for s in reversed(list(nx.topological_sort(graph))) if s.cmd]
         fresh = set()
+        incomplete = {output for output, _ in _records(root, "incomplete")}
         for stage in stages:
             upstream = [s for s in graph.successors(stage) if s.cmd]
             stale_up = [s.addressing for s in upstream if s not in fresh]
-            why = f"upstream stage {stale_up[0]} is not up to date" if stale_up else _why_stale(stage, root, params)
+            why = (f"upstream stage {stale_up[0]} is not up to date" if stale_up
+                   else _why_stale(stage, root, params, incomplete))
             if why:
                 result.stale[stage.addressing] = why
             else:
@@ -232,21 +237,47 @@ def _atomic_lockfile_writes():
 _TOLERANCE_S = 1e-3  # a recorded end time is a float of the mtime: compare with some slack
 
 
-def _snakemake_records(root: Path):
-    """(output path, end time, record file) of Snakemake's file-based metadata (``.snakemake/metadata``)."""
-    metadata = root / ".snakemake" / "metadata"
-    for record in sorted(metadata.rglob("*")) if metadata.is_dir() else []:
+def _records(root: Path, kind: str):
+    """(output path, record file) of Snakemake's file-based records of ``kind``: ``metadata`` (how each output was
+    made) or ``incomplete`` (outputs of jobs that started and did not finish)."""
+    folder = root / ".snakemake" / kind
+    for record in sorted(folder.rglob("*")) if folder.is_dir() else []:
         if not record.is_file():
             continue
         # the output's path, urlsafe-base64 encoded; long names are split into "@"-prefixed folders
-        encoded = "".join(part.removeprefix("@") for part in record.relative_to(metadata).parts)
+        encoded = "".join(part.removeprefix("@") for part in record.relative_to(folder).parts)
         try:
-            output = root / urlsafe_b64decode(encoded).decode()
+            yield root / urlsafe_b64decode(encoded).decode(), record
+        except ValueError:  # not a record (Snakemake's own files there, e.g. migration_underway)
+            continue
+
+
+def _snakemake_records(root: Path):
+    """(output path, end time, record file) of Snakemake's file-based metadata (``.snakemake/metadata``)."""
+    for output, record in _records(root, "metadata"):
+        try:
             endtime = json.loads(record.read_text()).get("endtime")
         except (ValueError, OSError):
             continue
         if endtime is not None and output.is_file():
             yield output, float(endtime), record
+
+
+def mark_failed_jobs_incomplete(workflow) -> list[str]:
+    """Mark the outputs of the jobs that failed on every attempt of this run incomplete (Snakemake's own marker);
+    returns those jobs' rule names. The Snakefile's ``onerror`` calls this.
+
+    A failed job's previous outputs are kept (``update()`` puts them back, the Slurm profile's keep-incomplete keeps
+    them), but Snakemake records the job as made from the inputs it failed on and puts the old files back with a
+    new mtime: with the failing settings still in place, the next run would take the old outputs for results of
+    the new settings. Marked incomplete, they are redone by the next run (``rerun-incomplete`` in both profiles),
+    and :func:`record` leaves them out of dvc.lock until then."""
+    if getattr(workflow, "scheduler", None) is None:
+        return []
+    failed = sorted(workflow.scheduler.failed, key=str)
+    for job in failed:
+        workflow.persistence.started(job)
+    return [job.rule.name for job in failed]
 
 
 def forget_replaced_outputs(root: str | os.PathLike = ".") -> list[str]:
