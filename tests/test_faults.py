@@ -74,11 +74,13 @@ class Run:
     stderr: str = ""
 
     def stderr_lines(self) -> int:
-        """stderr lines other than the progress log (``<date> <time> INFO ...``) and Snakemake's own job reports:
-        what a failure adds for the reader."""
+        """What a failure adds for the reader on stderr: for a `mimic` command, every line but its progress log
+        (``<date> <time> INFO ...``); under Snakemake or DVC, beside their own job reports, the distinct error
+        lines (a command's `mimic <command>: error: ...`, the Snakefile's `params.yaml: ...`, DVC's `ERROR: ...`).
+        Tracebacks count too."""
         if self.command.startswith("mimic"):
             return sum(1 for line in self.stderr.splitlines() if line.strip() and not LOG_LINE.match(line))
-        errors = set(re.findall(r"^mimic [\w-]+: error: .*$", self.stderr, flags=re.M))
+        errors = set(re.findall(r"^(?:mimic [\w-]+: error: |params\.yaml: |ERROR: ).*$", self.stderr, flags=re.M))
         return len(errors) + self.stderr.count("Traceback")
 
 
@@ -672,7 +674,7 @@ def test_a_kill_at_random_points_of_every_writing_command_loses_nothing(ws):
         for _ in range(2):
             start = time.monotonic()
             process = ws.start("mimic", *argv)
-            moment = start + rng.uniform(0.1, 0.95) * seconds  # a random point of its run
+            moment = start + rng.uniform(0.5, 0.99) * seconds  # a random point of its second half (writes)
             while process.poll() is None and time.monotonic() < moment:
                 time.sleep(0.01)
             killed = process.poll() is None
