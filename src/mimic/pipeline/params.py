@@ -333,6 +333,8 @@ DOWNLOADS = {
              "(train2014 / val2014 images)",
     "okvqa": "https://okvqa.allenai.org/download.html (questions and annotations) and https://cocodataset.org "
              "(images)",
+    "vizwiz": "https://vizwiz.org/tasks-and-datasets/vqa/ (Annotations/train.json, Annotations/val.json and the "
+              "train / val images)",
     "coco-karpathy": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
                      "(dataset_coco.json) and https://cocodataset.org (train2014 / val2014 images)",
     "flickr30k": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "

@@ -1,8 +1,8 @@
 """Real datasets -> the normalized task tables: ``prepare_task(spec, out_dir, seed) -> meta``.
 
 ``spec`` is a task's entry in ``params.yaml`` (``tasks.<name>``). The loader is
-``spec["loader"]``, or else the task name: ``vqav2``, ``okvqa``, ``coco-karpathy`` or
-``flickr30k`` (aliases ``vqa-v2``, ``ok-vqa``, ``coco``, ``coco_karpathy``, ``flickr-30k``);
+``spec["loader"]``, or else the task name: ``vqav2``, ``okvqa``, ``vizwiz``, ``coco-karpathy`` or
+``flickr30k`` (aliases ``vqa-v2``, ``ok-vqa``, ``vizwiz-vqa``, ``coco``, ``coco_karpathy``, ``flickr-30k``);
 other suites add theirs with :func:`register_loader`. The result is
 ``out_dir/{train,support,eval}.parquet`` and ``out_dir/meta.json`` (``out_dir`` is the task's
 directory, ``data/<name>/``).
@@ -14,12 +14,12 @@ validation split (the Karpathy test split for COCO and Flickr30k).
 Keys of a spec (all loaders)::
 
     name           task name (required)
-    loader         vqav2 | okvqa | coco-karpathy | flickr30k (default: the name)
+    loader         vqav2 | okvqa | vizwiz | coco-karpathy | flickr30k (default: the name)
     kind           vqa | caption (optional; checked against the loader)
     source         hub | files, or per pool {train: files, eval: hub}          (default: hub)
     hub_id         hub id or local directory of hub-layout parquet, or per pool {train: .., eval: ..}
     hub_splits     {train: <split or [splits]>, eval: <split>}
-                   (defaults: vqav2 train/validation, okvqa train/val2014, coco train/test)
+                   (defaults: vqav2 train/validation, okvqa train/val2014, vizwiz train/val, coco train/test)
     hub_config     hub config (subset) name                                    (default: none)
     hub_revision   hub revision                                                (default: main)
     hub_cache_dir  datasets cache directory                                    (default: datasets' own)
@@ -35,7 +35,9 @@ Keys of a spec (all loaders)::
 ``files`` keys, VQAv2 and OK-VQA: ``questions_train``, ``annotations_train``,
 ``images_train``, ``questions_eval``, ``annotations_eval``, ``images_eval`` (the official
 JSON files and COCO image folders; with a hub pool only ``images_<pool>`` is read, for hub rows
-without images). COCO: ``karpathy_json`` (``dataset_coco.json``) and ``images_dir`` (COCO
+without images). VizWiz: ``annotations_train``, ``images_train``, ``annotations_eval``, ``images_eval``
+(the official ``Annotations/{train,val}.json`` and the ``train/``, ``val/`` image folders;
+:mod:`mimic.data.loaders.vizwiz`). COCO: ``karpathy_json`` (``dataset_coco.json``) and ``images_dir`` (COCO
 root with ``train2014/``, ``val2014/``, or one flat folder), plus the top-level key
 ``karpathy_splits`` (default ``{train: [train, restval], eval: [test]}``). Flickr30k (files
 only): ``karpathy_json`` (``dataset_flickr30k.json``) and ``images_dir`` (the
@@ -68,7 +70,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from mimic.data.loaders import coco, flickr30k, okvqa, vqav2
+from mimic.data.loaders import coco, flickr30k, okvqa, vizwiz, vqav2
 from mimic.data.loaders.common import SPEC_KEYS, DataError
 from mimic.data.loaders.registry import LOADERS, register_loader
 
@@ -85,6 +87,7 @@ __all__ = [
     "okvqa",
     "prepare_task",
     "register_loader",
+    "vizwiz",
     "vqav2",
 ]
 

@@ -107,7 +107,7 @@ def _pool_paths(task: TaskSpec, pool: str, dataset: VqaDataset) -> dict[str, Pat
 def _read_pool(task: TaskSpec, pool: str, paths: dict, dataset: VqaDataset) -> Pool:
     label = f"{dataset.title} {pool} split"
     if task.source[pool] == "hub":
-        return _hub_pool(task, pool, paths["images"], label, dataset)
+        return hub_pool(task, pool, paths["images"], label, dataset)
     return _files_pool(task, pool, paths, label)
 
 
@@ -155,7 +155,8 @@ def _image_path(images: dict[int, Path], image_id: Any, directory: Path, qid: An
 # ----------------------------------------------------------------------------- hub parquet
 
 
-def _hub_pool(task: TaskSpec, pool: str, images_dir: Path | None, label: str, dataset: VqaDataset) -> Pool:
+def hub_pool(task: TaskSpec, pool: str, images_dir: Path | None, label: str, dataset: VqaDataset) -> Pool:
+    """A pool of parquet rows through ``datasets`` (see the module docstring for the accepted columns)."""
     ds = load_hub_split(task, pool, f"the official files from {dataset.download}")
     columns = ds.column_names
     picked = require_columns(task, pool, columns, HUB_COLUMNS)
