@@ -131,6 +131,6 @@ def _copy_beside(finished: Path, staged: Path, dest: Path) -> None:
         shutil.copytree(finished, staged, copy_function=shutil.copy2)
     except BaseException as exc:
         shutil.rmtree(staged, ignore_errors=True)
-        if _is_disk_full(exc) or (isinstance(exc, shutil.Error) and "No space left" in str(exc)):
+        if _is_disk_full(exc):  # shutil.Error keeps each file's OS error text
             raise disk_full_error(dest, exc) from exc
         raise
