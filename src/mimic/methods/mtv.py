@@ -7,17 +7,17 @@ last position. Fit (no gradient into the model), through the attention interface
 1. Mean activations (paper, Step 1): ``T`` ICL prompts of ``N`` shots each run through the frozen
    model; every head's output (before ``o_proj``) at the last token is averaged over them::
 
-       mu[l, j] = 1/T  sum_t  z[l, j](I_t)[-1]                                  (Eq. 1)
+       mu[l, j] = 1/T  sum_t  E[z[l, j] | I_t]   (z at the last token)              (Step 1)
 
    (:func:`mimic.methods.function_vector.mean_head_outputs`, shared with Function Vector).
-2. Head locations (Step 2, the paper's adapted REINFORCE, Algorithm 1): a Bernoulli variable per
+2. Head locations (Step 2, the paper's adapted REINFORCE): a Bernoulli variable per
    candidate head, ``p = sigmoid(theta).clamp(eps, 1 - eps)``, ``theta = -1`` at the start. Each
    step draws one zero-shot training query and ``S`` masks ``x_s ~ Bernoulli(p)``; ``loss_s`` is
    the cross-entropy of the query's first answer token when the heads of ``x_s`` are set to ``mu``
    at the last position; with the rewards normalised, ``R_s = (loss_s - mean) / (std + eps)``,
-   Adam (lr 0.1) takes a step on::
+   Adam (lr 0.1) takes a step down::
 
-       J(theta) = sum_s R_s * log P(x_s | theta),   dJ/dtheta = sum_s R_s (x_s - p)   (REINFORCE)
+       J(theta) = sum_s R_s * log P(x_s | theta),   dJ/dtheta = sum_s R_s (x_s - p)   (Step 2)
 
    so the masks that lowered the loss become likelier. After ``steps`` steps, ``best_of`` masks
    are drawn from ``sigmoid(theta)`` and the one with the lowest mean first-token loss on the
@@ -27,6 +27,8 @@ last position. Fit (no gradient into the model), through the attention interface
    As the reference's generation hook does, this holds for the prompt's last token and for each
    generated token (each decoding step's only position).
 
+The stored copy of the paper held its abstract and introduction only: the formulas above are its
+three steps as the reference code computes them (equation numbers not checked against the paper).
 Defaults are the reference code's (``mtv_eval.py``, ``reinforce``, the eval scripts): ``T = 100``
 iterations, 600 REINFORCE steps, Adam lr 0.1, 32 masks a step, ``eps = 1e-3``, best of 10 draws.
 
