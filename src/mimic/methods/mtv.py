@@ -164,14 +164,14 @@ class Mtv(Method):
         probe.means.copy_(torch.stack([means[layer, head] for layer, head in candidates]))
         generator = torch.Generator().manual_seed(hp["seed"])
         with installed(loaded.model, probe, probe.layers, verify=False):
-            queries = random.Random(hp["seed"])
+            queries, targets = random.Random(hp["seed"]), {}
             theta, trace = reinforce(
                 lambda masks: _first_token_losses(loaded, data, [queries.choice(fit_ids)] * len(masks), masks, probe,
-                                                  hp["batch_size"]),
+                                                  hp["batch_size"], targets),
                 len(candidates), config.steps, config.lr, config.samples, generator)
             best, draws_losses = best_draw(
                 theta, lambda mask: _first_token_losses(loaded, data, dev_ids, mask.expand(len(dev_ids), -1), probe,
-                                                        hp["batch_size"]).mean().item(),
+                                                        hp["batch_size"], targets).mean().item(),
                 config.best_of, generator)
         heads = [candidates[i] for i in torch.nonzero(best).flatten().tolist()]
         config = replace(config, heads=heads, extra={**config.extra, "dev_loss_by_draw": draws_losses})
@@ -237,9 +237,10 @@ def best_draw(theta: torch.Tensor, loss: Callable[[torch.Tensor], float], best_o
 
 @torch.no_grad()
 def _first_token_losses(loaded, data, qids: list[str], masks: torch.Tensor, probe: MtvShift,
-                        batch_size: int) -> torch.Tensor:
+                        batch_size: int, targets: dict[str, int]) -> torch.Tensor:
     """Per row, the cross-entropy of ``qids[i]``'s first answer token after its zero-shot prompt, with the
-    heads of ``masks[i]`` set to their means at the last position."""
+    heads of ``masks[i]`` set to their means at the last position. ``targets``: the first answer tokens
+    met so far, by query (filled in here)."""
     from mimic.methods.function_vector import first_answer_tokens
     from mimic.models.generation import encode_prompts
 
@@ -249,7 +250,10 @@ def _first_token_losses(loaded, data, qids: list[str], masks: torch.Tensor, prob
             chunk = qids[start : start + batch_size]
             probe.select = masks[start : start + batch_size]
             inputs = encode_prompts(loaded, data.kind, [data.query("train", q) for q in chunk], role="student")
-            target = first_answer_tokens(loaded, data, chunk).to(loaded.device)
+            missing = [q for q in dict.fromkeys(chunk) if q not in targets]
+            if missing:
+                targets.update(zip(missing, first_answer_tokens(loaded, data, missing).tolist(), strict=True))
+            target = torch.tensor([targets[q] for q in chunk], device=loaded.device)
             logits = loaded.model(**inputs, logits_to_keep=1).logits[:, -1].float()
             out.append(torch.nn.functional.cross_entropy(logits, target, reduction="none").cpu())
     finally:
