@@ -19,7 +19,7 @@ import yaml
 
 import mimic
 from mimic.methods import METHODS
-from mimic.methods.function_vector import mean_head_outputs
+from mimic.methods.function_vector import first_answer_tokens, mean_head_outputs
 from mimic.methods.mtv import (
     EPS,
     THETA_INIT,
@@ -221,6 +221,22 @@ def test_the_fit_keeps_the_means_of_the_heads_it_chose_and_is_seeded(family):
     assert torch.equal(module.means, torch.stack([means[a, b] for a, b in heads]) if heads else module.means)
     again, _ = METHODS["mtv"].fit(lm, data, icd, config, FIT)
     assert again.config.heads == heads and torch.equal(again.means, module.means)  # the same seed, the same fit
+
+    # the dev losses by hand: each dev query's zero-shot prompt alone, CE of its first answer token
+    _, dev_ids = split_dev(sorted(icd["train"]), 0.25, 0)
+
+    def dev_loss():
+        total = 0.0
+        for q in dev_ids:
+            inputs = encode_prompts(lm, data.kind, [data.query("train", q)], role="student")
+            target = first_answer_tokens(lm, data, [q])
+            total += torch.nn.functional.cross_entropy(lm.model(**inputs).logits[:, -1], target).item()
+        return total / len(dev_ids)
+
+    assert summary["dev_loss_zero_shot"] == pytest.approx(dev_loss(), abs=1e-5)
+    mimic.attach(lm.model, module.config, shift=module)
+    assert min(summary["dev_loss_by_draw"]) == pytest.approx(dev_loss(), abs=1e-5)  # the kept draw is the best
+    mimic.detach(lm.model)
 
 
 def test_mtv_is_fitted_by_mimic_train(tmp_path, monkeypatch):

@@ -169,10 +169,12 @@ class Mtv(Method):
                 lambda masks: _first_token_losses(loaded, data, [queries.choice(fit_ids)] * len(masks), masks, probe,
                                                   hp["batch_size"], targets),
                 len(candidates), config.steps, config.lr, config.samples, generator)
-            best, draws_losses = best_draw(
-                theta, lambda mask: _first_token_losses(loaded, data, dev_ids, mask.expand(len(dev_ids), -1), probe,
-                                                        hp["batch_size"], targets).mean().item(),
-                config.best_of, generator)
+            def dev_loss(mask: torch.Tensor) -> float:
+                return _first_token_losses(loaded, data, dev_ids, mask.expand(len(dev_ids), -1), probe,
+                                           hp["batch_size"], targets).mean().item()
+
+            best, draws_losses = best_draw(theta, dev_loss, config.best_of, generator)
+            zero_shot = dev_loss(torch.zeros(1, len(candidates), dtype=torch.bool))
         heads = [candidates[i] for i in torch.nonzero(best).flatten().tolist()]
         config = replace(config, heads=heads, extra={**config.extra, "dev_loss_by_draw": draws_losses})
         module = MtvShift(config)
@@ -180,8 +182,8 @@ class Mtv(Method):
             module.means.copy_(torch.stack([means[layer, head] for layer, head in heads]))
         summary = {"fit_queries": len(fit_ids), "dev_queries": len(dev_ids), "iterations": len(qids),
                    "heads": heads, "candidate_heads": len(candidates),
-                   "reinforce_loss_first_last": [round(trace[0], 6), round(trace[-1], 6)] if trace else [],
-                   "dev_loss_by_draw": [round(v, 6) for v in draws_losses]}
+                   "reinforce_loss_first_last_10": [round(sum(t) / len(t), 6) for t in (trace[:10], trace[-10:]) if t],
+                   "dev_loss_by_draw": [round(v, 6) for v in draws_losses], "dev_loss_zero_shot": round(zero_shot, 6)}
         return module, summary
 
 
