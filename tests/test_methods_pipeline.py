@@ -50,6 +50,7 @@ def run_dir(tmp_path_factory, pipeline_copy, snakemake_all):
 
 def test_every_method_trains_evaluates_and_reports_its_parameters(run_dir):
     from mimic.methods import count_parameters, read_config
+    from mimic.pipeline.params import FITTED_TYPES
 
     root, params = run_dir
     for name in params["run"]["trained"]:
@@ -67,7 +68,7 @@ def test_every_method_trains_evaluates_and_reports_its_parameters(run_dir):
         assert (summary["teacher_mode"] == "cached") == reads_teacher, name
         log = (ckpt / "train_log.csv").read_text().splitlines()
         assert log[0] == "step,epoch,loss,align_loss,ce_loss,kl_loss,lr"
-        assert len(log) == (1 if entry["type"] in ("task-vector", "function-vector") else 3), name  # 8 / 4 = 2 steps
+        assert len(log) == (1 if entry["type"] in FITTED_TYPES else 3), name  # 8 / 4 = 2 steps
 
 
 def test_the_report_has_the_method_and_ablation_tables(run_dir):
@@ -75,8 +76,8 @@ def test_the_report_has_the_method_and_ablation_tables(run_dir):
     text = (root / "results" / "summary.md").read_text()
     methods = text.split("## Methods")[1].split("## MimIC ablations")[0]
     ablations = text.split("## MimIC ablations")[1].split("\n## ")[0]
-    for name in ("zero-shot", "icl", "mimic", "live", "task-vector", "function-vector", "i2cl", "hificl", "lora",
-                 "mimic-lora"):
+    for name in ("zero-shot", "icl", "mimic", "live", "task-vector", "function-vector", "mtv", "i2cl", "hificl",
+                 "lora", "mimic-lora"):
         assert f"| {name} |" in methods, name
     assert "| mimic-mlp |" not in methods
     for name, change in (("mimic-mlp", "insert: 'attn' -> 'mlp'"), ("mimic-ce-only", "align_weight: 1.0 -> 0.0")):

@@ -7,6 +7,7 @@ type                 what it learns or fits                                     
 ``live``             vector + scale per layer, norm-preserving                   MLP forward hook
 ``task-vector``      ICL state of the last token at one layer (fitted)           layer forward hook
 ``function-vector``  summed mean outputs of causal heads (fitted)                layer forward hook
+``mtv``              mean head outputs of many shots in REINFORCE-chosen heads     attention interface
 ``i2cl``             fused context vectors, learned coefficients per layer       attn/MLP hooks
 ``hificl``           low-rank virtual key/value tokens per head                  attention interface
 ``lora``             low-rank updates of q, k, v, o (peft)                       peft layers

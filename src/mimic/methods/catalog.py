@@ -38,6 +38,7 @@ CATALOG: dict[str, MethodInfo] = {info.type: info for info in (
     MethodInfo("live", "live"),
     MethodInfo("task-vector", "task_vector", fitted=True),
     MethodInfo("function-vector", "function_vector", fitted=True),
+    MethodInfo("mtv", "mtv", fitted=True),
     MethodInfo("i2cl", "i2cl"),
     MethodInfo("hificl", "hificl", uses_demonstrations=False),
     MethodInfo("lora", "lora", uses_demonstrations=False, section="lora"),

@@ -133,14 +133,22 @@ class FunctionVector(Method):
 
 
 @torch.no_grad()
-def mean_head_outputs(loaded, data, icd, qids, config: FunctionVectorConfig, batch_size: int) -> torch.Tensor:
-    """``a[l, h]``: each head's output at the last token, averaged over the ICL prompts of ``qids``, [L, H, d]."""
+def mean_head_outputs(loaded, data, icd, qids, config, batch_size: int, draws: list[int] | None = None,
+                      n_shots: int | None = None) -> torch.Tensor:
+    """``a[l, h]``: each head's output at the last token, averaged over the ICL prompts of ``qids``, [L, H, d].
+
+    ``draws``: the demonstration draw of each prompt (None: draw 0 for all; a query may come back with
+    another draw); ``n_shots``: the first ``n_shots`` demonstrations of each draw (None: all).
+    """
     from mimic.shift.install import installed
 
+    draws = [0] * len(qids) if draws is None else draws
     capture = _HeadMeans(config.num_layers, config.num_heads, config.head_dim)
     with installed(loaded.model, capture, verify=False):
-        for chunk in chunks(qids, batch_size):
-            loaded.model(**icl_inputs(loaded, data, chunk, icd))
+        for draw in sorted(set(draws)):
+            ids = [q for q, d in zip(qids, draws, strict=True) if d == draw]
+            for chunk in chunks(ids, batch_size):
+                loaded.model(**icl_inputs(loaded, data, chunk, icd, draw=draw, n_shots=n_shots))
     return (capture.sums / len(qids)).float()
 
 

@@ -67,8 +67,11 @@ def chunks(items: list, size: int):
         yield items[i : i + size]
 
 
-def icl_inputs(loaded, data, qids: list[str], icd: dict, draw: int = 0, corrupt: random.Random | None = None):
+def icl_inputs(loaded, data, qids: list[str], icd: dict, draw: int = 0, corrupt: random.Random | None = None,
+               n_shots: int | None = None):
     """ICL prompts (the query's demonstrations of ``draw``, then the query without its answer).
+
+    ``n_shots``: the first ``n_shots`` demonstrations of the draw (None: all of them).
 
     ``corrupt``: the demonstrations' answers shuffled among them (Function Vector's corrupted
     prompts), by a rotation so that no demonstration keeps its own answer.
@@ -78,7 +81,7 @@ def icl_inputs(loaded, data, qids: list[str], icd: dict, draw: int = 0, corrupt:
     queries = [data.query("train", q) for q in qids]
     demos = []
     for q in qids:
-        shots = [data.demo(s) for s in icd["train"][q][draw % icd["draws"]]]
+        shots = [data.demo(s) for s in icd["train"][q][draw % icd["draws"]][:n_shots]]
         if corrupt is not None and len(shots) > 1:
             offset = corrupt.randrange(1, len(shots))
             answers = [a for _, _, a in shots]

@@ -15,6 +15,8 @@ Where it comes from:
   over the scores; :func:`_sdpa_and_log_z2`);
 - eager (and sdpa under ``torch.compile`` or with a position bias): recomputed in query
   blocks from the hook's arguments (:func:`mimic.shift.log_z2.chunked_log_z2`);
+- a shift with an ``edit(row, out)`` method (MTV) gets the base attention's head outputs
+  [b, q, H, d] and returns them rewritten (no log Z2 is computed);
 - a shift that sets ``needs_scores = True`` (the exactness oracle's capture) gets the full
   masked scores and the values in an :class:`AttentionCall`; every other shift gets ``None``.
 """
@@ -112,6 +114,9 @@ def mimic_attention(module, query, key, value, attention_mask, scaling=None, dro
     if target is None or not target.enabled:
         return base_fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     shift = target.shift
+    if target.insert == "attn" and hasattr(shift, "edit"):  # it rewrites the head outputs itself (MTV): no log Z2
+        out, weights = base_fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return shift.edit(target.row, out), weights
     needs_scores = getattr(shift, "needs_scores", False)
     call = None
     if base == "sdpa" and not needs_scores and _replicable(query, kwargs):
