@@ -166,8 +166,8 @@ BAD = {
     "unknown task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "vqa2"]),
         "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-names-vqa, shapes-names-caption, "
-        "shapes-names-transfer, shapes-vqa, shapes-caption, shapes-vqa-transfer, vqav2, okvqa, vizwiz, coco-karpathy, "
-        "flickr30k",
+        "shapes-names-transfer, shapes-vqa, shapes-caption, shapes-vqa-transfer, vqav2, okvqa, vizwiz, mme, "
+        "seed-bench, coco-karpathy, flickr30k",
     ),
     "unknown model in run.models": (
         _set("run.models", ["idefics3"]),

@@ -335,6 +335,10 @@ DOWNLOADS = {
              "(images)",
     "vizwiz": "https://vizwiz.org/tasks-and-datasets/vqa/ (Annotations/train.json, Annotations/val.json and the "
               "train / val images)",
+    "mme": "https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/tree/Evaluation "
+           "(MME_Benchmark_release_version, by request) or the hub parquet lmms-lab/MME",
+    "seed-bench": "https://huggingface.co/datasets/AILab-CVC/SEED-Bench (SEED-Bench.json and SEED-Bench-image.zip) "
+                  "or the hub parquet lmms-lab/SEED-Bench",
     "coco-karpathy": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
                      "(dataset_coco.json) and https://cocodataset.org (train2014 / val2014 images)",
     "flickr30k": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
@@ -515,9 +519,11 @@ def train_settings(params: dict, model: str, method: str) -> dict:
 
 
 def eval_settings(params: dict, model: str) -> dict:
-    """``eval`` with the model's overrides (``models.<model>.eval``) applied, max_new_tokens per kind merged."""
+    """``eval`` with the model's overrides (``models.<model>.eval``) applied, max_new_tokens per kind merged
+    (``yes-no``: its own value if given, else the VQA one; ``multiple-choice`` generates nothing)."""
     override = dict(params["models"][model].get("eval") or {})
     tokens = {**params["eval"]["max_new_tokens"], **override.pop("max_new_tokens", {})}
+    tokens.setdefault("yes-no", tokens["vqa"])
     return {**params["eval"], **override, "max_new_tokens": tokens}
 
 

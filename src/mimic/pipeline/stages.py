@@ -142,8 +142,10 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
     if stage == "evaluate":
         ev = eval_settings(params, model)
         kept = {"num_beams": ev["num_beams"], "length_penalty": ev.get("length_penalty", 1.0),
-                "max_new_tokens": ev["max_new_tokens"][kind], "limit": ev["limit"],
+                "max_new_tokens": ev["max_new_tokens"].get(kind), "limit": ev["limit"],
                 "metric_variant": ev["metric_variant"]}
+        if kind == "multiple-choice":  # answered by likelihood ranking: no generation settings apply
+            kept = {"limit": ev["limit"], "rank_by": params["tasks"][task].get("rank_by", "mean")}
         if ev.get("stop", "newline") != "newline":  # absent at its default: settings made before it stay valid
             kept["stop"] = ev["stop"]
         if params["tasks"][task].get("stem"):  # likewise
