@@ -126,7 +126,7 @@ BAD = {
     ),
     "bad task kind": (
         _set("tasks.vqav2.kind", "qa"),
-        "params.yaml: tasks.vqav2.kind = 'qa': must be one of vqa, caption",
+        "params.yaml: tasks.vqav2.kind = 'qa': must be one of vqa, caption, yes-no, multiple-choice",
     ),
     "negative lr": (_set("methods.mimic.train.lr", -1), "params.yaml: methods.mimic.train.lr = -1: must be > 0"),
     "zero lr": (_set("methods.mimic.train.lr", 0), "params.yaml: methods.mimic.train.lr = 0: must be > 0"),

@@ -519,12 +519,19 @@ def train_settings(params: dict, model: str, method: str) -> dict:
 
 
 def eval_settings(params: dict, model: str) -> dict:
-    """``eval`` with the model's overrides (``models.<model>.eval``) applied, max_new_tokens per kind merged
-    (``yes-no``: its own value if given, else the VQA one; ``multiple-choice`` generates nothing)."""
+    """``eval`` with the model's overrides (``models.<model>.eval``) applied, max_new_tokens per kind merged."""
     override = dict(params["models"][model].get("eval") or {})
     tokens = {**params["eval"]["max_new_tokens"], **override.pop("max_new_tokens", {})}
-    tokens.setdefault("yes-no", tokens["vqa"])
     return {**params["eval"], **override, "max_new_tokens": tokens}
+
+
+def max_new_tokens(ev: dict, kind: str) -> int | None:
+    """The tokens a task of ``kind`` generates under the eval settings ``ev`` (:func:`eval_settings`): its own
+    ``max_new_tokens`` entry; ``yes-no`` without one takes the VQA one; ``multiple-choice`` generates nothing."""
+    tokens = ev["max_new_tokens"]
+    if kind == "yes-no":
+        return tokens.get(kind, tokens["vqa"])
+    return tokens.get(kind)
 
 
 def model_source(params: dict, model: str) -> str:
