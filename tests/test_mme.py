@@ -176,3 +176,52 @@ def test_scores_against_a_hand_computation():
     assert score("yes-no", predictions, [[a] for a in answers], rows=rows)["mme_score"] == pytest.approx(325.0)
     with pytest.raises(ValueError, match="lacks \\['image_name'\\]"):
         score("yes-no", predictions, [[a] for a in answers], rows=[{"category": c} for c in categories])
+
+
+def test_mimic_evaluate_scores_generated_answers_with_the_mme_metric(tmp_path, monkeypatch):
+    """prepare, sample-icd and evaluate (icl, zero-shot) on the shipped miniature model: the rows carry what the
+    metric reads and metrics.json holds MME's scores of those predictions."""
+    import json
+
+    import yaml
+
+    from mimic.cli import main
+
+    repo, model = Path(__file__).resolve().parents[1], "mini-idefics2"
+    root = write_release(tmp_path / "raw" / "MME_Benchmark_release_version")
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["models"][model]["path"] = str(repo / "models" / model)
+    params["tasks"]["mme"].update(files={"root": str(root)}, holdout=3, n_train=2, n_support=None, n_eval=None)
+    params["run"].update(models=[model], tasks=["mme"], untrained=["zero-shot"], trained=[])
+    params["icd"].update(shots=2, draws=1, embedding=None)
+    params["eval"].update(batch_size=4, max_new_tokens={"vqa": 10, "caption": 20, "yes-no": 3})
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for argv in (("prepare", "--task", "mme"), ("sample-icd", "--task", "mme"),
+                 ("evaluate", "--model", model, "--task", "mme", "--method", "icl")):
+        assert main([*argv, "--params", "params.yaml"]) == 0, argv
+    # zero-shot: the random miniature model never says yes or no (every score 0); it answers "Yes" here,
+    # so the scores are known: every "Yes" question right, every "No" one wrong: 100 * (1/2 + 0) per subtask
+    import mimic.evaluation.predict as predict
+
+    real = predict.generate_with_raw
+    monkeypatch.setattr(predict, "generate_with_raw", lambda loaded, inputs, *a: [
+        ("Yes", "Yes") for _ in real(loaded, inputs, *a)])
+    assert main(["evaluate", "--model", model, "--task", "mme", "--method", "zero-shot", "--params",
+                 "params.yaml"]) == 0
+    folder = Path("results/eval") / model / "mme" / "seed-0" / "zero-shot"
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    table = read_table(Path("data/mme/seed-0/eval.parquet")).set_index("id")
+    assert len(rows) == 8 and [r["id"] for r in rows] == list(table.index)
+    assert all(r["category"] == table.loc[r["id"], "category"] and r["image_name"] == table.loc[r["id"], "image_name"]
+               for r in rows)
+    want, each = mme_scores([r["prediction"] for r in rows], [r["answers"][0] for r in rows],
+                            [r["category"] for r in rows], [r["image_name"] for r in rows])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["kind"] == "yes-no" and metrics["metric"] == "mme_score" and metrics["score"] == want["mme_score"]
+    assert metrics["metrics"] == pytest.approx(want) and [r["score"] for r in rows] == each
+    assert metrics["metric_variant"] == "mme-official"
+    evaluated = sorted(set(table["category"]))
+    assert all(metrics["metrics"][c] == pytest.approx(50.0) for c in evaluated) and len(evaluated) >= 2
+    assert metrics["score"] == pytest.approx(50.0 * len(evaluated))
+    assert metrics["metrics"]["cognition"] == pytest.approx(50.0 * ("code_reasoning" in evaluated))
