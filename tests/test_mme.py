@@ -225,3 +225,6 @@ def test_mimic_evaluate_scores_generated_answers_with_the_mme_metric(tmp_path, m
     assert all(metrics["metrics"][c] == pytest.approx(50.0) for c in evaluated) and len(evaluated) >= 2
     assert metrics["score"] == pytest.approx(50.0 * len(evaluated))
     assert metrics["metrics"]["cognition"] == pytest.approx(50.0 * ("code_reasoning" in evaluated))
+    from mimic.report.load import score_predictions
+
+    assert score_predictions("yes-no", rows) == ("mme_score", pytest.approx(metrics["score"]))  # what the report reads

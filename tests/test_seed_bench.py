@@ -208,6 +208,7 @@ def test_mimic_evaluate_ranks_the_options_through_the_cli(tmp_path, monkeypatch)
     from mimic.cli import main
     from mimic.commands.stage_inputs import load_task
     from mimic.models.loading import load_model
+    from mimic.report.load import score_predictions
 
     annotations, images = write_official(tmp_path / "raw", n=12)
     monkeypatch.chdir(tmp_path)
@@ -242,3 +243,4 @@ def test_mimic_evaluate_ranks_the_options_through_the_cli(tmp_path, monkeypatch)
         assert metrics["score"] == pytest.approx(100 * sum(right) / 6)
         assert metrics["metric_variant"] == "likelihood-ranking"
         assert "accuracy/Scene Understanding" in metrics["metrics"]
+        assert score_predictions("multiple-choice", rows) == ("accuracy", pytest.approx(metrics["score"]))  # report
