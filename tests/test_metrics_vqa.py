@@ -416,7 +416,7 @@ def test_score_is_100_times_the_mean():
     assert score("vqa", preds, answers) == {"vqa_accuracy": pytest.approx(130 / 3)}
     keyed = score("vqa", {"q1": "yes", "q2": "no"}, {"q2": ten("no", 10), "q1": ten("no", 10)})
     assert keyed == {"vqa_accuracy": pytest.approx(50.0)}
-    assert HEADLINE == {"vqa": "vqa_accuracy", "caption": "CIDEr"}
+    assert HEADLINE == {"vqa": "vqa_accuracy", "caption": "CIDEr", "yes-no": "mme_score", "multiple-choice": "accuracy"}
 
 
 def test_score_follows_the_variant():

@@ -126,7 +126,7 @@ BAD = {
     ),
     "bad task kind": (
         _set("tasks.vqav2.kind", "qa"),
-        "params.yaml: tasks.vqav2.kind = 'qa': must be one of vqa, caption",
+        "params.yaml: tasks.vqav2.kind = 'qa': must be one of vqa, caption, yes-no, multiple-choice",
     ),
     "negative lr": (_set("methods.mimic.train.lr", -1), "params.yaml: methods.mimic.train.lr = -1: must be > 0"),
     "zero lr": (_set("methods.mimic.train.lr", 0), "params.yaml: methods.mimic.train.lr = 0: must be > 0"),
@@ -166,8 +166,8 @@ BAD = {
     "unknown task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "vqa2"]),
         "params.yaml: run.tasks[1] = 'vqa2': unknown task; known: shapes-names-vqa, shapes-names-caption, "
-        "shapes-names-transfer, shapes-vqa, shapes-caption, shapes-vqa-transfer, vqav2, okvqa, vizwiz, coco-karpathy, "
-        "flickr30k",
+        "shapes-names-transfer, shapes-vqa, shapes-caption, shapes-vqa-transfer, vqav2, okvqa, vizwiz, mme, "
+        "seed-bench, coco-karpathy, flickr30k",
     ),
     "unknown model in run.models": (
         _set("run.models", ["idefics3"]),

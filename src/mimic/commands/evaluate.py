@@ -80,7 +80,7 @@ def run(args) -> int:
     from mimic.io.logs import setup_logging
     from mimic.methods import count_parameters, from_pretrained
     from mimic.pipeline import paths
-    from mimic.pipeline.params import eval_settings, is_trained, method_shots, method_type
+    from mimic.pipeline.params import eval_settings, is_trained, max_new_tokens, method_shots, method_type
 
     log = setup_logging(args.log, "mimic.evaluate")
     params = load_checked(args)
@@ -108,9 +108,10 @@ def run(args) -> int:
         shots = method_shots(params, args.method, args.model)
         demos = eval_demonstrations(params, icd, args.task, args.method, args.seed)
         rows = predict(loaded, data, qids, demos, shots if mtype == "icl" else 0, ev["batch_size"],
-                       ev["max_new_tokens"][kind], ev["num_beams"], desc=f"evaluate {args.method}",
+                       max_new_tokens(ev, kind), ev["num_beams"], desc=f"evaluate {args.method}",
                        length_penalty=ev.get("length_penalty", 1.0), stop=ev.get("stop", "newline"),
-                       role="trained" if is_trained(params, args.method) else "untrained") if qids else []
+                       role="trained" if is_trained(params, args.method) else "untrained",
+                       rank_by=params["tasks"][args.task].get("rank_by", "mean")) if qids else []
         run_info = {"peak_memory_mb": round(peak_memory_mb(loaded.device), 1), "device": str(loaded.device),
                     "trainable_params": counts["trainable"], "fitted_params": counts["fitted"]}
         # The generations are kept before anything is scored: a part's output, and for a whole evaluation
@@ -235,7 +236,7 @@ def write_results(args, params: dict, rows: list[dict], reference: list[dict] | 
         if params["tasks"][args.task].get("stem"):
             rows = stemmed(rows)
         metrics, each = score_with_samples(kind, [r["prediction"] for r in rows], [r["answers"] for r in rows],
-                                           variant)
+                                           variant, rows=rows)
     except Exception as exc:  # noqa: BLE001 - any failure of the scorers: the generations must not be lost
         from mimic.errors import ScoringError
 

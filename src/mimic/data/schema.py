@@ -25,7 +25,7 @@ from PIL import Image
 from mimic.io.atomic import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "support", "eval")
-KINDS = ("vqa", "caption")
+KINDS = ("vqa", "caption", "yes-no", "multiple-choice")  # the last two: mimic.metrics.ROW_FIELDS
 COLUMNS = {
     "id": "unique string id within the task",
     "image": "struct {bytes, path}: the encoded image or its file path",

@@ -17,11 +17,18 @@ from mimic.metrics.vqa import DEFAULT_VARIANT
 from mimic.metrics.vqa import DESCRIPTIONS as _VQA_DESCRIPTIONS
 from mimic.metrics.vqa import VARIANTS as VQA_VARIANTS
 
-HEADLINE = {"vqa": "vqa_accuracy", "caption": "CIDEr"}
+HEADLINE = {"vqa": "vqa_accuracy", "caption": "CIDEr", "yes-no": "mme_score", "multiple-choice": "accuracy"}
 CAPTION_VARIANT = "pycocoevalcap"
+# Kinds whose metric has one definition (``eval.metric_variant`` does not apply): the label recorded.
+FIXED_VARIANTS = {"caption": CAPTION_VARIANT, "yes-no": "mme-official", "multiple-choice": "likelihood-ranking"}
+# What a kind's metric reads from each prediction row besides ``prediction`` and ``answers`` (evaluation copies
+# these columns of the task's table into predictions.jsonl; vqa and caption read none).
+ROW_FIELDS = {"yes-no": ("category", "image_name"), "multiple-choice": ("answer_letter", "question_type")}
 VARIANT_DESCRIPTIONS = {
     **{variant: f"VQA accuracy of the {text}" for variant, text in _VQA_DESCRIPTIONS.items()},
     CAPTION_VARIANT: "CIDEr-D (and BLEU-4, METEOR, ROUGE-L) of pycocoevalcap on PTB-tokenized captions",
+    "mme-official": "MME's eval_tool/calculation.py: per subtask 100*(acc + acc+), perception and cognition sums",
+    "likelihood-ranking": "multiple-choice accuracy, the option of highest log-likelihood chosen (SEED-Bench)",
 }
 
 
@@ -45,16 +52,21 @@ def metric_variant(kind: str, variant: str = DEFAULT_VARIANT) -> str:
         raise ValueError(f"unknown metric variant {variant!r}; choose one of {list(VQA_VARIANTS)}")
     if kind == "vqa":
         return variant
-    if kind == "caption":
-        return CAPTION_VARIANT
+    if kind in FIXED_VARIANTS:
+        return FIXED_VARIANTS[kind]
     raise ValueError(f"unknown task kind {kind!r}; use one of {sorted(HEADLINE)}")
 
 
 def score_with_samples(kind: str, predictions: Sequence[str], references, variant: str = DEFAULT_VARIANT,
-                       caption_metrics: Sequence[str] | None = None) -> tuple[dict[str, float], list[float]]:
+                       caption_metrics: Sequence[str] | None = None,
+                       rows: Sequence[Mapping] | None = None) -> tuple[dict[str, float], list[float]]:
     """:func:`score` and each sample's own headline score x100 (VQA accuracy of the question; the caption's
-    CIDEr-D), parallel to ``predictions``: their mean is the headline score."""
+    CIDEr-D; 100 or 0 for a yes-no or multiple-choice question), parallel to ``predictions``: their mean is the
+    headline score (not for ``yes-no``: MME's total is a sum of per-subtask scores). ``rows``: the prediction
+    rows, parallel, holding the fields :data:`ROW_FIELDS` names (needed by the kinds that have some)."""
     metric_variant(kind, variant)
+    if kind in ROW_FIELDS:
+        return _scored_by_fields(kind, list(predictions), list(references), rows)
     if kind == "vqa":
         from mimic.metrics.vqa import mean_score, vqa_accuracies
 
@@ -76,6 +88,7 @@ def score(
     references,
     variant: str = DEFAULT_VARIANT,
     caption_metrics: Sequence[str] | None = None,
+    rows: Sequence[Mapping] | None = None,
 ) -> dict[str, float]:
     """Scores x100 of ``predictions`` against ``references`` for a task of ``kind``.
 
@@ -83,8 +96,15 @@ def score(
       lists of human answers are parallel lists (dicts keyed by the same ids are accepted too).
     - ``"caption"``: :func:`mimic.metrics.caption.caption_scores` (CIDEr, BLEU-4, METEOR, ROUGE-L, or
       ``caption_metrics``).
+    - ``"yes-no"``: MME's scores (:func:`mimic.metrics.mme.mme_scores`); ``"multiple-choice"``: accuracy,
+      overall and per question type (:func:`mimic.metrics.multiple_choice.choice_accuracy`); both read
+      ``rows`` (:data:`ROW_FIELDS`).
     """
     metric_variant(kind, variant)  # checks both
+    if kind in ROW_FIELDS:
+        if isinstance(predictions, Mapping):
+            raise ValueError(f"score: a {kind} task is scored from prediction rows (lists), not dicts")
+        return _scored_by_fields(kind, list(predictions), list(references), rows)[0]
     if kind == "vqa":
         from mimic.metrics.vqa import vqa_score
 
@@ -99,3 +119,23 @@ def score(
     if caption_metrics is None:
         return caption_scores(predictions, references)
     return caption_scores(predictions, references, caption_metrics)
+
+
+def _scored_by_fields(kind: str, predictions: list[str], references: list, rows) -> tuple[dict[str, float],
+                                                                                       list[float]]:
+    """A kind scored with per-row fields (:data:`ROW_FIELDS`): each row must hold them."""
+    if rows is None or len(rows) != len(predictions):
+        raise ValueError(f"a {kind} task is scored from its prediction rows with {list(ROW_FIELDS[kind])}")
+    for number, row in enumerate(rows, start=1):
+        missing = [f for f in ROW_FIELDS[kind] if f not in row]
+        if missing:
+            raise ValueError(f"prediction row {number} ({row.get('id')}) lacks {missing}, which a {kind} task's "
+                             "metric reads")
+    if kind == "yes-no":
+        from mimic.metrics.mme import mme_scores
+
+        return mme_scores(predictions, [r[0] for r in references], [r["category"] for r in rows],
+                          [r["image_name"] for r in rows])
+    from mimic.metrics.multiple_choice import choice_accuracy
+
+    return choice_accuracy(predictions, [r["answer_letter"] for r in rows], [r["question_type"] for r in rows])

@@ -42,6 +42,14 @@ PRESETS = ("clean", "reference")
 # (student). A format writes its instruction in the roles it lists per kind.
 ROLES = ("untrained", "trained", "teacher", "student")
 DEFAULT_STOP_WORDS = ("\n", "Question:", "Caption:", "<end_of_utterance>")
+# Task kinds written as another kind's prompts: a yes-no (MME) or multiple-choice (SEED-Bench) question is
+# written as a VQA question (its template, instruction and stop words); the kind itself decides the scoring.
+WRITTEN_AS = {"yes-no": "vqa", "multiple-choice": "vqa"}
+
+
+def written_as(kind: str) -> str:
+    """The kind whose prompts a task of ``kind`` uses (itself for vqa and caption)."""
+    return WRITTEN_AS.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,13 @@ class PromptFormat:
     stop_words: dict = field(default_factory=dict)
 
     def stops(self, kind: str) -> tuple[str, ...]:
-        return tuple(self.stop_words.get(kind, DEFAULT_STOP_WORDS))
+        return tuple(self.stop_words.get(written_as(kind), DEFAULT_STOP_WORDS))
 
     def instruction(self, kind: str, role: str) -> str:
         """The instruction line a prompt of ``kind`` in ``role`` starts with ("" if none)."""
         if role not in ROLES:
             raise ValueError(f"prompt role {role!r} is not valid; use one of {list(ROLES)}")
+        kind = written_as(kind)
         text = self.instructions.get(kind)
         if not text or role not in self.instruction_roles.get(kind, ()):
             return ""
@@ -120,6 +129,7 @@ def preset_format(preset: str, family: str, family_format: PromptFormat) -> Prom
 
 
 def query_text(kind: str, question: str, fmt: PromptFormat) -> str:
+    kind = written_as(kind)
     if kind == "vqa":
         return fmt.vqa.format(question=question)
     if kind == "caption":

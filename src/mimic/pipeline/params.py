@@ -335,6 +335,10 @@ DOWNLOADS = {
              "(images)",
     "vizwiz": "https://vizwiz.org/tasks-and-datasets/vqa/ (Annotations/train.json, Annotations/val.json and the "
               "train / val images)",
+    "mme": "https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models/tree/Evaluation "
+           "(MME_Benchmark_release_version, by request) or the hub parquet lmms-lab/MME",
+    "seed-bench": "https://huggingface.co/datasets/AILab-CVC/SEED-Bench (SEED-Bench.json and SEED-Bench-image.zip) "
+                  "or the hub parquet lmms-lab/SEED-Bench",
     "coco-karpathy": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
                      "(dataset_coco.json) and https://cocodataset.org (train2014 / val2014 images)",
     "flickr30k": "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip "
@@ -519,6 +523,15 @@ def eval_settings(params: dict, model: str) -> dict:
     override = dict(params["models"][model].get("eval") or {})
     tokens = {**params["eval"]["max_new_tokens"], **override.pop("max_new_tokens", {})}
     return {**params["eval"], **override, "max_new_tokens": tokens}
+
+
+def max_new_tokens(ev: dict, kind: str) -> int | None:
+    """The tokens a task of ``kind`` generates under the eval settings ``ev`` (:func:`eval_settings`): its own
+    ``max_new_tokens`` entry; ``yes-no`` without one takes the VQA one; ``multiple-choice`` generates nothing."""
+    tokens = ev["max_new_tokens"]
+    if kind == "yes-no":
+        return tokens.get(kind, tokens["vqa"])
+    return tokens.get(kind)
 
 
 def model_source(params: dict, model: str) -> str:

@@ -39,6 +39,7 @@ from mimic.pipeline.params import (
     ParamsError,
     data_spec,
     eval_settings,
+    max_new_tokens,
     method_demos,
     method_hp,
     method_shots,
@@ -142,8 +143,10 @@ def result_settings(params: dict, stage: str, model: str | None = None, task: st
     if stage == "evaluate":
         ev = eval_settings(params, model)
         kept = {"num_beams": ev["num_beams"], "length_penalty": ev.get("length_penalty", 1.0),
-                "max_new_tokens": ev["max_new_tokens"][kind], "limit": ev["limit"],
+                "max_new_tokens": max_new_tokens(ev, kind), "limit": ev["limit"],
                 "metric_variant": ev["metric_variant"]}
+        if kind == "multiple-choice":  # answered by likelihood ranking: no generation settings apply
+            kept = {"limit": ev["limit"], "rank_by": params["tasks"][task].get("rank_by", "mean")}
         if ev.get("stop", "newline") != "newline":  # absent at its default: settings made before it stay valid
             kept["stop"] = ev["stop"]
         if params["tasks"][task].get("stem"):  # likewise

@@ -60,7 +60,7 @@ def score_predictions(
     predictions = [row["prediction"] for row in rows]
     references = [row["answers"] for row in rows]
     metric = HEADLINE[kind]  # only the headline (METEOR's Java start-up alone costs seconds per caption result)
-    return metric, float(score(kind, predictions, references, variant, caption_metrics=[metric])[metric])
+    return metric, float(score(kind, predictions, references, variant, caption_metrics=[metric], rows=rows)[metric])
 
 
 def load_result(params: dict, model: str, task: str, method: str, root: Path, params_path: str,

@@ -1,8 +1,9 @@
 """Real datasets -> the normalized task tables: ``prepare_task(spec, out_dir, seed) -> meta``.
 
 ``spec`` is a task's entry in ``params.yaml`` (``tasks.<name>``). The loader is
-``spec["loader"]``, or else the task name: ``vqav2``, ``okvqa``, ``vizwiz``, ``coco-karpathy`` or
-``flickr30k`` (aliases ``vqa-v2``, ``ok-vqa``, ``vizwiz-vqa``, ``coco``, ``coco_karpathy``, ``flickr-30k``);
+``spec["loader"]``, or else the task name: ``vqav2``, ``okvqa``, ``vizwiz``, ``mme``, ``seed-bench``,
+``coco-karpathy`` or ``flickr30k`` (aliases ``vqa-v2``, ``ok-vqa``, ``vizwiz-vqa``, ``seed_bench``, ``seedbench``,
+``coco``, ``coco_karpathy``, ``flickr-30k``);
 other suites add theirs with :func:`register_loader`. The result is
 ``out_dir/{train,support,eval}.parquet`` and ``out_dir/meta.json`` (``out_dir`` is the task's
 directory, ``data/<name>/``).
@@ -14,8 +15,8 @@ validation split (the Karpathy test split for COCO and Flickr30k).
 Keys of a spec (all loaders)::
 
     name           task name (required)
-    loader         vqav2 | okvqa | vizwiz | coco-karpathy | flickr30k (default: the name)
-    kind           vqa | caption (optional; checked against the loader)
+    loader         vqav2 | okvqa | vizwiz | mme | seed-bench | coco-karpathy | flickr30k (default: the name)
+    kind           vqa | caption | yes-no (mme) | multiple-choice (seed-bench) (optional; checked against the loader)
     source         hub | files, or per pool {train: files, eval: hub}          (default: hub)
     hub_id         hub id or local directory of hub-layout parquet, or per pool {train: .., eval: ..}
     hub_splits     {train: <split or [splits]>, eval: <split>}
@@ -70,7 +71,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from mimic.data.loaders import coco, flickr30k, okvqa, vizwiz, vqav2
+from mimic.data.loaders import coco, flickr30k, mme, okvqa, seed_bench, vizwiz, vqav2
 from mimic.data.loaders.common import SPEC_KEYS, DataError
 from mimic.data.loaders.registry import LOADERS, register_loader
 
@@ -84,9 +85,11 @@ __all__ = [
     "coco",
     "flickr30k",
     "loader_name",
+    "mme",
     "okvqa",
     "prepare_task",
     "register_loader",
+    "seed_bench",
     "vizwiz",
     "vqav2",
 ]
