@@ -18,6 +18,7 @@ from mimic.methods.i2cl import I2clConfig
 from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.mimic_lora import MimicLoraConfig
+from mimic.methods.stave import StaveConfig
 from mimic.methods.task_vector import TaskVectorConfig
 from mimic.pipeline.params import FITTED_TYPES, TRAINED_TYPES, UNTRAINED_TYPES, load_params, load_schema
 from mimic.tiny.models import random_icl_batch, tiny_idefics2
@@ -31,6 +32,7 @@ CONFIGS = {
     "i2cl": I2clConfig,
     "task-vector": lambda: TaskVectorConfig(layer=1),
     "function-vector": lambda: FunctionVectorConfig(layer=0),
+    "stave": StaveConfig,
 }
 
 

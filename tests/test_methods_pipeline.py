@@ -76,7 +76,7 @@ def test_the_report_has_the_method_and_ablation_tables(run_dir):
     methods = text.split("## Methods")[1].split("## MimIC ablations")[0]
     ablations = text.split("## MimIC ablations")[1].split("\n## ")[0]
     for name in ("zero-shot", "icl", "mimic", "live", "task-vector", "function-vector", "i2cl", "hificl", "lora",
-                 "mimic-lora"):
+                 "mimic-lora", "stave"):
         assert f"| {name} |" in methods, name
     assert "| mimic-mlp |" not in methods
     for name, change in (("mimic-mlp", "insert: 'attn' -> 'mlp'"), ("mimic-ce-only", "align_weight: 1.0 -> 0.0")):

@@ -41,7 +41,7 @@ def test_the_real_params_yaml_validates(params):
     assert run_methods(params) == [*UNTRAINED, "icl", *TRAINED]
     assert trained_methods(params) == ["mimic", "mimic-mlp", "mimic-per-layer", "mimic-constant", "mimic-ce-only",
                                        "mimic-align-only", "live", "task-vector", "function-vector", "i2cl", "hificl",
-                                       "lora", "mimic-lora"]
+                                       "lora", "mimic-lora", "stave"]
     assert schema_path() == REPO / "workflow" / "schemas" / "params.schema.yaml"
 
 
@@ -118,7 +118,7 @@ BAD = {
     "bad method type": (
         _set("methods.mimic.type", "prefix-tuning"),
         "params.yaml: methods.mimic.type = 'prefix-tuning': must be one of zero-shot, icl, mimic, live, task-vector, "
-        "function-vector, i2cl, hificl, lora, mimic-lora",
+        "function-vector, i2cl, hificl, lora, mimic-lora, stave",
     ),
     "bad insertion point": (
         _set("methods.mimic.shift.insert", "ffn"),
@@ -178,7 +178,7 @@ BAD = {
         "params.yaml: run.untrained[0] = 'zero_shot': unknown method; "
         "known: zero-shot, icl-1, icl-2, icl-4, icl-rices-1, icl-rices-2, icl-rices-4, icl, mimic, mimic-mlp, "
         "mimic-per-layer, mimic-constant, mimic-ce-only, mimic-align-only, live, task-vector, function-vector, i2cl, "
-        "hificl, lora, mimic-lora",
+        "hificl, lora, mimic-lora, stave",
     ),
     "duplicate task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "shapes-vqa"]),
