@@ -21,8 +21,12 @@ demonstrations (source) and without (target), each averaged over the answer's to
 queries, summed with weights 1:1 (``train: {ce_weight: 1, icl_ce_weight: 1, ce_mean: answers}``).
 Both branches of a batch contribute before each optimiser step. ``W`` starts at zero, in float32.
 
-Where it enters (Sec. 3.4): once, in the demo-free prefill; generated tokens (decoding steps that
-extend a KV cache) receive no update. In a prefill the hook finds the groups itself: every real
+Where it enters (Sec. 3.4): the decoder's input, i.e. the ``inputs_embeds`` the model hands its language
+decoder (merged text and image embeddings: Idefics2/3, LLaVA, Qwen-VL, Gemma 3), or the output of
+``get_input_embeddings()`` where the decoder embeds the ids itself (text-only models; Idefics v1,
+whose images are cross-attended, before its first gated cross-attention); once, in the demo-free
+prefill; generated tokens (decoding steps that extend a KV cache) receive no update (the paper:
+"Generated embeddings receive no update"). In a prefill the hook finds the groups itself: every real
 non-BOS token is context but the readout span, the last prompt token and, when the prompt ends
 with them, the ``answer_cue`` tokens recorded before training (:meth:`Stave.prepare`, from the
 prompt format). In a teacher-forced training forward the training loop says where each part of
@@ -34,6 +38,9 @@ eight on COCO, one to eight on VQAv2, from the training pool); the template span
 token ids (the answer cue as the tokens the format's text after the question adds), not by the
 released code's template metadata; a prompt that does not end with the recorded cue (another
 format) gives the readout vector to its last token alone.
+
+Hyper-parameters (App. F.2, Table 1 protocol, Idefics2-8b-base): 5 epochs, AdamW lr 1e-3 (or 3e-3),
+weight decay 1e-3, cosine with 10% warmup, K = 4 paired queries per step (params.yaml ``stave``).
 
 Parameters: ``2 d`` (8,192 at d = 4096: the paper's "0.008M").
 """
@@ -268,7 +275,9 @@ class Stave(Method):
         return {"trainable": 2 * config.hidden_size, "fitted": 0}
 
     def prepare(self, loaded, data, icd: dict, module: StaveVectors) -> None:
-        module.config.answer_cue = answer_cue(loaded, data)
+        """Record the answer cue of the task's prompts (unless the config gives one)."""
+        if module.config.answer_cue is None:
+            module.config.answer_cue = answer_cue(loaded, data)
 
     @contextmanager
     def scope(self, module: StaveVectors, layout):
