@@ -242,3 +242,19 @@ def test_paired_training_through_the_loop_lowers_both_losses(mini_vqa):
         assert sum(r[key] for r in last) < sum(r[key] for r in first) - 0.5, key
     assert module.vectors.abs().sum() > 0 and module.config.answer_cue
     mimic.detach(loaded.model)
+
+
+def test_half_precision_models_keep_float32_vectors_and_zero_is_still_exact():
+    model = tiny_idefics2().to(torch.bfloat16)
+    inputs = batch_with_bos(model)
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    with torch.no_grad():
+        before = model(**inputs).logits
+    stave = mimic.attach(model, StaveConfig())
+    assert stave.vectors.dtype == torch.float32  # the paper: vectors in single precision, the backbone in half
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, before)
+    stave.train()
+    model(**inputs).logits.float().logsumexp(-1).sum().backward()
+    assert stave.vectors.grad.dtype == torch.float32 and stave.vectors.grad.abs().sum() > 0
+    mimic.detach(model)
