@@ -19,6 +19,7 @@ from mimic.methods.live import LiveConfig
 from mimic.methods.lora import LoraConfig
 from mimic.methods.mimic_lora import MimicLoraConfig
 from mimic.methods.mtv import MtvConfig
+from mimic.methods.stave import StaveConfig
 from mimic.methods.task_vector import TaskVectorConfig
 from mimic.pipeline.params import FITTED_TYPES, TRAINED_TYPES, UNTRAINED_TYPES, load_params, load_schema
 from mimic.tiny.models import random_icl_batch, tiny_idefics2
@@ -33,6 +34,7 @@ CONFIGS = {
     "task-vector": lambda: TaskVectorConfig(layer=1),
     "function-vector": lambda: FunctionVectorConfig(layer=0),
     "mtv": lambda: MtvConfig(heads=[[0, 1], [1, 3], [1, 0]]),
+    "stave": StaveConfig,
 }
 
 

@@ -67,7 +67,8 @@ def test_every_method_trains_evaluates_and_reports_its_parameters(run_dir):
         reads_teacher = hp.get("align_weight", 0) > 0 or hp.get("kl_weight", 0) > 0
         assert (summary["teacher_mode"] == "cached") == reads_teacher, name
         log = (ckpt / "train_log.csv").read_text().splitlines()
-        assert log[0] == "step,epoch,loss,align_loss,ce_loss,kl_loss,lr"
+        extra = "icl_ce_loss," if hp.get("icl_ce_weight", 0) > 0 else ""  # STAVE's paired term
+        assert log[0] == f"step,epoch,loss,align_loss,ce_loss,kl_loss,{extra}lr", name
         assert len(log) == (1 if entry["type"] in FITTED_TYPES else 3), name  # 8 / 4 = 2 steps
 
 
@@ -77,7 +78,7 @@ def test_the_report_has_the_method_and_ablation_tables(run_dir):
     methods = text.split("## Methods")[1].split("## MimIC ablations")[0]
     ablations = text.split("## MimIC ablations")[1].split("\n## ")[0]
     for name in ("zero-shot", "icl", "mimic", "live", "task-vector", "function-vector", "mtv", "i2cl", "hificl",
-                 "lora", "mimic-lora"):
+                 "lora", "mimic-lora", "stave"):
         assert f"| {name} |" in methods, name
     assert "| mimic-mlp |" not in methods
     for name, change in (("mimic-mlp", "insert: 'attn' -> 'mlp'"), ("mimic-ce-only", "align_weight: 1.0 -> 0.0")):

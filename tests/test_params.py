@@ -41,7 +41,7 @@ def test_the_real_params_yaml_validates(params):
     assert run_methods(params) == [*UNTRAINED, "icl", *TRAINED]
     assert trained_methods(params) == ["mimic", "mimic-mlp", "mimic-per-layer", "mimic-constant", "mimic-ce-only",
                                        "mimic-align-only", "live", "task-vector", "function-vector", "mtv", "i2cl",
-                                       "hificl", "lora", "mimic-lora"]
+                                       "hificl", "lora", "mimic-lora", "stave"]
     assert schema_path() == REPO / "workflow" / "schemas" / "params.schema.yaml"
 
 
@@ -118,7 +118,7 @@ BAD = {
     "bad method type": (
         _set("methods.mimic.type", "prefix-tuning"),
         "params.yaml: methods.mimic.type = 'prefix-tuning': must be one of zero-shot, icl, mimic, live, task-vector, "
-        "function-vector, mtv, i2cl, hificl, lora, mimic-lora",
+        "function-vector, mtv, i2cl, hificl, lora, mimic-lora, stave",
     ),
     "bad insertion point": (
         _set("methods.mimic.shift.insert", "ffn"),
@@ -178,7 +178,7 @@ BAD = {
         "params.yaml: run.untrained[0] = 'zero_shot': unknown method; "
         "known: zero-shot, icl-1, icl-2, icl-4, icl-rices-1, icl-rices-2, icl-rices-4, icl, mimic, mimic-mlp, "
         "mimic-per-layer, mimic-constant, mimic-ce-only, mimic-align-only, live, task-vector, function-vector, mtv, "
-        "i2cl, hificl, lora, mimic-lora",
+        "i2cl, hificl, lora, mimic-lora, stave",
     ),
     "duplicate task in run.tasks": (
         _set("run.tasks", ["shapes-vqa", "shapes-vqa"]),
@@ -354,3 +354,16 @@ def test_a_run_models_teacher_shots_must_fit_the_sampled_demonstrations():
         check_params(params)
     params["icd"]["shots"] = 32
     check_params(params)
+
+
+def test_the_commented_method_comparison_is_a_valid_run_with_stave_and_mtv():
+    """params.yaml's one-line switch to the method comparison (README: "one commented line away") names methods
+    that exist, in the list their type belongs to, and holds the newer rows (STAVE, MTV) beside MimIC."""
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    line = next(x for x in lines if x.strip().startswith("# trained: [mimic, mimic-ce-only"))
+    comparison = yaml.safe_load(line.strip()[2:])["trained"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["run"]["trained"] = comparison
+    check_params(params)
+    assert {"mimic", "stave", "mtv"} <= set(comparison)
+    assert [params["methods"][m]["type"] for m in ("stave", "mtv")] == ["stave", "mtv"]

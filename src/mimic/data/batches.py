@@ -19,7 +19,6 @@ import torch
 from mimic.data.schema import open_image
 from mimic.models.generation import encode_prompts
 
-
 ANSWER_RULES = ("most_common", "first")
 
 
@@ -182,3 +181,60 @@ def aligned_lengths(teacher_inputs: dict, student_inputs: dict, bos_token_id: in
             )
         out.append(query)
     return out
+
+
+@dataclass
+class Layout:
+    """Where the parts of each row of a left-padded batch lie: per row, the number of tokens of
+    ``[padding][BOS][instruction][demonstrations][query][answer]``, in that order; ``ids`` the batch's
+    ``input_ids`` and ``kind`` the task kind. For methods whose computation depends on a token's part
+    (STAVE's groups); :func:`prompt_layout` builds it."""
+
+    kind: str
+    ids: torch.Tensor
+    padding: list[int]
+    bos: list[int]
+    instruction: list[int]
+    demonstrations: list[int]
+    query: list[int]
+    answer: list[int]
+
+    def row(self, i: int) -> dict[str, int]:
+        return {part: getattr(self, part)[i] for part in
+                ("padding", "bos", "instruction", "demonstrations", "query", "answer")}
+
+
+def prompt_layout(loaded, kind: str, inputs: dict, answer_lengths: list[int], query_answer: list[int] | None = None,
+                  role: str = "student") -> Layout:
+    """The :class:`Layout` of a batch of prompts with answers (``answer_lengths`` tokens each, the separator
+    included): a zero-shot batch (``query_answer`` None: every token after the BOS and the ``role``'s
+    instruction is the query's or the answer's) or an ICL batch, whose query-and-answer tokens are
+    ``query_answer`` (:func:`aligned_lengths`) and whose demonstrations lie between its instruction and them."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    instruction = instruction_tokens(loaded, kind, role)
+    bos_id = loaded.tokenizer.bos_token_id
+    parts: dict[str, list[int]] = {k: [] for k in ("padding", "bos", "instruction", "demonstrations", "query")}
+    for i in range(ids.shape[0]):
+        row = _unpadded(inputs, i)
+        bos = int(bos_id is not None and bool(row) and row[0] == bos_id)
+        if instruction and row[bos : bos + len(instruction)] != instruction:
+            raise ValueError(f"row {i}: the prompt does not start with its instruction's own tokens (a merge across "
+                             "the end of the instruction line)")
+        qa = len(row) - bos - len(instruction) if query_answer is None else query_answer[i]
+        demos = len(row) - bos - len(instruction) - qa
+        if demos < 0 or qa <= answer_lengths[i]:
+            raise ValueError(f"row {i}: {qa} query-and-answer tokens do not fit a prompt of {len(row)} tokens with "
+                             f"{answer_lengths[i]} answer tokens")
+        for key, value in (("padding", ids.shape[1] - int(mask[i].sum())), ("bos", bos),
+                           ("instruction", len(instruction)), ("demonstrations", demos),
+                           ("query", qa - answer_lengths[i])):
+            parts[key].append(value)
+    return Layout(kind, ids, answer=list(answer_lengths), **parts)
+
+
+def answer_labels(inputs: dict, answer_lengths: list[int]) -> torch.Tensor:
+    """CE labels of a batch with answers: each row's last ``answer_lengths[i]`` tokens, -100 elsewhere."""
+    labels = torch.full_like(inputs["input_ids"], -100)
+    for i, n in enumerate(answer_lengths):
+        labels[i, -n:] = inputs["input_ids"][i, -n:]
+    return labels

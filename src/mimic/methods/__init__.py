@@ -12,6 +12,7 @@ type                 what it learns or fits                                     
 ``hificl``           low-rank virtual key/value tokens per head                  attention interface
 ``lora``             low-rank updates of q, k, v, o (peft)                       peft layers
 ``mimic-lora``       MimIC and LoRA together                                     both
+``stave``            readout + context vector on the input embeddings            decoder input hooks
 ===================  ==========================================================  ==================
 
 ``attach`` / ``detach`` / ``disabled`` / ``count_parameters`` (:mod:`mimic.methods.base`) and

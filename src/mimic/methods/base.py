@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from importlib import import_module
 from typing import ClassVar
@@ -83,6 +83,7 @@ class Method(ABC):
 
     type: ClassVar[str]
     config_class: ClassVar[type]
+    reads_layout: ClassVar[bool] = False  # its training forwards need the batch's layout (:meth:`scope`)
 
     @property
     def info(self) -> MethodInfo:
@@ -117,6 +118,11 @@ class Method(ABC):
     def prepare(self, loaded, data, icd: dict, module: nn.Module) -> None:
         """Anything computed from forward passes before training starts (I2CL's context vectors)."""
         return None  # most methods compute nothing before training
+
+    def scope(self, module: nn.Module, layout) -> AbstractContextManager:
+        """Entered around each teacher-forced training forward: ``layout`` (:class:`mimic.data.batches.Layout`,
+        only for methods that set :attr:`reads_layout`) says where its prompt parts lie (STAVE's groups)."""
+        return nullcontext()
 
     def fit(self, loaded, data, icd: dict, config, hp: dict) -> tuple[nn.Module, dict]:
         """Fitted methods: the module (not attached) and a summary of the fit."""

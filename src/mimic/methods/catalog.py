@@ -43,6 +43,7 @@ CATALOG: dict[str, MethodInfo] = {info.type: info for info in (
     MethodInfo("hificl", "hificl", uses_demonstrations=False),
     MethodInfo("lora", "lora", uses_demonstrations=False, section="lora"),
     MethodInfo("mimic-lora", "mimic_lora", takes_model_lr=True),
+    MethodInfo("stave", "stave"),
 )}
 
 

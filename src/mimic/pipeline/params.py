@@ -46,6 +46,7 @@ TRAIN_DEFAULTS = {
     "max_grad_norm": 1.0,  # clip the global gradient norm before each step (None: no clipping)
     "decay_bias": False,  # weight decay on biases too (the reference code exempts them)
     "ce_tokens": "answer",  # CE on the answer tokens; "prompt": every token after BOS (the reference code)
+    "ce_mean": "tokens",  # a CE's mean over all labelled tokens; "answers": each answer's mean, then their mean (STAVE)
 }
 
 # Task keys that change how predictions are scored, not the data: evaluation settings, not prepare's.

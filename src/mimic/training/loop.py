@@ -2,14 +2,19 @@
 
 Each method's loss is a weighted sum of the terms its ``train:`` settings weight:
 
-    L = align_weight * mean over layers MSE(h_student, h_teacher)      (MimIC: teacher states)
-      + ce_weight    * CE(answer)                                       (every trained method)
-      + kl_weight    * KL(teacher || student) at the answer positions   (LIVE: teacher logits, top-k)
+    L = align_weight  * mean over layers MSE(h_student, h_teacher)      (MimIC: teacher states)
+      + ce_weight     * CE(answer)                                       (every trained method)
+      + kl_weight     * KL(teacher || student) at the answer positions   (LIVE: teacher logits, top-k)
+      + icl_ce_weight * CE(answer | demonstrations + query)              (STAVE: the ICL prompt, method on)
 
 on the query-and-answer positions, the student being the zero-shot model with the method
 attached. The teacher's states and answer distributions come from the cache (``teacher.mode:
 cached``: no teacher forward during training) or are recomputed per batch with the method
-switched off (``online``); methods whose terms need no teacher (CE only) never read it. AdamW,
+switched off (``online``); methods whose terms need no teacher (CE only) never read it. The last
+term is the answer CE of the same queries after their demonstrations (the teacher's prompt, the
+epoch's draw) with the method attached: paired supervision (STAVE's source branch). ``ce_mean``
+averages a CE over all answer tokens of the batch (``tokens``) or over each answer's tokens, then
+over the answers (``answers``, STAVE's Eq. 5-6). AdamW,
 cosine schedule with linear warmup, gradient accumulation. Fitted methods (Task / Function
 Vector) are fitted by their own :meth:`~mimic.methods.Method.fit` behind the same entry point.
 """
@@ -28,7 +33,15 @@ from dataclasses import dataclass
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from mimic.data.batches import TaskData, student_batch
+from mimic.data.batches import (
+    TaskData,
+    aligned_lengths,
+    answer_labels,
+    instruction_tokens,
+    prompt_layout,
+    student_batch,
+    teacher_batch,
+)
 from mimic.errors import TrainingDiverged
 from mimic.io.logs import progress
 from mimic.methods import attach, count_parameters, disabled, method_of
@@ -38,7 +51,8 @@ from mimic.training.teacher import TeacherCache, teacher_forward
 
 log = logging.getLogger("mimic.train")
 LOG_COLUMNS = ("step", "epoch", "loss", "align_loss", "ce_loss", "kl_loss", "lr")
-LOSS_WEIGHTS = {"align": "align_weight", "ce": "ce_weight", "kl": "kl_weight"}  # loss term -> its weight in hp
+LOSS_WEIGHTS = {"align": "align_weight", "ce": "ce_weight", "kl": "kl_weight",  # loss term -> its weight in hp
+                "icl_ce": "icl_ce_weight"}
 TEACHER_NEEDS = {"align": "states", "kl": "logits"}  # loss term -> what the teacher must provide
 DEFAULT_LOGITS_TOPK = 64
 
@@ -77,18 +91,30 @@ def alignment_loss(student: torch.Tensor, teachers: list[torch.Tensor]) -> torch
     return (sq / count).mean()
 
 
-def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+CE_MEANS = ("tokens", "answers")
+
+
+def answer_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mean: str = "tokens") -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled tokens (``labels != -100``).
 
     ``logits`` are the model's outputs for the last ``n`` positions of the sequence (all of them,
     or fewer through ``logits_to_keep``); position ``t`` predicts token ``t + 1``. Computed in at
-    least float32, as transformers' own loss does.
+    least float32, as transformers' own loss does. ``mean``: ``tokens``, over every labelled token of
+    the batch; ``answers``, over each row's labelled tokens, then over the rows (STAVE's Eq. 5-6).
     """
+    if mean not in CE_MEANS:
+        raise ValueError(f"ce_mean = {mean!r}; valid: {list(CE_MEANS)}")
     n = logits.shape[1]
     target = labels[:, labels.shape[1] - n + 1 :]
     keep = target != -100
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    return torch.nn.functional.cross_entropy(logits[:, :-1][keep].to(dtype), target[keep])
+    if mean == "tokens":
+        return torch.nn.functional.cross_entropy(logits[:, :-1][keep].to(dtype), target[keep])
+    per_token = torch.nn.functional.cross_entropy(logits[:, :-1].to(dtype).transpose(1, 2), target,
+                                                  ignore_index=-100, reduction="none")  # [b, n - 1]
+    counts = keep.sum(1)
+    rows = counts > 0
+    return (per_token.sum(1)[rows] / counts[rows]).mean()
 
 
 def answer_kl(logits: torch.Tensor, answer_lengths: list[int],
@@ -119,10 +145,11 @@ def answer_kl(logits: torch.Tensor, answer_lengths: list[int],
 
 
 def objective_terms(model, inputs: dict, labels: torch.Tensor, answer_lengths: list[int] | None, target: str,
-                    weights: dict[str, float], teacher: TeacherTargets) -> tuple[torch.Tensor, dict]:
+                    weights: dict[str, float], teacher: TeacherTargets,
+                    ce_mean: str = "tokens") -> tuple[torch.Tensor, dict]:
     """``(loss, terms)`` of one student batch: ``loss = sum of weights[t] * terms[t]``.
 
-    terms: ``ce`` (:func:`answer_cross_entropy` on ``labels``) always; ``align``
+    terms: ``ce`` (:func:`answer_cross_entropy` on ``labels``, ``ce_mean``) always; ``align``
     (:func:`alignment_loss` of the student's ``target`` states against ``teacher.states``) and ``kl``
     (:func:`answer_kl` against ``teacher.logits``) when the teacher provides them. Only the logits of
     the labelled span and the answer positions are computed (``logits_to_keep``): a full [batch,
@@ -137,7 +164,7 @@ def objective_terms(model, inputs: dict, labels: torch.Tensor, answer_lengths: l
         if recorder is not None:
             recorder.select(max(t.shape[1] for t in teacher.states))
         logits = model(**inputs, logits_to_keep=keep).logits
-        terms = {"ce": answer_cross_entropy(logits, labels)}
+        terms = {"ce": answer_cross_entropy(logits, labels, ce_mean)}
         if recorder is not None:
             terms["align"] = alignment_loss(recorder.stacked(), teacher.states)
     if teacher.logits is not None:
@@ -228,8 +255,17 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
             teacher = teacher_targets(loaded, data, icd, chunk_ids, draw, needs, target, cache, logits_topk, shots)
             teacher_seconds += time.time() - t0
             inputs, labels, answer_lengths = student_batch(loaded, data, "train", chunk_ids, hp["ce_tokens"])
-            loss, terms = objective_terms(loaded.model, inputs, labels, answer_lengths, target, weights, teacher)
+            layout = prompt_layout(loaded, data.kind, inputs, answer_lengths) if method.reads_layout else None
+            with method.scope(module, layout):
+                loss, terms = objective_terms(loaded.model, inputs, labels, answer_lengths, target, weights, teacher,
+                                              hp["ce_mean"])
             (loss / hp["grad_accum"]).backward()
+            if weights["icl_ce"]:  # paired supervision: the answers after the demonstrations (a backward of its own)
+                icl = icl_answer_ce(loaded, data, icd, chunk_ids, draw, shots, inputs, answer_lengths, method, module,
+                                    hp["ce_mean"])
+                (weights["icl_ce"] * icl / hp["grad_accum"]).backward()
+                terms["icl_ce"] = icl.detach()
+                loss = loss.detach() + weights["icl_ce"] * terms["icl_ce"]
             check_finite(step, epoch, loss, module, hp["lr"])
             for key, value in (("loss", loss), *((f"{t}_loss", v) for t, v in terms.items())):
                 acc[key] = acc.get(key, 0.0) + value.item() / hp["grad_accum"]
@@ -260,6 +296,22 @@ def train(loaded, data: TaskData, icd: dict, config, hp: dict, target: str, cach
     log.info("trained %s: %d steps in %.1fs (teacher %.1fs, %s)", method.type, step, seconds, teacher_seconds,
              summary["teacher_mode"])
     return module, rows, summary
+
+
+def icl_answer_ce(loaded, data: TaskData, icd: dict, qids: list[str], draw: int, shots: int | None,
+                  student_inputs: dict, answer_lengths: list[int], method, module, ce_mean: str) -> torch.Tensor:
+    """The answer CE of ``qids`` after their demonstrations (draw ``draw``, the first ``shots``), with the method
+    attached; always on the answer tokens, whatever ``ce_tokens`` (STAVE's source branch, Eq. 6)."""
+    demo_ids = [icd["train"][q][draw % icd["draws"]][:shots] for q in qids]
+    inputs = teacher_batch(loaded, data, "train", qids, demo_ids)
+    layout = None
+    if method.reads_layout:
+        lengths = aligned_lengths(inputs, student_inputs, loaded.tokenizer.bos_token_id,
+                                  instruction_tokens(loaded, data.kind), loaded.tokenizer)
+        layout = prompt_layout(loaded, data.kind, inputs, answer_lengths, query_answer=lengths, role="teacher")
+    with method.scope(module, layout):
+        logits = loaded.model(**inputs, logits_to_keep=max(answer_lengths) + 1).logits
+    return answer_cross_entropy(logits, answer_labels(inputs, answer_lengths), ce_mean)
 
 
 def teacher_targets(loaded, data: TaskData, icd: dict, qids: list[str], draw: int, needs: set[str], target: str,
@@ -294,8 +346,10 @@ def _fit(loaded, data: TaskData, icd: dict, config, hp: dict) -> tuple[torch.nn.
 
 
 def log_csv(rows: list[dict]) -> str:
+    """The per-step log: :data:`LOG_COLUMNS`, with the columns of further loss terms (``icl_ce_loss``) before ``lr``."""
+    extra = sorted({key for row in rows for key in row} - set(LOG_COLUMNS))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=[*LOG_COLUMNS[:-1], *extra, LOG_COLUMNS[-1]])
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
