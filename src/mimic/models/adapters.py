@@ -53,6 +53,9 @@ class ModelAdapter:
         see. ``False`` where the model derives its own from the mask (Qwen-VL's m-RoPE).
     text_only_inputs: extra inputs the model needs for a text-only forward (``attach``'s
         dry run), as a function of the model and ``input_ids``.
+    processor_classes: processor class names that choose this adapter whatever the model type
+        (a Pixtral checkpoint saved as ``llava`` takes ``[IMG]``, not ``<image>``): the
+        processor decides how an image is written; the model type only where the layers are.
     """
 
     name: str
@@ -67,6 +70,7 @@ class ModelAdapter:
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
     position_ids: bool = True
     text_only_inputs: Callable[[nn.Module, torch.Tensor], dict] | None = None
+    processor_classes: tuple[str, ...] = ()
 
     def text_config(self, model: nn.Module):
         return _get_path(model.config, self.text_config_path)
@@ -203,11 +207,14 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 ADAPTERS: dict[str, ModelAdapter] = {}
+PROCESSOR_ADAPTERS: dict[str, ModelAdapter] = {}  # processor class name -> the adapter it chooses
 
 
 def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
     for model_type in adapter.model_types:
         ADAPTERS[model_type] = adapter
+    for name in adapter.processor_classes:
+        PROCESSOR_ADAPTERS[name] = adapter
     return adapter
 
 
@@ -294,6 +301,25 @@ register_adapter(
 )
 register_adapter(
     ModelAdapter(
+        name="internvl",  # InternVL 2.5 / 3 (Qwen2 decoder): <IMG_CONTEXT> becomes <img>, its tokens per tile, </img>
+        model_types=("internvl",),
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+        image_placeholder="<IMG_CONTEXT>",
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="pixtral",  # Mistral 3 (Mistral-Small-3.1) and Pixtral saved as llava: [IMG] becomes rows ending
+        model_types=("mistral3",),  # in [IMG_BREAK], the last in [IMG_END]
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+        image_placeholder="[IMG]",
+        processor_classes=("PixtralProcessor",),
+    )
+)
+register_adapter(
+    ModelAdapter(
         name="causal-lm",
         model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"),
         layers_path="model.layers",
@@ -312,11 +338,28 @@ register_adapter(
 )
 
 
-def adapter_for(model: nn.Module) -> ModelAdapter:
-    model_type = getattr(model.config, "model_type", None)
+class UnsupportedModelError(ValueError):
+    """A model type no adapter serves (a ``ValueError``: its message is one line, without ``KeyError``'s quotes)."""
+
+
+def check_model_type(model_type: str | None) -> ModelAdapter:
+    """The adapter of ``model_type``; else one line naming the supported model types."""
     if model_type not in ADAPTERS:
-        raise KeyError(
-            f"no MimIC adapter for model_type {model_type!r}; known: {sorted(ADAPTERS)} "
+        raise UnsupportedModelError(
+            f"no MimIC adapter for model_type {model_type!r}; supported: {', '.join(sorted(ADAPTERS))} "
             "(add one with mimic.models.adapters.register_adapter)"
         )
     return ADAPTERS[model_type]
+
+
+def adapter_for(model: nn.Module, processor=None) -> ModelAdapter:
+    """The adapter of ``model``'s type, or the one its ``processor``'s class chooses (``processor_classes``)."""
+    adapter = check_model_type(getattr(model.config, "model_type", None))
+    routed = PROCESSOR_ADAPTERS.get(type(processor).__name__) if processor is not None else None
+    if routed is None or routed is adapter:
+        return adapter
+    if routed.layers_path != adapter.layers_path or routed.text_config_path != adapter.text_config_path:
+        raise ValueError(f"{type(processor).__name__} chooses the {routed.name!r} adapter, whose decoder layers "
+                         f"({routed.layers_path}) are not where {model.config.model_type!r} keeps them "
+                         f"({adapter.layers_path})")
+    return routed

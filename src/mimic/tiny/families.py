@@ -171,20 +171,33 @@ def qwen2_tokenizer(specials: tuple[str, ...] = ()) -> transformers.Qwen2Tokeniz
     )
 
 
-def llama3_tokenizer(specials: tuple[str, ...]) -> transformers.PreTrainedTokenizerFast:
-    """Llama-3 style (Idefics3): byte-level BPE in a ``PreTrainedTokenizerFast``, BOS ``<|begin_of_text|>``."""
-    bos, eos, pad = "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"
-    vocab, merges = byte_level_tokens([bos, eos, pad, *specials])
+def byte_level_fast_tokenizer(bos: str | None, eos: str, pad: str, specials,
+                              **named: str) -> transformers.PreTrainedTokenizerFast:
+    """Byte-level BPE in a ``PreTrainedTokenizerFast`` (Llama-3, Mistral's Tekken, SmolLM2), BOS added if given.
+
+    ``specials``: extra special tokens, a list or a dict whose keys become tokenizer attributes
+    (``tok.image_token``, as some processors read them); ``named``: more special tokens (``unk_token``).
+    """
+    extra = list(specials.values()) if isinstance(specials, dict) else list(specials)
+    base = [t for t in (bos, eos, pad, *named.values()) if t is not None]
+    vocab, merges = byte_level_tokens(list(dict.fromkeys([*base, *extra])))
     tok = Tokenizer(BPE(vocab=vocab, merges=merges))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = transformers.Qwen2Tokenizer().backend_tokenizer.pre_tokenizer
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                       special_tokens=[(bos, vocab[bos])])
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, vocab[bos])])
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-        extra_special_tokens=list(specials), padding_side="left",
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, extra_special_tokens=specials,
+        padding_side="left", **named,
     )
+
+
+def llama3_tokenizer(specials: tuple[str, ...]) -> transformers.PreTrainedTokenizerFast:
+    """Llama-3 style (Idefics3): byte-level BPE in a ``PreTrainedTokenizerFast``, BOS ``<|begin_of_text|>``."""
+    return byte_level_fast_tokenizer("<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>",
+                                     list(specials))
 
 
 def falcon_tokenizer() -> transformers.PreTrainedTokenizerFast:
@@ -453,10 +466,107 @@ def build_gemma3():
     return processor, _finish(transformers.Gemma3ForConditionalGeneration(config), tok)
 
 
+SMOLVLM_SPECIALS = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                    "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+
+
+def build_smolvlm():
+    """SmolVLM through its own processor: images split into 32 x 32 tiles plus a global image (SmolLM2 decoder).
+
+    The processor needs ``num2words`` (for video prompts; it refuses to start without it).
+    """
+    tok = byte_level_fast_tokenizer(None, "<end_of_utterance>", "<|im_end|>", SMOLVLM_SPECIALS)
+    image_processor = transformers.SmolVLMImageProcessorPil(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
+    processor = transformers.SmolVLMProcessor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
+                                              video_processor=video_processor("SmolVLMVideoProcessor"))
+    config = transformers.SmolVLMConfig(
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+        text_config=_text(tok, "llama"),
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+    )
+    return processor, _finish(transformers.SmolVLMForConditionalGeneration(config), tok)
+
+
+INTERNVL_SPECIALS = {"start_image_token": "<img>", "end_image_token": "</img>",
+                     "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
+
+
+def build_internvl():
+    """InternVL 3: 16 x 16 tiles (up to 4, plus a thumbnail when tiled), 4 tokens each after pixel shuffle; Qwen2."""
+    vocab, merges = byte_level_tokens([*QWEN_SPECIALS, *INTERNVL_SPECIALS.values()])
+    tok = transformers.Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                      extra_special_tokens=INTERNVL_SPECIALS, padding_side="left")
+    image_processor = transformers.GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, min_patches=1,
+                                                            max_patches=4)
+    processor = transformers.InternVLProcessor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                                               video_processor=video_processor("InternVLVideoProcessor"))
+    config = transformers.InternVLConfig(
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": [16, 16], "patch_size": [4, 4]},  # (16 / 4)^2 patches, pixel shuffle 0.5
+        text_config=_text(tok, "qwen2"), image_token_id=tok.context_image_token_id, image_seq_length=4,
+    )
+    return processor, _finish(transformers.InternVLForConditionalGeneration(config), tok)
+
+
+PIXTRAL_SPECIALS = ("[IMG]", "[IMG_BREAK]", "[IMG_END]")
+
+
+def _pixtral_processor(tok, patch: int, merge: int):
+    """PixtralProcessor (needs torchvision, which its module imports): images resized to multiples of
+    ``patch * merge`` pixels, longest edge 32; one [IMG] per merged patch, a row break after each row."""
+    from transformers.models.pixtral.processing_pixtral import PixtralProcessor
+
+    image_processor = transformers.PixtralImageProcessorPil(size={"longest_edge": 32}, patch_size=patch * merge)
+    return PixtralProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
+                            spatial_merge_size=merge)
+
+
+def _pixtral_vision(patch: int) -> dict:
+    return {"model_type": "pixtral", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "head_dim": 8, "image_size": 32, "patch_size": patch}
+
+
+def tekken_tokenizer():
+    """Mistral's Tekken style: byte-level BPE, BOS ``<s>``, image specials ``[IMG]``, ``[IMG_BREAK]``, ``[IMG_END]``."""
+    return byte_level_fast_tokenizer("<s>", "</s>", "<pad>", list(PIXTRAL_SPECIALS), unk_token="<unk>")
+
+
+def build_mistral3():
+    """Mistral 3 (Mistral-Small-3.1): Pixtral tower, 2 x 2 patch merger, Mistral decoder."""
+    tok = tekken_tokenizer()
+    processor = _pixtral_processor(tok, patch=4, merge=2)
+    config = transformers.Mistral3Config(
+        vision_config=_pixtral_vision(4), text_config=_text(tok, "mistral"),
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2, vision_feature_layer=-1,
+    )
+    return processor, _finish(transformers.Mistral3ForConditionalGeneration(config), tok)
+
+
+def build_pixtral_llava():
+    """Pixtral-12B as transformers saves it: ``model_type`` llava, a Pixtral tower, a PixtralProcessor."""
+    tok = tekken_tokenizer()
+    processor = _pixtral_processor(tok, patch=8, merge=1)
+    config = transformers.LlavaConfig(
+        vision_config=_pixtral_vision(8), text_config=_text(tok, "mistral"),
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"), vision_feature_layer=-1,
+        vision_feature_select_strategy="full", multimodal_projector_bias=True,
+    )
+    return processor, _finish(transformers.LlavaForConditionalGeneration(config), tok)
+
+
 @dataclass(frozen=True)
 class TinyFamily:
     name: str  # the adapter's name
     build: Callable[[], tuple]  # () -> (processor, model)
+    requires: tuple[str, ...] = ()  # modules its real processor imports that the project does not depend on
+
+    def missing(self) -> list[str]:
+        """The modules in ``requires`` that are not installed."""
+        import importlib.util
+
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
 
 FAMILIES: dict[str, TinyFamily] = {
@@ -473,6 +583,10 @@ FAMILIES: dict[str, TinyFamily] = {
         TinyFamily("qwen2.5-vl", build_qwen2_5_vl),
         TinyFamily("qwen3-vl", build_qwen3_vl),
         TinyFamily("gemma3", build_gemma3),
+        TinyFamily("smolvlm", build_smolvlm, requires=("num2words",)),
+        TinyFamily("internvl", build_internvl),
+        TinyFamily("mistral3", build_mistral3, requires=("torchvision",)),
+        TinyFamily("pixtral-llava", build_pixtral_llava, requires=("torchvision",)),
     )
 }
 
@@ -481,6 +595,9 @@ def tiny_family(name: str, seed: int = 0) -> LoadedModel:
     """A tiny random model of family ``name`` with its real processor, as a ``LoadedModel`` (fp32, CPU)."""
     if name not in FAMILIES:
         raise KeyError(f"no tiny family {name!r}; known: {sorted(FAMILIES)}")
+    missing = FAMILIES[name].missing()
+    if missing:
+        raise ImportError(f"tiny family {name!r}: its processor needs {', '.join(missing)} (pip install it)")
     torch.manual_seed(seed)
     processor, model = FAMILIES[name].build()
     return wrap_model(model, processor, name)
