@@ -38,6 +38,10 @@ INTERNVL = {(20, 20): 4, (24, 16): 12, (16, 28): 12, (32, 24): 20}
 # Pixtral: never enlarged (longest edge <= 32), each side rounded up to a multiple of 8 px (patch 4 x merge 2,
 # or patch 8), one [IMG] per 8 x 8 px: 20x20 -> 24x24, 3 x 3; 24x16 -> 3 x 2; 16x28 -> 16x32, 2 x 4; 32x24 -> 4 x 3.
 PIXTRAL = {(20, 20): 9, (24, 16): 6, (16, 28): 8, (32, 24): 12}
+# Llama 4: 16 x 16 tiles on the smallest canvas of at most 4 tiles that holds the image without shrinking
+# it, plus the global image when tiled; 4 <|patch|> a tile: 20x20 and 32x24 -> 2 x 2 + 1; 24x16 -> 2 x 1 + 1;
+# 16x28 -> 1 x 2 + 1.
+LLAMA4 = {(20, 20): 20, (24, 16): 12, (16, 28): 12, (32, 24): 20}
 IMAGE_TOKENS = {  # family: (the image token in input_ids, tokens per image)
     "idefics": ("<image>", 1),  # one token; the perceiver's latents enter by cross-attention
     "idefics2": ("<image>", 3),  # perceiver latents (image_seq_len)
@@ -56,6 +60,7 @@ IMAGE_TOKENS = {  # family: (the image token in input_ids, tokens per image)
     "internvl": ("<IMG_CONTEXT>", INTERNVL),
     "mistral3": ("[IMG]", PIXTRAL),
     "pixtral-llava": ("[IMG]", PIXTRAL),
+    "llama4": ("<|patch|>", LLAMA4),
 }
 NAMES = sorted(FAMILIES)
 HP = {"epochs": 4, "lr": 5e-2, "warmup_ratio": 0.0, "weight_decay": 0.0, "batch_size": 4, "grad_accum": 1,
@@ -352,3 +357,54 @@ def test_an_unknown_model_type_fails_in_one_line_before_loading_weights(tmp_path
     assert "\n" not in message
     assert all(model_type in message for model_type in ADAPTERS)
     assert {"internvl", "mistral3", "smolvlm", "idefics2", "llava"} <= set(ADAPTERS)
+
+
+def test_llama4_split_is_exact_only_within_one_attention_chunk():
+    """Llama 4's RoPE layers attend within fixed chunks of absolute positions: with demonstrations in front the
+    query's chunk boundaries move, so the oracle is exact only while the ICL prompt fits in one chunk (8192)."""
+    lm = family("llama4")
+    data, _ = task()
+    qids, demo_ids = batch()
+    queries = [data.query("train", q) for q in qids]
+    demos = [[data.demo(s) for s in ids] for ids in demo_ids]
+    icl, zero_shot, lengths = oracle_inputs(lm, "vqa", queries, demos)
+    text = lm.model.config.text_config
+    assert "chunked_attention" in text.layer_types and icl["input_ids"].shape[1] <= text.attention_chunk_size
+    assert exactness_errors(lm.model, icl, zero_shot, lengths)[0] <= 1e-4
+    previous, text.attention_chunk_size = text.attention_chunk_size, 32  # the ICL prompts span 4 chunks
+    try:
+        assert exactness_errors(lm.model, icl, zero_shot, lengths)[0] > 1e-3
+    finally:
+        text.attention_chunk_size = previous
+
+
+def test_a_shift_after_llama4s_mixture_of_experts_mlp():
+    """insert='mlp' on Llama 4, whose MoE layers return (flat output, router logits): the shift lands on the last
+    layer's MLP output exactly (one layer shifted, so nothing before it moves), in every position's row."""
+    from mimic.models.hidden_states import HiddenStateRecorder
+
+    lm = family("llama4")
+    last = len(lm.adapter.decoder_layers(lm.model)) - 1
+    assert last in lm.model.config.text_config.moe_layers
+    data, _ = task()
+    qids, _ = batch()
+    inputs = encode_prompts(lm, "vqa", [data.query("train", q) for q in qids])
+    n = inputs["input_ids"].shape[1]
+
+    def mlp_and_layer():
+        with HiddenStateRecorder(lm.model, "mlp", [last]) as mlp, HiddenStateRecorder(lm.model, "layer", [last]) as out:
+            mlp.select(n), out.select(n)
+            lm.model(**inputs)
+        return mlp.stacked()[0], out.stacked()[0]
+
+    with torch.no_grad():
+        base_mlp, base_out = mlp_and_layer()
+        shift = mimic.attach(lm.model, MimicConfig(insert="mlp", layers=[last]))
+        try:
+            shift.v.normal_(0, 1.0)
+            shifted_mlp, shifted_out = mlp_and_layer()
+        finally:
+            mimic.detach(lm.model)
+    delta = shifted_mlp - base_mlp
+    assert delta[inputs["attention_mask"].bool()].abs().min() > 0  # every real position is shifted
+    assert torch.allclose(shifted_out - base_out, delta, atol=1e-5)  # added to the residual stream as it is

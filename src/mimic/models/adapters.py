@@ -206,6 +206,23 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
+def sequence_output(output, args) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
+    """A module's (first) output as ``[batch, positions, hidden]``, and how to put an edited one back.
+
+    Llama 4's mixture-of-experts MLP returns ``(out, router_logits)`` with ``out`` flattened to
+    ``[batch * positions, hidden]``; it is viewed in the shape of the module's input (``args[0]``).
+    """
+    first = output[0] if isinstance(output, tuple) else output
+    flat = first.dim() == 2 and bool(args) and torch.is_tensor(args[0]) and args[0].dim() == 3
+    seq = first.view(*args[0].shape[:2], first.shape[-1]) if flat else first
+
+    def put_back(edited: torch.Tensor):
+        edited = edited.reshape(first.shape) if flat else edited
+        return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+    return seq, put_back
+
+
 ADAPTERS: dict[str, ModelAdapter] = {}
 PROCESSOR_ADAPTERS: dict[str, ModelAdapter] = {}  # processor class name -> the adapter it chooses
 
@@ -316,6 +333,16 @@ register_adapter(
         text_config_path="text_config",
         image_placeholder="[IMG]",
         processor_classes=("PixtralProcessor",),
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="llama4",  # Llama 4 Scout / Maverick: <|image|> becomes <|image_start|>, <|patch|> tiles, <|image_end|>
+        model_types=("llama4",),
+        layers_path="language_model.model.layers",
+        text_config_path="text_config",
+        mlp_name="feed_forward",  # a dense MLP or a mixture of experts (flat output: sequence_output)
+        image_placeholder="<|image|>",
     )
 )
 register_adapter(

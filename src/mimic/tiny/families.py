@@ -556,6 +556,35 @@ def build_pixtral_llava():
     return processor, _finish(transformers.LlavaForConditionalGeneration(config), tok)
 
 
+LLAMA4_IMAGE = ("<|image_start|>", "<|image_end|>", "<|image|>", "<|patch|>", "<|tile_x_separator|>",
+                "<|tile_y_separator|>")
+
+
+def build_llama4():
+    """Llama 4: 16 x 16 tiles (up to 4, plus the global image when tiled), 4 <|patch|> tokens each after pixel
+    shuffle; a decoder of chunked-attention RoPE layers and global NoPE layers, dense and mixture-of-experts MLPs.
+
+    Its image processor needs torchvision (it has no PIL backend) and writes bfloat16 pixels.
+    The attention chunk (512) holds every prompt here: MimIC's split is exact only within a chunk.
+    """
+    tok = byte_level_fast_tokenizer("<|begin_of_text|>", "<|eot|>", "<|finetune_right_pad|>", list(LLAMA4_IMAGE))
+    image_processor = transformers.Llama4ImageProcessor(size={"height": 16, "width": 16}, max_patches=4)
+    processor = transformers.Llama4Processor(image_processor=image_processor, tokenizer=tok, patch_size=4,
+                                             pixel_shuffle_ratio=0.5)
+    text = _text(tok, "llama4_text", head_dim=8, intermediate_size_mlp=64, num_hidden_layers=4,
+                 num_local_experts=2, num_experts_per_tok=1, interleave_moe_layer_step=2, no_rope_layer_interval=2,
+                 attention_chunk_size=512)  # layers: chunked + RoPE + dense, full + NoPE + MoE, twice
+    vision = {"hidden_size": 16, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 16, "patch_size": 4, "pixel_shuffle_ratio": 0.5, "vision_output_dim": 32,
+              "projector_input_dim": 32, "projector_output_dim": 32}
+    config = transformers.Llama4Config(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|patch|>"),
+        boi_token_index=tok.convert_tokens_to_ids("<|image_start|>"),
+        eoi_token_index=tok.convert_tokens_to_ids("<|image_end|>"),
+    )
+    return processor, _finish(transformers.Llama4ForConditionalGeneration(config), tok)
+
+
 @dataclass(frozen=True)
 class TinyFamily:
     name: str  # the adapter's name
@@ -587,6 +616,7 @@ FAMILIES: dict[str, TinyFamily] = {
         TinyFamily("internvl", build_internvl),
         TinyFamily("mistral3", build_mistral3, requires=("torchvision",)),
         TinyFamily("pixtral-llava", build_pixtral_llava, requires=("torchvision",)),
+        TinyFamily("llama4", build_llama4, requires=("torchvision",)),
     )
 }
 
