@@ -42,6 +42,11 @@ PIXTRAL = {(20, 20): 9, (24, 16): 6, (16, 28): 8, (32, 24): 12}
 # it, plus the global image when tiled; 4 <|patch|> a tile: 20x20 and 32x24 -> 2 x 2 + 1; 24x16 -> 2 x 1 + 1;
 # 16x28 -> 1 x 2 + 1.
 LLAMA4 = {(20, 20): 20, (24, 16): 12, (16, 28): 12, (32, 24): 20}
+# Phi-4-multimodal: small images take one 448 px crop; tokens = 256 global + 16 row ends + 1 separator, then the
+# crop's valid 28 px cells (14 px patches, every other one) + one row end per valid row. The image is resized to
+# 448 px on its long side and padded; whole padded patches are masked: 20x20 -> 16 x 16; 24x16 -> 448x299, 22 of
+# 32 patch rows -> 11 x 16; 16x28 -> 256x448, 19 of 32 patch columns -> 16 x 10; 32x24 -> 448x336 -> 12 x 16.
+PHI4 = {(20, 20): 273 + 16 * 17, (24, 16): 273 + 11 * 17, (16, 28): 273 + 16 * 11, (32, 24): 273 + 12 * 17}
 IMAGE_TOKENS = {  # family: (the image token in input_ids, tokens per image)
     "idefics": ("<image>", 1),  # one token; the perceiver's latents enter by cross-attention
     "idefics2": ("<image>", 3),  # perceiver latents (image_seq_len)
@@ -61,6 +66,7 @@ IMAGE_TOKENS = {  # family: (the image token in input_ids, tokens per image)
     "mistral3": ("[IMG]", PIXTRAL),
     "pixtral-llava": ("[IMG]", PIXTRAL),
     "llama4": ("<|patch|>", LLAMA4),
+    "phi4-multimodal": ("<|endoftext10|>", PHI4),
 }
 NAMES = sorted(FAMILIES)
 HP = {"epochs": 4, "lr": 5e-2, "warmup_ratio": 0.0, "weight_decay": 0.0, "batch_size": 4, "grad_accum": 1,
@@ -222,7 +228,8 @@ def _continued(inputs: dict, sequences: torch.Tensor) -> dict:
     for key in ("token_type_ids", "mm_token_type_ids"):
         if key in out:
             out[key] = torch.nn.functional.pad(inputs[key], (0, new), value=0)
-    if "image_attention_mask" in out:  # Idefics v1: generated tokens see the last image, as in generate()
+    if "image_attention_mask" in out and out["image_attention_mask"].dim() == 3:
+        # Idefics v1 (token x image; Phi-4's is per crop): generated tokens see the last image, as in generate()
         last = inputs["image_attention_mask"][:, -1:]
         out["image_attention_mask"] = torch.cat([inputs["image_attention_mask"], last.expand(-1, new, -1)], 1)
     return out
@@ -408,3 +415,29 @@ def test_a_shift_after_llama4s_mixture_of_experts_mlp():
     delta = shifted_mlp - base_mlp
     assert delta[inputs["attention_mask"].bool()].abs().min() > 0  # every real position is shifted
     assert torch.allclose(shifted_out - base_out, delta, atol=1e-5)  # added to the residual stream as it is
+
+
+def test_phi4_vision_tower_runs_eager_because_sdpa_makes_it_depend_on_the_batch():
+    """Phi-4's vision attention is marked causal: under SDPA an image's features change with the other crops in
+    the batch (causal without a padded crop, bidirectional with one); the adapter loads the tower eager."""
+    lm = family("phi4-multimodal")
+    data, _ = task()
+    qids, _ = batch()
+    inputs = encode_prompts(lm, "vqa", [data.query("train", q) for q in qids])
+    pixels, mask = inputs["image_pixel_values"].flatten(0, 1), inputs["image_attention_mask"].flatten(0, 1).bool()
+    full = mask.flatten(1).all(1)
+    padded = int((~full).nonzero()[0])
+    tower = lm.model.model.embed_tokens_extend.image_embed
+    config = tower.img_processor.config
+    assert config._attn_implementation == "eager" and lm.adapter.attn_implementation["vision_config"] == "eager"
+
+    def first_crop(rows):
+        with torch.no_grad():
+            return tower.get_img_features(pixels[rows], attention_mask=mask[rows])[0]
+
+    assert full[0] and torch.allclose(first_crop([0]), first_crop([0, padded]), atol=1e-5)
+    config._attn_implementation_internal = "sdpa"
+    try:
+        assert (first_crop([0]) - first_crop([0, padded])).abs().max() > 1e-2
+    finally:
+        config._attn_implementation_internal = "eager"

@@ -41,7 +41,9 @@ class ModelAdapter:
     text_config_path: dotted path from the top config to the text config (``""``: the top one).
     attn_name, mlp_name: each decoder layer's self-attention and MLP attribute.
     image_placeholder: how one image is written in the prompt text for the family's
-        processor, which expands it into the image tokens (``None``: a text-only model).
+        processor, which expands it into the image tokens (``None``: a text-only model);
+        ``{image_token}`` in it stands for the processor's ``image_token`` (Phi-4-multimodal
+        takes its tokenizer's).
     interleaved_processor: the processor takes each prompt as a list of strings and
         images (Idefics v1) instead of a text with placeholders plus the images.
     images_one_by_one: hand the processor a flat list of images, so it treats each as a
@@ -53,6 +55,8 @@ class ModelAdapter:
         see. ``False`` where the model derives its own from the mask (Qwen-VL's m-RoPE).
     text_only_inputs: extra inputs the model needs for a text-only forward (``attach``'s
         dry run), as a function of the model and ``input_ids``.
+    attn_implementation: what ``load_model`` asks for instead of ``"sdpa"`` everywhere, per sub-config
+        (transformers' dict form), where a part of the model must not run under SDPA.
     processor_classes: processor class names that choose this adapter whatever the model type
         (a Pixtral checkpoint saved as ``llava`` takes ``[IMG]``, not ``<image>``): the
         processor decides how an image is written; the model type only where the layers are.
@@ -71,6 +75,7 @@ class ModelAdapter:
     position_ids: bool = True
     text_only_inputs: Callable[[nn.Module, torch.Tensor], dict] | None = None
     processor_classes: tuple[str, ...] = ()
+    attn_implementation: dict | None = None
 
     def text_config(self, model: nn.Module):
         return _get_path(model.config, self.text_config_path)
@@ -113,6 +118,16 @@ class ModelAdapter:
             inputs["position_ids"] = positions_from_mask(inputs["attention_mask"])
         return inputs
 
+    def placeholder_for(self, processor) -> str | None:
+        """How one image is written for ``processor`` (``image_placeholder``, its ``{image_token}`` filled)."""
+        if self.image_placeholder is None or "{image_token}" not in self.image_placeholder:
+            return self.image_placeholder
+        token = getattr(processor, "image_token", None)
+        if token is None:
+            raise ValueError(f"model family {self.name!r} writes images as its processor's image_token, but "
+                             f"{type(processor).__name__} has none")
+        return self.image_placeholder.replace("{image_token}", token)
+
     def _encode(self, processor, prompts, **kwargs):
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"
@@ -124,6 +139,7 @@ class ModelAdapter:
                              "use a text-only task or a multimodal model")
         if self.interleaved_processor:
             return processor(text=[list(p) for p in prompts], **kwargs)
+        placeholder = self.placeholder_for(processor)
         texts, images = [], []
         for prompt in prompts:
             parts, row_images = [], []
@@ -131,7 +147,7 @@ class ModelAdapter:
                 if isinstance(seg, str):
                     parts.append(seg)
                 else:
-                    parts.append(self.image_placeholder)
+                    parts.append(placeholder)
                     row_images.append(seg)
             texts.append("".join(parts))
             images.append(row_images)
@@ -343,6 +359,18 @@ register_adapter(
         text_config_path="text_config",
         mlp_name="feed_forward",  # a dense MLP or a mixture of experts (flat output: sequence_output)
         image_placeholder="<|image|>",
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="phi4-multimodal",  # Phi-4-multimodal: the tokenizer's image token, repeated per crop token
+        model_types=("phi4_multimodal",),
+        layers_path="model.layers",
+        image_placeholder="{image_token}",
+        # Its vision attention is marked causal: under SDPA a batch without a padded crop runs it causally, one
+        # with a padded crop bidirectionally, so an image's features would depend on the others in the batch
+        # (transformers 5.25). Eager attention is bidirectional always.
+        attn_implementation={"": "sdpa", "vision_config": "eager"},
     )
 )
 register_adapter(

@@ -66,9 +66,10 @@ def load_model(name: str, source: str, dtype: str = "float32", device: str | Non
             f"model {name!r}: cannot load {source!r} ({err.__class__.__name__}); set models.{name}.path in "
             "params.yaml to a local copy, or make the hub reachable"
         ) from err
-    check_model_type(getattr(config, "model_type", None))  # before the weights: one line naming the supported
+    adapter = check_model_type(getattr(config, "model_type", None))  # before the weights: one line if unknown
     dev = pick_device(device)
-    model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype], attn_implementation="sdpa")
+    model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype],
+                                                attn_implementation=adapter.attn_implementation or "sdpa")
     model.to(dev).eval()
     processor = AutoProcessor.from_pretrained(source, **(processor_kwargs or {}))
     return wrap_model(model, processor, name, prompt)

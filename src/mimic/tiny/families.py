@@ -585,6 +585,35 @@ def build_llama4():
     return processor, _finish(transformers.Llama4ForConditionalGeneration(config), tok)
 
 
+PHI4_SPECIALS = {"image_token": "<|endoftext10|>", "audio_token": "<|endoftext11|>"}  # ids 200010, 200011 there
+
+
+def build_phi4_multimodal():
+    """Phi-4-multimodal: its image processor hard-codes the 448 px crops of 14 px patches (256 global tokens), so the
+    vision tower keeps that geometry, at width 16; a Phi-3 style decoder; a tiny audio encoder it builds anyway.
+
+    Its image processor needs torchvision (it has no PIL backend).
+    """
+    tok = byte_level_fast_tokenizer(None, "<|endoftext|>", "<|endoftext|>", PHI4_SPECIALS)
+    processor = transformers.Phi4MultimodalProcessor(
+        image_processor=transformers.Phi4MultimodalImageProcessor(dynamic_hd=4),
+        audio_processor=transformers.Phi4MultimodalFeatureExtractor(), tokenizer=tok)
+    text = {k: v for k, v in _text(tok, "phi4_multimodal").items() if k != "model_type"}
+    config = transformers.Phi4MultimodalConfig(
+        **text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 448, "patch_size": 14, "crop_size": 448, "image_token_id": tok.image_token_id},
+        audio_config={"hidden_size": 16, "intermediate_size": 32, "num_blocks": 1, "num_attention_heads": 2,
+                      "ext_pw_out_channel": 16, "depthwise_separable_out_channel": 16, "nemo_conv_channels": 16,
+                      "audio_token_id": tok.audio_token_id},
+    )
+    from mimic.models.adapters import ADAPTERS
+
+    model = transformers.Phi4MultimodalForCausalLM(config)
+    model.set_attn_implementation(ADAPTERS["phi4_multimodal"].attn_implementation)  # as load_model loads it
+    return processor, _finish(model, tok)
+
+
 @dataclass(frozen=True)
 class TinyFamily:
     name: str  # the adapter's name
@@ -617,6 +646,7 @@ FAMILIES: dict[str, TinyFamily] = {
         TinyFamily("mistral3", build_mistral3, requires=("torchvision",)),
         TinyFamily("pixtral-llava", build_pixtral_llava, requires=("torchvision",)),
         TinyFamily("llama4", build_llama4, requires=("torchvision",)),
+        TinyFamily("phi4-multimodal", build_phi4_multimodal, requires=("torchvision",)),
     )
 }
 
