@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from mimic.methods.catalog import CATALOG, MethodInfo
+from mimic.models.adapters import sequence_output
 
 SLOT = "_mimic_method"  # where the attachment record lives in model.__dict__
 
@@ -64,9 +65,8 @@ def output_hook(module: nn.Module, edit: Callable[[torch.Tensor], torch.Tensor],
     def hook(mod, args, output):
         if not switch.on:
             return output
-        if isinstance(output, tuple):
-            return (edit(output[0]), *output[1:])
-        return edit(output)
+        out, put_back = sequence_output(output, args)
+        return put_back(edit(out))
 
     handle = module.register_forward_hook(hook, prepend=True)  # before recorders, so they see the edit
     installed.undo.append(handle.remove)

@@ -41,7 +41,9 @@ class ModelAdapter:
     text_config_path: dotted path from the top config to the text config (``""``: the top one).
     attn_name, mlp_name: each decoder layer's self-attention and MLP attribute.
     image_placeholder: how one image is written in the prompt text for the family's
-        processor, which expands it into the image tokens (``None``: a text-only model).
+        processor, which expands it into the image tokens (``None``: a text-only model);
+        ``{image_token}`` in it stands for the processor's ``image_token`` (Phi-4-multimodal
+        takes its tokenizer's).
     interleaved_processor: the processor takes each prompt as a list of strings and
         images (Idefics v1) instead of a text with placeholders plus the images.
     images_one_by_one: hand the processor a flat list of images, so it treats each as a
@@ -53,6 +55,11 @@ class ModelAdapter:
         see. ``False`` where the model derives its own from the mask (Qwen-VL's m-RoPE).
     text_only_inputs: extra inputs the model needs for a text-only forward (``attach``'s
         dry run), as a function of the model and ``input_ids``.
+    attn_implementation: what ``load_model`` asks for instead of ``"sdpa"`` everywhere, per sub-config
+        (transformers' dict form), where a part of the model must not run under SDPA.
+    processor_classes: processor class names that choose this adapter whatever the model type
+        (a Pixtral checkpoint saved as ``llava`` takes ``[IMG]``, not ``<image>``): the
+        processor decides how an image is written; the model type only where the layers are.
     """
 
     name: str
@@ -67,6 +74,8 @@ class ModelAdapter:
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
     position_ids: bool = True
     text_only_inputs: Callable[[nn.Module, torch.Tensor], dict] | None = None
+    processor_classes: tuple[str, ...] = ()
+    attn_implementation: dict | None = None
 
     def text_config(self, model: nn.Module):
         return _get_path(model.config, self.text_config_path)
@@ -109,6 +118,16 @@ class ModelAdapter:
             inputs["position_ids"] = positions_from_mask(inputs["attention_mask"])
         return inputs
 
+    def placeholder_for(self, processor) -> str | None:
+        """How one image is written for ``processor`` (``image_placeholder``, its ``{image_token}`` filled)."""
+        if self.image_placeholder is None or "{image_token}" not in self.image_placeholder:
+            return self.image_placeholder
+        token = getattr(processor, "image_token", None)
+        if token is None:
+            raise ValueError(f"model family {self.name!r} writes images as its processor's image_token, but "
+                             f"{type(processor).__name__} has none")
+        return self.image_placeholder.replace("{image_token}", token)
+
     def _encode(self, processor, prompts, **kwargs):
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"
@@ -120,6 +139,7 @@ class ModelAdapter:
                              "use a text-only task or a multimodal model")
         if self.interleaved_processor:
             return processor(text=[list(p) for p in prompts], **kwargs)
+        placeholder = self.placeholder_for(processor)
         texts, images = [], []
         for prompt in prompts:
             parts, row_images = [], []
@@ -127,7 +147,7 @@ class ModelAdapter:
                 if isinstance(seg, str):
                     parts.append(seg)
                 else:
-                    parts.append(self.image_placeholder)
+                    parts.append(placeholder)
                     row_images.append(seg)
             texts.append("".join(parts))
             images.append(row_images)
@@ -202,12 +222,32 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
+def sequence_output(output, args) -> tuple[torch.Tensor, Callable[[torch.Tensor], object]]:
+    """A module's (first) output as ``[batch, positions, hidden]``, and how to put an edited one back.
+
+    Llama 4's mixture-of-experts MLP returns ``(out, router_logits)`` with ``out`` flattened to
+    ``[batch * positions, hidden]``; it is viewed in the shape of the module's input (``args[0]``).
+    """
+    first = output[0] if isinstance(output, tuple) else output
+    flat = first.dim() == 2 and bool(args) and torch.is_tensor(args[0]) and args[0].dim() == 3
+    seq = first.view(*args[0].shape[:2], first.shape[-1]) if flat else first
+
+    def put_back(edited: torch.Tensor):
+        edited = edited.reshape(first.shape) if flat else edited
+        return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+    return seq, put_back
+
+
 ADAPTERS: dict[str, ModelAdapter] = {}
+PROCESSOR_ADAPTERS: dict[str, ModelAdapter] = {}  # processor class name -> the adapter it chooses
 
 
 def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
     for model_type in adapter.model_types:
         ADAPTERS[model_type] = adapter
+    for name in adapter.processor_classes:
+        PROCESSOR_ADAPTERS[name] = adapter
     return adapter
 
 
@@ -294,6 +334,47 @@ register_adapter(
 )
 register_adapter(
     ModelAdapter(
+        name="internvl",  # InternVL 2.5 / 3 (Qwen2 decoder): <IMG_CONTEXT> becomes <img>, its tokens per tile, </img>
+        model_types=("internvl",),
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+        image_placeholder="<IMG_CONTEXT>",
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="pixtral",  # Mistral 3 (Mistral-Small-3.1) and Pixtral saved as llava: [IMG] becomes rows ending
+        model_types=("mistral3",),  # in [IMG_BREAK], the last in [IMG_END]
+        layers_path="model.language_model.layers",
+        text_config_path="text_config",
+        image_placeholder="[IMG]",
+        processor_classes=("PixtralProcessor",),
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="llama4",  # Llama 4 Scout / Maverick: <|image|> becomes <|image_start|>, <|patch|> tiles, <|image_end|>
+        model_types=("llama4",),
+        layers_path="language_model.model.layers",
+        text_config_path="text_config",
+        mlp_name="feed_forward",  # a dense MLP or a mixture of experts (flat output: sequence_output)
+        image_placeholder="<|image|>",
+    )
+)
+register_adapter(
+    ModelAdapter(
+        name="phi4-multimodal",  # Phi-4-multimodal: the tokenizer's image token, repeated per crop token
+        model_types=("phi4_multimodal",),
+        layers_path="model.layers",
+        image_placeholder="{image_token}",
+        # Its vision attention is marked causal: under SDPA a batch without a padded crop runs it causally, one
+        # with a padded crop bidirectionally, so an image's features would depend on the others in the batch
+        # (transformers 5.25). Eager attention is bidirectional always.
+        attn_implementation={"": "sdpa", "vision_config": "eager"},
+    )
+)
+register_adapter(
+    ModelAdapter(
         name="causal-lm",
         model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"),
         layers_path="model.layers",
@@ -312,11 +393,28 @@ register_adapter(
 )
 
 
-def adapter_for(model: nn.Module) -> ModelAdapter:
-    model_type = getattr(model.config, "model_type", None)
+class UnsupportedModelError(ValueError):
+    """A model type no adapter serves (a ``ValueError``: its message is one line, without ``KeyError``'s quotes)."""
+
+
+def check_model_type(model_type: str | None) -> ModelAdapter:
+    """The adapter of ``model_type``; else one line naming the supported model types."""
     if model_type not in ADAPTERS:
-        raise KeyError(
-            f"no MimIC adapter for model_type {model_type!r}; known: {sorted(ADAPTERS)} "
+        raise UnsupportedModelError(
+            f"no MimIC adapter for model_type {model_type!r}; supported: {', '.join(sorted(ADAPTERS))} "
             "(add one with mimic.models.adapters.register_adapter)"
         )
     return ADAPTERS[model_type]
+
+
+def adapter_for(model: nn.Module, processor=None) -> ModelAdapter:
+    """The adapter of ``model``'s type, or the one its ``processor``'s class chooses (``processor_classes``)."""
+    adapter = check_model_type(getattr(model.config, "model_type", None))
+    routed = PROCESSOR_ADAPTERS.get(type(processor).__name__) if processor is not None else None
+    if routed is None or routed is adapter:
+        return adapter
+    if routed.layers_path != adapter.layers_path or routed.text_config_path != adapter.text_config_path:
+        raise ValueError(f"{type(processor).__name__} chooses the {routed.name!r} adapter, whose decoder layers "
+                         f"({routed.layers_path}) are not where {model.config.model_type!r} keeps them "
+                         f"({adapter.layers_path})")
+    return routed

@@ -19,8 +19,20 @@ def encode_prompts(loaded, kind: str, queries: Sequence, demos: Sequence[Sequenc
     fmt = loaded.prompt_format
     prompts = [build_prompt(kind, d, q, fmt, answer=a, role=role)
                for q, d, a in zip(queries, demos, answers, strict=True)]
-    inputs = loaded.adapter.encode(loaded.processor, prompts)
-    return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    return on_model(loaded, loaded.adapter.encode(loaded.processor, prompts))
+
+
+def on_model(loaded, inputs) -> dict:
+    """``inputs`` on the model's device, floating-point ones (pixel values) in its dtype: Llama 4's image
+    processor writes bfloat16 pixels whatever the model's dtype, and its vision tower does not cast them."""
+    dtype = next(loaded.model.parameters()).dtype
+
+    def move(v):
+        if not torch.is_tensor(v):
+            return v
+        return v.to(loaded.device, dtype=dtype) if v.is_floating_point() else v.to(loaded.device)
+
+    return {k: move(v) for k, v in inputs.items()}
 
 
 STOPS = ("newline", "eos")

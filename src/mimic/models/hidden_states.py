@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mimic.models.adapters import adapter_for
+from mimic.models.adapters import adapter_for, sequence_output
 
 RECORD_TARGETS = ("mlp", "layer", "attn")  # what the alignment loss can compare, per decoder layer
 
@@ -51,7 +51,7 @@ class HiddenStateRecorder:
 
     def _hook(self, layer: int):
         def hook(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
+            hidden, _ = sequence_output(output, args)
             if self.positions is None:
                 raise RuntimeError("HiddenStateRecorder: call select(positions) before the forward pass")
             if isinstance(self.positions, int):

@@ -8,7 +8,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
-from mimic.models.adapters import ModelAdapter, adapter_for
+from mimic.models.adapters import ModelAdapter, adapter_for, check_model_type
 from mimic.models.generation import eos_token_ids
 from mimic.models.prompts import PromptFormat, preset_format
 
@@ -66,8 +66,10 @@ def load_model(name: str, source: str, dtype: str = "float32", device: str | Non
             f"model {name!r}: cannot load {source!r} ({err.__class__.__name__}); set models.{name}.path in "
             "params.yaml to a local copy, or make the hub reachable"
         ) from err
+    adapter = check_model_type(getattr(config, "model_type", None))  # before the weights: one line if unknown
     dev = pick_device(device)
-    model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype], attn_implementation="sdpa")
+    model = model_class(config).from_pretrained(source, dtype=DTYPES[dtype],
+                                                attn_implementation=adapter.attn_implementation or "sdpa")
     model.to(dev).eval()
     processor = AutoProcessor.from_pretrained(source, **(processor_kwargs or {}))
     return wrap_model(model, processor, name, prompt)
@@ -79,7 +81,7 @@ def wrap_model(model, processor, name: str | None = None, prompt: str = "clean")
     tokenizer = getattr(processor, "tokenizer", processor)
     stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    adapter = adapter_for(model)
+    adapter = adapter_for(model, processor)
     fmt = preset_format(prompt, adapter.name, adapter.prompt_format)
     device = next(model.parameters()).device
     return LoadedModel(name or getattr(model.config, "_name_or_path", "") or model.config.model_type, model,

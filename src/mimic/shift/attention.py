@@ -32,6 +32,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import pack_gqa, repeat_kv, sdpa_attention_forward, use_gqa_in_sdpa
 from transformers.masking_utils import eager_mask, sdpa_mask
 
+from mimic.models.adapters import sequence_output
 from mimic.shift.log_z2 import NEG, chunked_log_z2, masked_scores, sdpa_with_log_z2
 
 __all__ = ["NEG", "AttentionCall", "ShiftTarget", "mimic_attention", "register"]
@@ -155,7 +156,8 @@ def add_pending_shift(module, args, output):
     delta, target.pending = target.pending, None
     if delta is None:
         return output
-    return output + delta.reshape(*delta.shape[:2], -1)
+    out, put_back = sequence_output(output, args)
+    return put_back(out + delta.reshape(*delta.shape[:2], -1))
 
 
 def register() -> None:

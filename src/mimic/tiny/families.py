@@ -171,20 +171,33 @@ def qwen2_tokenizer(specials: tuple[str, ...] = ()) -> transformers.Qwen2Tokeniz
     )
 
 
-def llama3_tokenizer(specials: tuple[str, ...]) -> transformers.PreTrainedTokenizerFast:
-    """Llama-3 style (Idefics3): byte-level BPE in a ``PreTrainedTokenizerFast``, BOS ``<|begin_of_text|>``."""
-    bos, eos, pad = "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"
-    vocab, merges = byte_level_tokens([bos, eos, pad, *specials])
+def byte_level_fast_tokenizer(bos: str | None, eos: str, pad: str, specials,
+                              **named: str) -> transformers.PreTrainedTokenizerFast:
+    """Byte-level BPE in a ``PreTrainedTokenizerFast`` (Llama-3, Mistral's Tekken, SmolLM2), BOS added if given.
+
+    ``specials``: extra special tokens, a list or a dict whose keys become tokenizer attributes
+    (``tok.image_token``, as some processors read them); ``named``: more special tokens (``unk_token``).
+    """
+    extra = list(specials.values()) if isinstance(specials, dict) else list(specials)
+    base = [t for t in (bos, eos, pad, *named.values()) if t is not None]
+    vocab, merges = byte_level_tokens(list(dict.fromkeys([*base, *extra])))
     tok = Tokenizer(BPE(vocab=vocab, merges=merges))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = transformers.Qwen2Tokenizer().backend_tokenizer.pre_tokenizer
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                       special_tokens=[(bos, vocab[bos])])
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, vocab[bos])])
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-        extra_special_tokens=list(specials), padding_side="left",
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, extra_special_tokens=specials,
+        padding_side="left", **named,
     )
+
+
+def llama3_tokenizer(specials: tuple[str, ...]) -> transformers.PreTrainedTokenizerFast:
+    """Llama-3 style (Idefics3): byte-level BPE in a ``PreTrainedTokenizerFast``, BOS ``<|begin_of_text|>``."""
+    return byte_level_fast_tokenizer("<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>",
+                                     list(specials))
 
 
 def falcon_tokenizer() -> transformers.PreTrainedTokenizerFast:
@@ -453,10 +466,165 @@ def build_gemma3():
     return processor, _finish(transformers.Gemma3ForConditionalGeneration(config), tok)
 
 
+SMOLVLM_SPECIALS = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                    "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+
+
+def build_smolvlm():
+    """SmolVLM through its own processor: images split into 32 x 32 tiles plus a global image (SmolLM2 decoder).
+
+    The processor needs ``num2words`` (for video prompts; it refuses to start without it).
+    """
+    tok = byte_level_fast_tokenizer(None, "<end_of_utterance>", "<|im_end|>", SMOLVLM_SPECIALS)
+    image_processor = transformers.SmolVLMImageProcessorPil(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
+    processor = transformers.SmolVLMProcessor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
+                                              video_processor=video_processor("SmolVLMVideoProcessor"))
+    config = transformers.SmolVLMConfig(
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+        text_config=_text(tok, "llama"),
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+    )
+    return processor, _finish(transformers.SmolVLMForConditionalGeneration(config), tok)
+
+
+INTERNVL_SPECIALS = {"start_image_token": "<img>", "end_image_token": "</img>",
+                     "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
+
+
+def build_internvl():
+    """InternVL 3: 16 x 16 tiles (up to 4, plus a thumbnail when tiled), 4 tokens each after pixel shuffle; Qwen2."""
+    vocab, merges = byte_level_tokens([*QWEN_SPECIALS, *INTERNVL_SPECIALS.values()])
+    tok = transformers.Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                      extra_special_tokens=INTERNVL_SPECIALS, padding_side="left")
+    image_processor = transformers.GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, min_patches=1,
+                                                            max_patches=4)
+    processor = transformers.InternVLProcessor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                                               video_processor=video_processor("InternVLVideoProcessor"))
+    config = transformers.InternVLConfig(
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": [16, 16], "patch_size": [4, 4]},  # (16 / 4)^2 patches, pixel shuffle 0.5
+        text_config=_text(tok, "qwen2"), image_token_id=tok.context_image_token_id, image_seq_length=4,
+    )
+    return processor, _finish(transformers.InternVLForConditionalGeneration(config), tok)
+
+
+PIXTRAL_SPECIALS = ("[IMG]", "[IMG_BREAK]", "[IMG_END]")
+
+
+def _pixtral_processor(tok, patch: int, merge: int):
+    """PixtralProcessor (needs torchvision, which its module imports): images resized to multiples of
+    ``patch * merge`` pixels, longest edge 32; one [IMG] per merged patch, a row break after each row."""
+    from transformers.models.pixtral.processing_pixtral import PixtralProcessor
+
+    image_processor = transformers.PixtralImageProcessorPil(size={"longest_edge": 32}, patch_size=patch * merge)
+    return PixtralProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
+                            spatial_merge_size=merge)
+
+
+def _pixtral_vision(patch: int) -> dict:
+    return {"model_type": "pixtral", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "head_dim": 8, "image_size": 32, "patch_size": patch}
+
+
+def tekken_tokenizer():
+    """Mistral's Tekken style: byte-level BPE, BOS ``<s>``, image specials ``[IMG]``, ``[IMG_BREAK]``, ``[IMG_END]``."""
+    return byte_level_fast_tokenizer("<s>", "</s>", "<pad>", list(PIXTRAL_SPECIALS), unk_token="<unk>")
+
+
+def build_mistral3():
+    """Mistral 3 (Mistral-Small-3.1): Pixtral tower, 2 x 2 patch merger, Mistral decoder."""
+    tok = tekken_tokenizer()
+    processor = _pixtral_processor(tok, patch=4, merge=2)
+    config = transformers.Mistral3Config(
+        vision_config=_pixtral_vision(4), text_config=_text(tok, "mistral"),
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2, vision_feature_layer=-1,
+    )
+    return processor, _finish(transformers.Mistral3ForConditionalGeneration(config), tok)
+
+
+def build_pixtral_llava():
+    """Pixtral-12B as transformers saves it: ``model_type`` llava, a Pixtral tower, a PixtralProcessor."""
+    tok = tekken_tokenizer()
+    processor = _pixtral_processor(tok, patch=8, merge=1)
+    config = transformers.LlavaConfig(
+        vision_config=_pixtral_vision(8), text_config=_text(tok, "mistral"),
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"), vision_feature_layer=-1,
+        vision_feature_select_strategy="full", multimodal_projector_bias=True,
+    )
+    return processor, _finish(transformers.LlavaForConditionalGeneration(config), tok)
+
+
+LLAMA4_IMAGE = ("<|image_start|>", "<|image_end|>", "<|image|>", "<|patch|>", "<|tile_x_separator|>",
+                "<|tile_y_separator|>")
+
+
+def build_llama4():
+    """Llama 4: 16 x 16 tiles (up to 4, plus the global image when tiled), 4 <|patch|> tokens each after pixel
+    shuffle; a decoder of chunked-attention RoPE layers and global NoPE layers, dense and mixture-of-experts MLPs.
+
+    Its image processor needs torchvision (it has no PIL backend) and writes bfloat16 pixels.
+    The attention chunk (512) holds every prompt here: MimIC's split is exact only within a chunk.
+    """
+    tok = byte_level_fast_tokenizer("<|begin_of_text|>", "<|eot|>", "<|finetune_right_pad|>", list(LLAMA4_IMAGE))
+    image_processor = transformers.Llama4ImageProcessor(size={"height": 16, "width": 16}, max_patches=4)
+    processor = transformers.Llama4Processor(image_processor=image_processor, tokenizer=tok, patch_size=4,
+                                             pixel_shuffle_ratio=0.5)
+    text = _text(tok, "llama4_text", head_dim=8, intermediate_size_mlp=64, num_hidden_layers=4,
+                 num_local_experts=2, num_experts_per_tok=1, interleave_moe_layer_step=2, no_rope_layer_interval=2,
+                 attention_chunk_size=512)  # layers: chunked + RoPE + dense, full + NoPE + MoE, twice
+    vision = {"hidden_size": 16, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 16, "patch_size": 4, "pixel_shuffle_ratio": 0.5, "vision_output_dim": 32,
+              "projector_input_dim": 32, "projector_output_dim": 32}
+    config = transformers.Llama4Config(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|patch|>"),
+        boi_token_index=tok.convert_tokens_to_ids("<|image_start|>"),
+        eoi_token_index=tok.convert_tokens_to_ids("<|image_end|>"),
+    )
+    return processor, _finish(transformers.Llama4ForConditionalGeneration(config), tok)
+
+
+PHI4_SPECIALS = {"image_token": "<|endoftext10|>", "audio_token": "<|endoftext11|>"}  # ids 200010, 200011 there
+
+
+def build_phi4_multimodal():
+    """Phi-4-multimodal: its image processor hard-codes the 448 px crops of 14 px patches (256 global tokens), so the
+    vision tower keeps that geometry, at width 16; a Phi-3 style decoder; a tiny audio encoder it builds anyway.
+
+    Its image processor needs torchvision (it has no PIL backend).
+    """
+    tok = byte_level_fast_tokenizer(None, "<|endoftext|>", "<|endoftext|>", PHI4_SPECIALS)
+    processor = transformers.Phi4MultimodalProcessor(
+        image_processor=transformers.Phi4MultimodalImageProcessor(dynamic_hd=4),
+        audio_processor=transformers.Phi4MultimodalFeatureExtractor(), tokenizer=tok)
+    text = {k: v for k, v in _text(tok, "phi4_multimodal").items() if k != "model_type"}
+    config = transformers.Phi4MultimodalConfig(
+        **text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 448, "patch_size": 14, "crop_size": 448, "image_token_id": tok.image_token_id},
+        audio_config={"hidden_size": 16, "intermediate_size": 32, "num_blocks": 1, "num_attention_heads": 2,
+                      "ext_pw_out_channel": 16, "depthwise_separable_out_channel": 16, "nemo_conv_channels": 16,
+                      "audio_token_id": tok.audio_token_id},
+    )
+    from mimic.models.adapters import ADAPTERS
+
+    model = transformers.Phi4MultimodalForCausalLM(config)
+    model.set_attn_implementation(ADAPTERS["phi4_multimodal"].attn_implementation)  # as load_model loads it
+    return processor, _finish(model, tok)
+
+
 @dataclass(frozen=True)
 class TinyFamily:
     name: str  # the adapter's name
     build: Callable[[], tuple]  # () -> (processor, model)
+    requires: tuple[str, ...] = ()  # modules its real processor imports that the project does not depend on
+
+    def missing(self) -> list[str]:
+        """The modules in ``requires`` that are not installed."""
+        import importlib.util
+
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
 
 FAMILIES: dict[str, TinyFamily] = {
@@ -473,6 +641,12 @@ FAMILIES: dict[str, TinyFamily] = {
         TinyFamily("qwen2.5-vl", build_qwen2_5_vl),
         TinyFamily("qwen3-vl", build_qwen3_vl),
         TinyFamily("gemma3", build_gemma3),
+        TinyFamily("smolvlm", build_smolvlm, requires=("num2words",)),
+        TinyFamily("internvl", build_internvl),
+        TinyFamily("mistral3", build_mistral3, requires=("torchvision",)),
+        TinyFamily("pixtral-llava", build_pixtral_llava, requires=("torchvision",)),
+        TinyFamily("llama4", build_llama4, requires=("torchvision",)),
+        TinyFamily("phi4-multimodal", build_phi4_multimodal, requires=("torchvision",)),
     )
 }
 
@@ -481,6 +655,9 @@ def tiny_family(name: str, seed: int = 0) -> LoadedModel:
     """A tiny random model of family ``name`` with its real processor, as a ``LoadedModel`` (fp32, CPU)."""
     if name not in FAMILIES:
         raise KeyError(f"no tiny family {name!r}; known: {sorted(FAMILIES)}")
+    missing = FAMILIES[name].missing()
+    if missing:
+        raise ImportError(f"tiny family {name!r}: its processor needs {', '.join(missing)} (pip install it)")
     torch.manual_seed(seed)
     processor, model = FAMILIES[name].build()
     return wrap_model(model, processor, name)

@@ -127,8 +127,9 @@ def oracle_inputs(loaded, kind: str, queries, demos) -> tuple[dict, dict, list[i
         zs_prompts.append(zero_shot)
 
     def encode(prompts):
-        inputs = loaded.adapter.encode(loaded.processor, prompts)
-        return {k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        from mimic.models.generation import on_model
+
+        return on_model(loaded, loaded.adapter.encode(loaded.processor, prompts))
 
     icl, zero_shot = encode(icl_prompts), encode(zs_prompts)
     lengths = zero_shot["attention_mask"].sum(1).tolist()
