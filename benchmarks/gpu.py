@@ -15,7 +15,12 @@ equal length (min = max new tokens), methods interleaved (zero-shot, MimIC, ICL,
 ...) and repeated, medians and the median of the per-round ratios, at several batch sizes;
 peak GPU memory per method; one teacher-extraction batch and the teacher-cache bytes per
 query; one training step with the cached teacher and with the online teacher; MimIC with
-3-beam generation through ``mimic.models.generation.generate``. Each section runs on its own: an
+3-beam generation through ``mimic.models.generation.generate``; and the efficiency table of every method type
+of ``mimic.methods.catalog.CATALOG`` (zero-shot and k-shot ICL rows included, each method configured by its
+``--params`` entry): time to first token, latency of a forced 20-token answer at batch 1 with 3 beams and its
+ratio to zero-shot, peak memory, stored state in KiB (``mimic.evaluation.efficiency``), parameters, and the
+training cost per training query (one step through ``mimic.training.loop.train``: ms and GFLOP with the cached
+teacher and with the online one, which adds the teacher pass). Each section runs on its own: an
 out-of-memory or any other failure is reported in its row and the run goes on (``--strict``
 re-raises instead).
 
@@ -24,6 +29,7 @@ re-raises instead).
     .venv/bin/python benchmarks/gpu.py --static-cache      # adds static-cache (compiled, CUDA graphs) decoding
     .venv/bin/python benchmarks/gpu.py --tiny              # the same code on tiny configs, CPU, float32
     .venv/bin/python benchmarks/gpu.py --json results/benchmarks/gpu.json   # also every figure as JSON
+    .venv/bin/python benchmarks/gpu.py --csv results/benchmarks/efficiency.csv --methods zero-shot icl mimic hificl
 
 ``--json`` writes the figures per shape (seconds are medians; ``generate_s[beams][batch][method]``), which
 ``tools/gpu_doc.py`` turns into docs/gpu.md's resource formulas.
