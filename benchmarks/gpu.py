@@ -15,7 +15,12 @@ equal length (min = max new tokens), methods interleaved (zero-shot, MimIC, ICL,
 ...) and repeated, medians and the median of the per-round ratios, at several batch sizes;
 peak GPU memory per method; one teacher-extraction batch and the teacher-cache bytes per
 query; one training step with the cached teacher and with the online teacher; MimIC with
-3-beam generation through ``mimic.models.generation.generate``. Each section runs on its own: an
+3-beam generation through ``mimic.models.generation.generate``; and the efficiency table of every method type
+of ``mimic.methods.catalog.CATALOG`` (zero-shot and k-shot ICL rows included, each method configured by its
+``--params`` entry): time to first token, latency of a forced 20-token answer at batch 1 with 3 beams and its
+ratio to zero-shot, peak memory, stored state in KiB (``mimic.evaluation.efficiency``), parameters, and the
+training cost per training query (one step through ``mimic.training.loop.train``: ms and GFLOP with the cached
+teacher and with the online one, which adds the teacher pass). Each section runs on its own: an
 out-of-memory or any other failure is reported in its row and the run goes on (``--strict``
 re-raises instead).
 
@@ -24,6 +29,7 @@ re-raises instead).
     .venv/bin/python benchmarks/gpu.py --static-cache      # adds static-cache (compiled, CUDA graphs) decoding
     .venv/bin/python benchmarks/gpu.py --tiny              # the same code on tiny configs, CPU, float32
     .venv/bin/python benchmarks/gpu.py --json results/benchmarks/gpu.json   # also every figure as JSON
+    .venv/bin/python benchmarks/gpu.py --csv results/benchmarks/efficiency.csv --methods zero-shot icl mimic hificl
 
 ``--json`` writes the figures per shape (seconds are medians; ``generate_s[beams][batch][method]``), which
 ``tools/gpu_doc.py`` turns into docs/gpu.md's resource formulas.
@@ -42,14 +48,19 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 import transformers
 from PIL import Image, ImageDraw
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mimic
 from mimic.data.batches import TaskData, student_batch
+from mimic.evaluation import efficiency
+from mimic.evaluation.latency import Variant
+from mimic.methods.catalog import CATALOG
 from mimic.models.adapters import adapter_for
 from mimic.models.generation import encode_prompts, generate
 from mimic.models.loading import LoadedModel, stop_token_ids
@@ -66,7 +77,9 @@ from mimic.tiny.families import (
     sentencepiece_tokenizer,
 )
 from mimic.training.loop import objective
-from mimic.training.teacher import teacher_states
+from mimic.training.teacher import teacher_forward, teacher_states
+
+REPO = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------------------------------
 # Shapes: (processor, model) for the full-size configuration or a tiny one with the same code path.
@@ -242,6 +255,7 @@ class Bench:
     def __init__(self, device: str, strict: bool):
         self.device, self.strict = device, strict
         self.figures: dict = {}  # shape -> key -> value (the --json output)
+        self.tables: list[pd.DataFrame] = []  # the efficiency table of each shape (the --csv output)
         self.shape = None
 
     def record(self, key: str, value, *path) -> None:
@@ -500,6 +514,10 @@ def run_shape(shape: Shape, args, bench: Bench) -> None:
         line("MimIC + 3 beams via inference.generate", f"{seconds:.2f} s for batch {batch} (with decoding)")
         routes = "; ".join(f"{step}: {', '.join(sorted(names))}" for step, names in seen.items())
         line("attention kernels under MimIC", routes)
+    with bench.section("efficiency table"):
+        table = efficiency_table(shape, args, bench, loaded, data, icd, args.params_doc)
+        print_efficiency(table, bench.device)
+        bench.tables.append(table)
 
 
 @contextlib.contextmanager
@@ -527,6 +545,196 @@ def kernels():
         lz.fused_sdpa = real
 
 
+# --------------------------------------------------------------------------------------------------
+# The efficiency table: one row per method type of the catalog (mimic.methods.catalog.CATALOG), zero-shot and
+# k-shot ICL included; inference figures of mimic.evaluation.efficiency and the training cost per query.
+
+TRAIN_COLUMNS = ("params", "train_ms_per_query_cached", "train_ms_per_query_online",
+                 "train_gflop_per_query_cached", "train_gflop_per_query_online")
+EFFICIENCY_COLUMNS = ("shape", *efficiency.COLUMNS, *TRAIN_COLUMNS)
+# the training settings a method entry without its own take (its loss: the answers' cross-entropy)
+BENCH_HP = {"lr": 1e-3, "warmup_ratio": 0.0, "weight_decay": 0.0, "grad_accum": 1, "seed": 0, "ce_weight": 1.0}
+
+
+def method_entries(params: dict, kinds: list[str] | None = None) -> dict[str, dict]:
+    """Per method type of the catalog (or of ``kinds``), in catalog order: its params.yaml ``methods:`` entry --
+    the one named as the type, else the first of that type, else ``{"type": kind}`` (its config's defaults)."""
+    out = {}
+    for kind in kinds or list(CATALOG):
+        entries = {name: e for name, e in params["methods"].items() if e.get("type") == kind}
+        out[kind] = entries.get(kind) or next(iter(entries.values()), {"type": kind})
+    return out
+
+
+def bench_hp(entry: dict, n: int) -> dict:
+    """The entry's ``train:`` (or ``fit:``) settings for one step over ``n`` queries (one epoch, one batch)."""
+    if CATALOG[entry["type"]].fitted:
+        return {**(entry.get("fit") or {}), "batch_size": n}
+    return {**BENCH_HP, **(entry.get("train") or {}), "epochs": 1, "batch_size": n, "grad_accum": 1}
+
+
+class MemoryTeacher:
+    """The read side of the teacher cache (:class:`mimic.training.teacher.TeacherCache`'s ``get`` and
+    ``get_answer_logits``) held in memory: states in float16 and top-k log-probabilities, as the cache stores
+    them. Reading the cache from disk is not part of the timings."""
+
+    def __init__(self, qids: list[str], out):
+        self.states = {q: s.to(torch.float16) for q, s in zip(qids, out.states, strict=True)}
+        self.logits = dict(zip(qids, zip(out.logprobs, out.indices, strict=True), strict=True)) if out.logprobs \
+            else {}
+
+    def get(self, qid: str, draw: int) -> torch.Tensor:
+        return self.states[qid]
+
+    def get_answer_logits(self, qid: str, draw: int):
+        return self.logits[qid]
+
+
+def count_cpu_attention() -> None:
+    """Make FlopCounterMode count the CPU flash-attention kernels too (torch counts only the CUDA ones): the same
+    formulas as for ``aten._scaled_dot_product_flash_attention`` and its backward."""
+    from torch.utils import flop_counter as fc
+
+    forward, backward = (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu,
+                         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    if forward not in fc.flop_registry:
+        fc.register_flop_formula(forward, get_raw=True)(fc.sdpa_flop)  # these two take shapes already
+        fc.register_flop_formula(backward, get_raw=True)(fc.sdpa_backward_flop)
+
+
+class FlopCount(TorchDispatchMode):
+    """The floating-point operations of the torch operations run while active, by torch's own formulas
+    (``torch.utils.flop_counter.flop_registry``: matrix products, convolutions, attention). FlopCounterMode
+    counts the same but also attributes them to modules, which fails under ``no_grad`` in some vision towers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.utils.flop_counter import flop_registry
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def flops(fn) -> tuple[object, int]:
+    """``fn()`` and the floating-point operations it ran (:class:`FlopCount`)."""
+    count_cpu_attention()
+    with FlopCount() as counter:
+        out = fn()
+    return out, counter.total
+
+
+def training_cost(bench: Bench, loaded, data, icd, entry: dict, qids: list[str], teacher: MemoryTeacher,
+                  teacher_flops: int, target: str, topk: int, shots: int, out_dir: Path) -> dict:
+    """Train (or fit) the method of ``entry`` on ``qids`` through the pipeline's one loop: once counting the
+    FLOPs (also the warm-up), once timed with the cached teacher (``teacher``) and, where its loss reads the
+    teacher, once with the online teacher. The cached run's checkpoint is saved in ``out_dir``."""
+    from mimic.methods import config_from_entry, detach, save_pretrained
+    from mimic.training.loop import teacher_needs
+    from mimic.training.loop import train as train_loop
+
+    config = config_from_entry(entry, base_model=loaded.name)
+    hp, n = bench_hp(entry, len(qids)), len(qids)
+    needs = teacher_needs(hp) if not CATALOG[entry["type"]].fitted else set()
+    sub = {**icd, "train": {q: icd["train"][q] for q in qids}}
+
+    def run(cache):
+        return train_loop(loaded, data, sub, config, hp, target, cache, topk, shots=shots)
+
+    _, counted = flops(lambda: run(teacher))
+    detach(loaded.model)
+    bench.sync()
+    start = time.perf_counter()
+    _, _, summary = run(teacher)
+    bench.sync()
+    seconds = time.perf_counter() - start
+    save_pretrained(loaded.model, out_dir, card=False)
+    detach(loaded.model)
+    online = seconds
+    if needs:
+        online = bench.seconds(lambda: run(None))
+        detach(loaded.model)
+    return {"params": summary["trainable_params"] + summary["fitted_params"],
+            "train_ms_per_query_cached": round(1000 * seconds / n, 3),
+            "train_ms_per_query_online": round(1000 * online / n, 3),
+            "train_gflop_per_query_cached": round(counted / n / 1e9, 6),
+            "train_gflop_per_query_online": round((counted + (teacher_flops if needs else 0)) / n / 1e9, 6)}
+
+
+def efficiency_table(shape: Shape, args, bench: Bench, loaded, data, icd, params: dict) -> pd.DataFrame:
+    """One row per method type (:func:`method_entries`): time to first token, forced 20-token latency at batch 1
+    with 3 beams and its ratio to zero-shot, peak memory, stored state, and the training cost per query."""
+    import tempfile
+
+    model, k = loaded.model, shape.shots
+    qids = sorted(icd["train"])[: args.batch]
+    target, topk = params["teacher"]["target"], int(params["teacher"].get("logits_topk") or 0)
+    chunk = [(q, 0, icd["train"][q][0]) for q in qids]
+    (teacher_out, teacher_flops) = flops(lambda: teacher_forward(loaded, data, chunk, target, topk))
+    teacher = MemoryTeacher(qids, teacher_out)
+    query = [data.query("train", qids[0])]
+    demos = [[data.demo(s) for s in icd["train"][qids[0]][0]]]
+    zero = encode_prompts(loaded, "vqa", query)
+    icl = encode_prompts(loaded, "vqa", query, demos=demos)
+    trained_inputs = encode_prompts(loaded, "vqa", query, role="trained")
+    entries = method_entries(params, args.methods)
+    variants, kinds, stored, costs = [], {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="mimic-bench-") as tmp:
+        for kind, entry in entries.items():
+            kinds[kind] = kind
+            if kind == "zero-shot":
+                variants.append(Variant(kind, zero))
+                stored[kind] = 0
+            elif kind == "icl":
+                variants.append(Variant(kind, icl))
+                stored[kind] = efficiency.demonstration_kv_bytes(loaded, icl, zero)
+            else:
+                out = Path(tmp) / kind
+                costs[kind] = training_cost(bench, loaded, data, icd, entry, qids, teacher, teacher_flops, target,
+                                            topk, k, out)
+                stored[kind] = efficiency.tensor_bytes(out / "mimic.safetensors")
+                variants.append(Variant(kind, trained_inputs, efficiency.installed_from(model, out)))
+        for kind in ("zero-shot", "icl"):
+            if kind in entries:
+                costs[kind] = {"params": 0}
+        baseline = "zero-shot" if "zero-shot" in entries else variants[0].name
+        rows = efficiency.measure(loaded, variants, kinds, stored, args.repeats, baseline,
+                                  extra=_suppress(loaded))
+    table = pd.DataFrame([{"shape": shape.name, **row, **costs.get(row["method"], {})} for row in rows],
+                         columns=list(EFFICIENCY_COLUMNS))
+    rows = table.drop(columns="shape").astype(object)
+    bench.record("efficiency", rows.where(rows.notna(), None).to_dict(orient="records"))  # NaN -> null
+    bench.record("efficiency_settings", {"new_tokens": efficiency.FORCED_TOKENS, "num_beams": efficiency.FORCED_BEAMS,
+                                         "batch": 1, "shots": k, "train_queries": len(qids),
+                                         "peak": efficiency.peak_measure(bench.device)})
+    return table
+
+
+def _suppress(loaded) -> dict:
+    """Image tokens kept out of the generated answers (a random model would pick them)."""
+    return {"suppress_tokens": _generate_kwargs(loaded, 1, 1)["suppress_tokens"]}
+
+
+def print_efficiency(table: pd.DataFrame, device: str) -> None:
+    peak = efficiency.peak_measure(device)
+    shown = table.drop(columns="shape").rename(columns={
+        "ttft_ms": "TTFT ms", "forced_ms": f"forced-{efficiency.FORCED_TOKENS} ms",
+        "forced_ratio": "ratio to zero-shot", "peak_mib": f"peak MiB ({peak})", "stored_kib": "stored KiB",
+        "train_ms_per_query_cached": "train ms/query (cached teacher)",
+        "train_ms_per_query_online": "train ms/query (online teacher)",
+        "train_gflop_per_query_cached": "train GFLOP/query (cached)",
+        "train_gflop_per_query_online": "train GFLOP/query (online)"})
+    print(f"  efficiency table: batch 1, {efficiency.FORCED_BEAMS} beams, exactly {efficiency.FORCED_TOKENS} new "
+          "tokens; training: one step over the benchmark's batch through mimic.training.loop.train")
+    print("\n".join("  " + line for line in shown.to_string(index=False, na_rep="-").splitlines()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES_BY_NAME), choices=list(SHAPES_BY_NAME))
@@ -539,7 +747,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU in float32 (tests this script)")
     parser.add_argument("--strict", action="store_true", help="raise instead of reporting a failed section")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file (tools/gpu_doc.py)")
+    parser.add_argument("--csv", default=None, help="also write the efficiency table of every shape to this CSV file")
+    parser.add_argument("--params", default=str(REPO / "params.yaml"),
+                        help="the params.yaml whose methods: entries configure each method type")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(CATALOG),
+                        help="method types of the efficiency table (default: every type of the catalog)")
     args = parser.parse_args(argv)
+    from mimic.pipeline.params import load_params
+
+    args.params_doc = load_params(args.params)
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA GPU (or --tiny for the CPU check)")
@@ -559,6 +775,12 @@ def main(argv: list[str] | None = None) -> None:
                "shapes": bench.figures}
         atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n")
         print(f"figures written to {args.json}")
+    if args.csv:
+        from mimic.io.atomic import atomic_write_text
+
+        table = pd.concat(bench.tables) if bench.tables else pd.DataFrame(columns=list(EFFICIENCY_COLUMNS))
+        atomic_write_text(args.csv, table.to_csv(index=False))
+        print(f"efficiency table written to {args.csv}")
 
 
 if __name__ == "__main__":

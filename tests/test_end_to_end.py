@@ -90,7 +90,7 @@ def test_mimic_is_well_above_zero_shot_on_the_sanity_task(run_dir):
 
 def test_outputs_and_logs_exist(run_dir):
     results = run_dir / "results"
-    for plot in ("score_by_method", "training_curves", "score_vs_shots"):
+    for plot in ("score_by_method", "training_curves", "score_vs_shots", "score_vs_latency"):
         assert (results / "plots" / f"{plot}.png").stat().st_size > 1000
     manifest = json.loads((results / "teacher/mini-idefics2/shapes-vqa/seed-1/manifest.json").read_text())
     assert manifest["n_samples"] == 32 and manifest["dtype"] == "float16" and manifest["layers"] == 4

@@ -68,11 +68,12 @@ def test_full_size_shapes_match_the_checkpoints(name):
 
 
 def test_the_benchmark_runs_every_section_on_tiny_configs(capsys, tmp_path):
-    figures = tmp_path / "gpu.json"
+    figures, table = tmp_path / "gpu.json", tmp_path / "efficiency.csv"
     _module().main(["--tiny", "--strict", "--static-cache", "--batch", "2", "--batches", "1", "2", "--repeats", "1",
-                    "--new-tokens", "3", "--json", str(figures)])
+                    "--new-tokens", "3", "--json", str(figures), "--csv", str(table)])
     out = capsys.readouterr().out
     check_figures_and_the_gpu_doc(out, figures, tmp_path)
+    check_the_efficiency_table(out, table, figures)
     blocks = out.split("\n== ")[1:]
     assert [b.split(" ", 1)[0] for b in blocks] == ["idefics2-8b-base", "idefics-9b", "llava-interleave-qwen-7b"]
     number = r"\s+([\d.]+)"
@@ -92,6 +93,46 @@ def test_the_benchmark_runs_every_section_on_tiny_configs(capsys, tmp_path):
         assert re.search(r"prefill: FLASH_ATTENTION \(log Z2 from the kernel\); decoding: FLASH_ATTENTION "
                          r"\(log Z2 from the kernel\)", block)
         assert "failed" not in block and "out of GPU memory" not in block
+
+
+def check_the_efficiency_table(out: str, table: Path, figures: Path) -> None:
+    """One row per method type of the catalog (zero-shot and ICL included) for every shape, printed, in the CSV
+    and in the JSON, with the table's columns; the figures' properties by hand."""
+    import json
+
+    import pandas as pd
+
+    from mimic.evaluation import efficiency
+    from mimic.methods.catalog import CATALOG
+
+    gpu = _module()
+    kinds = list(CATALOG)  # every method type there is: a method missing from the table fails here
+    rows = pd.read_csv(table)
+    assert tuple(rows.columns) == ("shape", *efficiency.COLUMNS, *gpu.TRAIN_COLUMNS)
+    doc = json.loads(figures.read_text())
+    for shape in ("idefics2-8b-base", "idefics-9b", "llava-interleave-qwen-7b"):
+        block = out.split(f"\n== {shape}")[1].split("\n== ")[0].split("efficiency table: batch 1, 3 beams, "
+                                                                        "exactly 20 new tokens")[1]
+        lines = block.strip().splitlines()  # the rest of that line, the header, one line per method
+        assert lines[1].split()[:2] == ["method", "type"]
+        assert [line.split()[0] for line in lines[2:] if line.strip()][: len(kinds)] == kinds, shape
+        part = rows[rows["shape"] == shape].set_index("method")
+        assert list(part.index) == kinds and list(part["type"]) == kinds
+        fig = doc["shapes"][shape]
+        assert [r["method"] for r in fig["efficiency"]] == kinds
+        assert fig["efficiency_settings"]["new_tokens"] == 20 and fig["efficiency_settings"]["num_beams"] == 3
+        assert part.loc["zero-shot", "forced_ratio"] == 1.0 and part.loc["zero-shot", "stored_kib"] == 0.0
+        assert (part[["ttft_ms", "forced_ms", "peak_mib"]] > 0).all().all()
+        assert part.loc["icl", "stored_kib"] > part.loc["mimic", "stored_kib"] > 0
+        trained = [k for k in kinds if CATALOG[k].trained]
+        assert part.loc[trained, list(gpu.TRAIN_COLUMNS)].notna().all().all()
+        assert part.loc[[k for k in kinds if k not in trained], gpu.TRAIN_COLUMNS[1:]].isna().all().all()
+        for kind in ("mimic", "hificl", "lora"):  # float32 tensors: 4 bytes per counted parameter
+            assert part.loc[kind, "stored_kib"] * 1024 == pytest.approx(4 * part.loc[kind, "params"], abs=1)
+        # the online teacher adds the same teacher pass per query to every method that reads the teacher
+        extra = part["train_gflop_per_query_online"] - part["train_gflop_per_query_cached"]
+        assert extra["mimic"] > 0 and extra["hificl"] == 0 and extra["lora"] == 0
+        assert extra["live"] == pytest.approx(extra["mimic"], abs=2e-6)
 
 
 def check_figures_and_the_gpu_doc(out: str, figures: Path, tmp_path: Path) -> None:

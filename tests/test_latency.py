@@ -113,6 +113,22 @@ def test_the_cli_times_every_method_of_the_run_on_the_miniature_model(tmp_path, 
     assert doc["methods"]["zero-shot"]["ratio_to_zero-shot"] == 1.0
     for name, row in doc["methods"].items():  # the figures are the summary of the recorded seconds
         assert row == summarize(doc["seconds"], 3, "zero-shot")[name]
+    # the efficiency table: every method of the run, on one query, 3 beams, exactly 20 new tokens
+    from mimic.evaluation.efficiency import COLUMNS, tensor_bytes
+
+    table = doc["efficiency"]
+    assert list(table) == list(doc["methods"])
+    assert doc["efficiency_settings"] == {"queries": 1, "new_tokens": 20, "num_beams": 3, "rounds": 2,
+                                          "peak": "CPU live tensors"}
+    assert all({"method", *row} == set(COLUMNS) for row in table.values())
+    assert {m: row["type"] for m, row in table.items()} == {"zero-shot": "zero-shot", "icl-1": "icl",
+                                                           "icl-rices-1": "icl", "icl": "icl", "mimic": "mimic"}
+    assert table["zero-shot"]["forced_ratio"] == 1.0 and table["zero-shot"]["stored_kib"] == 0.0
+    assert all(row["ttft_ms"] > 0 and row["forced_ms"] > 0 and row["peak_mib"] > 0 for row in table.values())
+    checkpoint = tmp_path / "results" / "checkpoints" / MODEL / TASK / "seed-0" / "mimic" / "mimic.safetensors"
+    assert table["mimic"]["stored_kib"] == round(tensor_bytes(checkpoint) / 1024, 3) > 0
+    # one demonstration's KV cache is smaller than the teacher's 4 (icd.shots here)
+    assert 0 < table["icl-1"]["stored_kib"] < table["icl"]["stored_kib"]
 
 
 def test_the_cli_names_a_missing_checkpoint_before_loading_the_model(tmp_path, monkeypatch, capsys):

@@ -381,7 +381,8 @@ FAKE_MIMIC = textwrap.dedent(
                                                                                   "timing.json")],
         "latency": [f"results/latency/{a.model}/{a.task}.json"],
         "report": ["results/summary.csv", "results/summary.md", "results/metrics.json"]
-        + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots")],
+        + [f"results/plots/{f}.png" for f in ("score_by_method", "training_curves", "score_vs_shots",
+                                                        "score_vs_latency")],
     }[stage]
     for path in [*outputs, a.log]:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

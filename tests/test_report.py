@@ -99,13 +99,19 @@ def write_train_log(root: Path, task: str, method: str = "mimic", seed: int = 0)
 
 # `mimic latency` of the first task: ms per query and the median per-round ratio to zero-shot
 SIDE_BY_SIDE = {"zero-shot": (9.0, 1.0), "icl-1": (15.0, 1.61), "icl": (30.0, 3.2), "mimic": (9.5, 1.04)}
+# and its efficiency table's stored state in KiB (ICL: the demonstrations' KV cache; MimIC: 264 float32 numbers)
+STORED_KIB = {"zero-shot": 0.0, "icl-1": 10.0, "icl": 80.0, "mimic": 1.031}
 
 
-def write_latency(root: Path, task: str) -> None:
+def write_latency(root: Path, task: str, efficiency: bool = True) -> None:
     path = root / "results" / "latency" / MODEL / f"{task}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     methods = {m: {"ms_per_query": ms, "ratio_to_zero-shot": ratio} for m, (ms, ratio) in SIDE_BY_SIDE.items()}
-    path.write_text(json.dumps({"baseline": "zero-shot", "methods": methods}))
+    doc = {"baseline": "zero-shot", "methods": methods}
+    if efficiency:  # a file of an older version has none
+        doc["efficiency"] = {m: {"type": "x", "ttft_ms": 1.0, "forced_ms": 2.0, "forced_ratio": 1.0, "peak_mib": 0.5,
+                                 "stored_kib": kib} for m, kib in STORED_KIB.items()}
+    path.write_text(json.dumps(doc))
 
 
 @pytest.fixture
@@ -157,7 +163,7 @@ def test_summary_numbers_are_recomputed_from_predictions(run_dir):
     assert f"| mini-idefics2 | {TASKS[1]} | mimic | 0.00 | 75.00 (8) | 65.00 | 0.87 | n/a |" in md
     assert "| mini-idefics2 | mimic | 8 | 65.00 | 4 | 9.5 | 1.04x | 11.0 | 204 | 0.5 |" in md
 
-    for name in ("score_by_method", "training_curves", "score_vs_shots"):
+    for name in ("score_by_method", "training_curves", "score_vs_shots", "score_vs_latency"):
         png = root / "results" / "plots" / f"{name}.png"
         assert png in written
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -369,7 +375,9 @@ def test_two_seeds_give_mean_and_spread_and_gap_recovery_per_seed_then_averaged(
     md = (tmp_path / "results" / "summary.md").read_text()
     assert "Over the 2 run seeds 0, 1 (run.seeds" in md
     # mean and sample sd: icl (75 + 100) / 2 = 87.5, |75 - 100| / sqrt(2) = 17.68; mimic 70 and 7.07
-    assert f"| {MODEL} | icl | icl | 8 | 0 | 87.50 ± 17.68 | 87.50 ± 17.68 |" in md
+    # the method table: parameters, stored KiB and latency ratio side by side (per task: the second has no
+    # latency file), then the scores
+    assert f"| {MODEL} | icl | icl | 8 | 0 | 80.0 / n/a | 3.20x / n/a | 87.50 ± 17.68 | 87.50 ± 17.68 |" in md
     assert f"| {MODEL} | mimic | 8 | 70.00 ± 7.07 | 65.00 / 75.00 | 4 / 4 | 9.5 | 1.04x |" in md
     # gap recovery per seed: 65 / 75 = 0.867 and 75 / 100 = 0.75; mean 0.808, sd 0.117 / sqrt(2) = 0.082
     # (not the gap of the means, 70 / 87.5 = 0.80)
@@ -397,3 +405,56 @@ def test_two_seeds_give_mean_and_spread_and_gap_recovery_per_seed_then_averaged(
     bars = [c for c in ax.containers if c.has_yerr]  # the ICL curve's error bars: one sd
     segments = bars[0].lines[2][0].get_segments()
     assert [round(float(s[1][1] - s[0][1]), 4) for s in segments] == [0.0, 0.0, round(2 * 25 / 2**0.5, 4)]
+
+
+def test_the_method_table_sets_parameters_stored_state_and_latency_ratio_side_by_side(run_dir):
+    root, params_path = run_dir
+    write_latency(root, TASKS[1])  # now both tasks have the same figures: one value per cell
+    report = build_report(load_params(params_path), root=root)
+    write_report(report, root=root)
+    md = (root / "results" / "summary.md").read_text()
+    table = md.split("## Methods")[1].split("\n## ")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| model"))
+    assert header == ("| model | method | type | shots | params | stored KiB | latency ratio | "
+                      "shapes-vqa (vqa_accuracy) | shapes-vqa-transfer (vqa_accuracy) |")
+    rows = [line for line in table.splitlines() if line.startswith(f"| {MODEL} |")]
+    assert rows == [
+        f"| {MODEL} | zero-shot | zero-shot | 0 | 0 | 0.0 | 1.00x | 0.00 | 0.00 |",
+        f"| {MODEL} | icl-1 | icl | 1 | 0 | 10.0 | 1.61x | 50.00 | 50.00 |",
+        f"| {MODEL} | icl | icl | 8 | 0 | 80.0 | 3.20x | 75.00 | 75.00 |",
+        f"| {MODEL} | mimic | mimic | 8 | 204 | 1.0 | 1.04x | 65.00 | 65.00 |",
+    ]
+    csv_rows = list(csv.DictReader((root / "results" / "summary.csv").open()))
+    assert {r["method"]: float(r["stored_kib"]) for r in csv_rows if r["task"] == TASKS[0]} == STORED_KIB
+
+    write_latency(root, TASKS[1], efficiency=False)  # a latency file of an older version: no stored state
+    md = summary_md(root, params_path)
+    assert f"| {MODEL} | mimic | mimic | 8 | 204 | 1.0 / n/a | 1.04x | 65.00 | 65.00 |" in md
+
+
+def summary_md(root: Path, params_path: Path) -> str:
+    write_report(build_report(load_params(params_path), root=root), root=root)
+    return (root / "results" / "summary.md").read_text()
+
+
+def test_score_vs_latency_has_one_point_per_method_at_the_table_numbers(run_dir, monkeypatch):
+    from mimic.report import plots as report_plots
+
+    root, params_path = run_dir
+    report = build_report(load_params(params_path), root=root)
+    write_report(report, root=root)
+    figures = []
+    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig))
+    report_plots.plot_score_vs_latency(report, root / "plot.png")
+    timed, untimed = figures[0].axes  # one panel per task; the second task has no latency file
+    points = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()), line.get_marker())
+              for line in timed.get_lines()}
+    # the numbers of summary.csv: side-by-side ms per query against the score, one point per method of the run
+    rows = [r for r in csv.DictReader((root / "results" / "summary.csv").open()) if r["task"] == TASKS[0]]
+    assert {name: (x, y) for name, (x, y, _) in points.items()} == {
+        r["method"]: ([float(r["latency_ms_side_by_side"])], [float(r["score"])]) for r in rows}
+    assert points["zero-shot"][:2] == ([9.0], [0.0]) and points["mimic"][:2] == ([9.5], [65.0])  # by hand
+    markers = {name: marker for name, (_, _, marker) in points.items()}
+    assert markers == {"zero-shot": "s", "icl-1": "^", "icl": "^", "mimic": "o"}  # zero-shot and ICL marked
+    assert sorted(t.get_text() for t in timed.texts) == sorted(points)  # each point labelled
+    assert untimed.get_lines() == [] and "no side-by-side latency" in untimed.texts[0].get_text()

@@ -11,7 +11,8 @@ under data/ and results/ must have the same bytes in both, except this short lis
   latency stage's json (results/latency/); each checkpoint's train_summary.json is compared without its
   ``seconds`` and ``teacher_seconds``;
 - the report's figures derived from them: summary.csv is compared without its latency columns, metrics.json
-  without its latency ratios, summary.md without the table columns that show latency. The plots show none.
+  without its latency ratios, summary.md without the table columns that show latency, and the score-vs-latency
+  plot (results/plots/score_vs_latency.png) is not compared. The other plots show no latency.
 
 Each evaluation's metrics.json records the project's commit (``provenance``), the same for the same commit: it
 is compared without it only when a commit lands in this checkout between the two runs.
@@ -50,6 +51,7 @@ NOT_OUTPUTS = ("results/logs/", "results/.file-digests.json")
 TIMING = (
     re.compile(r"results/eval/[^/]+/[^/]+/seed-\d+/[^/]+/timing\.json"),
     re.compile(r"results/latency/[^/]+/[^/]+\.json"),
+    re.compile(r"results/plots/score_vs_latency\.png"),  # drawn from the latency stage's timings
 )
 EVAL_METRICS = re.compile(r"results/eval/[^/]+/[^/]+/seed-\d+/[^/]+/metrics\.json")
 TRAIN_SUMMARY = re.compile(r"results/checkpoints/[^/]+/[^/]+/seed-\d+/[^/]+/train_summary\.json")

@@ -244,7 +244,7 @@ def test_the_snakemake_report_holds_every_table_and_plot(ws, tmp_path):
     assert ws.files() == before  # making the report changes no result
     html = (tmp_path / "report.html").read_text()
     for name in ("summary.csv", "summary.md", "metrics.json", "score_by_method.png", "training_curves.png",
-                 "score_vs_shots.png"):
+                 "score_vs_shots.png", "score_vs_latency.png"):
         assert name in html, name
     for caption in sorted((REPO / "workflow" / "report").glob("*.rst")):
         first_words = " ".join(caption.read_text().split()[:6])

@@ -17,6 +17,9 @@ rule report:
         score_vs_shots=update(
             report("results/plots/score_vs_shots.png", caption="../report/score_vs_shots.rst", category="Plots")
         ),
+        score_vs_latency=update(
+            report("results/plots/score_vs_latency.png", caption="../report/score_vs_latency.rst", category="Plots")
+        ),
     log:
         "results/logs/report/report.log",
     localrule: True

@@ -3,7 +3,7 @@
 Reads every results/eval/<model>/<task>/<method>/{metrics.json,predictions.jsonl} of the run
 (and train_log.csv of trained methods), recomputes each headline score from its predictions
 (failing when metrics.json disagrees), and writes results/summary.csv, results/summary.md and
-results/plots/{score_by_method,training_curves,score_vs_shots}.png.
+results/plots/{score_by_method,training_curves,score_vs_shots,score_vs_latency}.png.
 """
 
 from __future__ import annotations

@@ -31,14 +31,15 @@ class Variant:
     installed: Callable[[], AbstractContextManager] = field(default=nullcontext)
 
 
-def timed_generate(loaded, inputs: dict, new_tokens: int, num_beams: int) -> float:
-    """Wall seconds of one ``generate`` of exactly ``new_tokens`` tokens (device synchronised)."""
+def timed_generate(loaded, inputs: dict, new_tokens: int, num_beams: int, **extra) -> float:
+    """Wall seconds of one ``generate`` of exactly ``new_tokens`` tokens (device synchronised); ``extra``: more
+    ``generate`` arguments (e.g. ``suppress_tokens``)."""
     sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     with torch.no_grad():
         out = loaded.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                    num_beams=num_beams, do_sample=False, pad_token_id=loaded.pad_token_id)
+                                    num_beams=num_beams, do_sample=False, pad_token_id=loaded.pad_token_id, **extra)
     sync()
     seconds = time.perf_counter() - start
     if out.shape[1] != inputs["input_ids"].shape[1] + new_tokens:
@@ -71,15 +72,16 @@ def summarize(times: dict[str, list[float]], batch_size: int, baseline: str) -> 
 
 
 def side_by_side(loaded, variants: list[Variant], new_tokens: int, num_beams: int, rounds: int,
-                 on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
-    """Seconds per round of every variant: one untimed warm-up each, then ``rounds`` rotated rounds."""
+                 on_round: Callable[[int], None] | None = None, extra: dict | None = None) -> dict[str, list[float]]:
+    """Seconds per round of every variant: one untimed warm-up each, then ``rounds`` rotated rounds (``extra``:
+    more ``generate`` arguments)."""
     by_name = {v.name: v for v in variants}
     if len(by_name) != len(variants):
         raise ValueError("variant names must be unique")
 
     def run(variant: Variant) -> float:
         with variant.installed():
-            return timed_generate(loaded, variant.inputs, new_tokens, num_beams)
+            return timed_generate(loaded, variant.inputs, new_tokens, num_beams, **(extra or {}))
 
     for variant in variants:  # warm-up: allocator, kernels, lazy inits
         run(variant)

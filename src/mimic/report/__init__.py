@@ -1,4 +1,4 @@
-"""The results report (this package): one table and three plots over the run's models x tasks x methods.
+"""The results report (this package): one table and four plots over the run's models x tasks x methods.
 
 :func:`build_report` reads, for every (model, task, method) of the run, the
 ``metrics.json`` and ``predictions.jsonl`` written by ``mimic evaluate`` and, for trained
@@ -22,12 +22,19 @@ methods); the compared latencies come from
 ``results/latency/<model>/<task>.json`` (``mimic latency``: every method timed side by side in
 one process on one batch, median over rotated rounds, on the first run seed), ``n/a`` where that
 file is absent. These are the report's only figures that differ between two identical runs: the
-latency columns of ``summary.csv`` and ``summary.md`` and ``latency_ratio`` in ``results/metrics.json``
-(timing-derived); every other byte of the report, the plots included, is the same.
+latency columns of ``summary.csv`` and ``summary.md``, ``latency_ratio`` in ``results/metrics.json`` and the
+score-vs-latency plot (timing-derived); every other byte of the report, the other plots included, is the same.
     results/plots/score_by_method.png   grouped bars per task (mean over seeds, error bars: sd)
     results/plots/training_curves.png   training loss per step of every trained method and seed
     results/plots/score_vs_shots.png    ICL by shots (random and RICES demonstrations), zero-shot at 0,
                                         each trained method as a horizontal line (mean; bars and bands: sd)
+    results/plots/score_vs_latency.png  score (mean over seeds) against the side-by-side latency (ms per query,
+                                        first seed): one labelled point per method, zero-shot (square) and ICL
+                                        (triangles) marked apart; a task without mimic latency's file: no points
+
+The method table of ``summary.md`` sets each method's parameters, stored state (KiB, from ``mimic latency``'s
+efficiency table: its tensors as saved, ICL's demonstration KV cache) and latency ratio to zero-shot side by
+side; ``summary.csv`` holds ``stored_kib`` per result (first seed).
 """
 
 

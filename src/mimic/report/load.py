@@ -202,14 +202,15 @@ def build_report(params: dict, root: str | Path = ".", params_path: str = "param
 
 
 def add_side_by_side_latency(results: list[Result], model: str, task: str, root: Path) -> None:
-    """Fill the side-by-side latency of (model, task)'s results (the first seed's: the one it times) from
-    ``mimic latency``'s file, if there."""
+    """Fill the side-by-side latency and the stored state of (model, task)'s results (the first seed's: the one it
+    times) from ``mimic latency``'s file, if there (a file of an older version has no ``efficiency`` table)."""
     rel = paths.latency_file(model, task)
     if not (root / rel).is_file():
         return
     try:
         doc = json.loads((root / rel).read_text())
         timed, ratio_key = doc["methods"], f"ratio_to_{doc['baseline']}"
+        stored = {m: row["stored_kib"] for m, row in (doc.get("efficiency") or {}).items()}
     except (ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"{rel}: not a latency file of `mimic latency` ({exc!r}); rerun "
                           f"`mimic latency --model {model} --task {task}`") from None
@@ -217,3 +218,5 @@ def add_side_by_side_latency(results: list[Result], model: str, task: str, root:
         if (r.model, r.task) == (model, task) and r.method in timed:
             r.latency_ms_side_by_side = timed[r.method]["ms_per_query"]
             r.latency_ratio_side_by_side = timed[r.method][ratio_key]
+        if (r.model, r.task) == (model, task) and r.method in stored:
+            r.stored_kib = stored[r.method]

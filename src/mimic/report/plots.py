@@ -102,3 +102,46 @@ def plot_score_vs_shots(report: Report, path: Path) -> None:
         ax.set_ylabel(metric)
         ax.legend(fontsize="small")
     _save(fig, path)
+
+
+MARKERS = {"zero-shot": "s", "icl": "^"}  # method type -> marker; every trained or fitted method: "o"
+
+
+def latency_points(report: Report, task: str) -> list[tuple[str, str, str, float, float]]:
+    """``(model, method, type, ms per query side by side, mean score)`` of every method of ``task`` that
+    ``mimic latency`` timed (first seed), in the report's order."""
+    points = []
+    for model in report.models:
+        for method in report.methods:
+            r = report.result(model, task, method)
+            if r is not None and r.latency_ms_side_by_side is not None:
+                points.append((model, method, r.method_type, r.latency_ms_side_by_side,
+                               report.score(model, task, method).mean))
+    return points
+
+
+def plot_score_vs_latency(report: Report, path: Path) -> None:
+    """Score against latency (ms per query, side by side): one point per method of the run, labelled; zero-shot
+    (squares) and ICL (triangles) marked apart from the trained and fitted methods (circles)."""
+    from matplotlib import colormaps
+
+    colors = colormaps["tab10"]
+    fig, axes = _figure(len(report.tasks))
+    for ax, task in zip(axes, report.tasks, strict=True):
+        points = latency_points(report, task)
+        for model, method, kind, ms, score in points:
+            color = "black" if kind == "zero-shot" else colors(report.models.index(model) % 10)
+            filled = kind not in MARKERS
+            ax.plot([ms], [score], MARKERS.get(kind, "o"), color=color, markerfacecolor=color if filled else "none",
+                    markersize=8, label=f"{model} / {method}" if len(report.models) > 1 else method)
+            ax.annotate(method, (ms, score), textcoords="offset points", xytext=(5, 4), fontsize="small")
+        metric = next(r.metric for r in report.results if r.task == task)
+        ax.set_title(task)
+        ax.set_xlabel("latency, ms per query (side by side; first seed)")
+        ax.set_ylabel(metric)
+        if points:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no side-by-side latency (mimic latency)", ha="center", va="center",
+                    transform=ax.transAxes)
+    _save(fig, path)

@@ -25,6 +25,7 @@ SUMMARY_COLUMNS = (
     "trainable_params",
     "fitted_params",
     "icl_agreement",
+    "stored_kib",
 )
 TRAIN_LOG_COLUMNS = ("step", "epoch", "loss", "lr")  # required; the loss terms a method has are read too
 LOSS_COLUMNS = ("align_loss", "ce_loss", "kl_loss")
@@ -34,6 +35,7 @@ PLOTS = {
     "score_by_method": paths.RESULTS / "plots" / "score_by_method.png",
     "training_curves": paths.RESULTS / "plots" / "training_curves.png",
     "score_vs_shots": paths.RESULTS / "plots" / "score_vs_shots.png",
+    "score_vs_latency": paths.RESULTS / "plots" / "score_vs_latency.png",
 }
 
 
@@ -64,6 +66,7 @@ class Result:
     latency_ms_side_by_side: float | None = None  # mimic latency: every method on one batch, one process
     latency_ratio_side_by_side: float | None = None  # median per-round ratio to zero-shot
     demos: str = "random"  # an icl method's demonstrations: random | rices (mimic.pipeline.params.method_demos)
+    stored_kib: float | None = None  # mimic latency's efficiency table: the method's stored state (first seed)
 
     def row(self) -> dict:
         return {column: getattr(self, column) for column in SUMMARY_COLUMNS}

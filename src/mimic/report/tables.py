@@ -113,25 +113,50 @@ def _seeds_line(report: Report) -> str:
             "demonstrations and training together): mean ± sample standard deviation.")
 
 
+def _per_task(values: list, show) -> str:
+    """One cell for a figure of every task: the value once where the tasks agree, else each task's, in order."""
+    shown = [show(v) for v in values]
+    return shown[0] if len(set(shown)) == 1 else " / ".join(shown)
+
+
+def method_rows(report: Report) -> list[dict]:
+    """The method table's figures: per model and method (MimIC's ablations left out), its parameters, stored state
+    (KiB) and latency ratio to zero-shot per task (first seed, side by side; None where not measured) and its
+    score per task (mean over the seeds)."""
+    rows = []
+    for model in report.models:
+        for method in (m for m in report.methods if m not in report.ablations):
+            firsts = [report.result(model, task, method) for task in report.tasks]
+            first = next(r for r in firsts if r is not None)
+            rows.append({"model": model, "method": method, "type": first.method_type, "shots": first.shots,
+                         "params": _params_cell(first),
+                         "stored_kib": [r.stored_kib if r else None for r in firsts],
+                         "latency_ratio": [r.latency_ratio_side_by_side if r else None for r in firsts],
+                         "scores": [report.score(model, task, method) for task in report.tasks]})
+    return rows
+
+
 def method_table(report: Report) -> list[str]:
-    """Every method but MimIC's ablations, one row per model and method, one score column per task."""
-    methods = [m for m in report.methods if m not in report.ablations]
+    """Every method but MimIC's ablations, one row per model and method: parameters, stored state and latency
+    ratio side by side, then one score column per task."""
     lines = [
         "## Methods",
         "",
         "Every method on the same model, demonstrations, training queries and evaluation. Parameters: trained "
-        "(+ fitted from forward passes, for Task / Function Vector and I2CL's context vectors). "
+        "(+ fitted from forward passes, for Task / Function Vector and I2CL's context vectors). Stored KiB: what "
+        "the method keeps besides the model (its tensors as saved; ICL: the demonstrations' KV cache of one "
+        "query) and latency ratio to zero-shot (side by side), from `mimic latency`, per task where they differ. "
         + _seeds_line(report),
         "",
-        "| model | method | type | shots | params | " + " | ".join(_task_headers(report)) + " |",
-        "|---|---|---|---:|---:|" + "---:|" * len(report.tasks),
+        "| model | method | type | shots | params | stored KiB | latency ratio | " + " | ".join(_task_headers(report))
+        + " |",
+        "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(report.tasks),
     ]
-    for model in report.models:
-        for method in methods:
-            first = next(r for task in report.tasks for r in report.per_seed(model, task, method))
-            scores = " | ".join(_fmt(report.score(model, task, method)) for task in report.tasks)
-            lines.append(f"| {model} | {method} | {first.method_type} | {first.shots} | {_params_cell(first)} | "
-                         f"{scores} |")
+    for row in method_rows(report):
+        scores = " | ".join(_fmt(v) for v in row["scores"])
+        lines.append(f"| {row['model']} | {row['method']} | {row['type']} | {row['shots']} | {row['params']} | "
+                     f"{_per_task(row['stored_kib'], lambda v: _fmt(v, 1))} | "
+                     f"{_per_task(row['latency_ratio'], _ratio)} | {scores} |")
     return lines + [""]
 
 
