@@ -64,8 +64,8 @@ def examples_table(examples: Sequence[dict], kind: str, name: str = "examples") 
         if not answers or not all(isinstance(a, str) and a for a in answers):
             raise ValueError(f"{where}: needs 'answer' (a string) or 'answers' (a list of strings)")
         question = example.get("question", "")
-        if kind == "vqa" and not question:
-            raise ValueError(f"{where}: a VQA example needs a 'question'")
+        if kind != "caption" and not question:  # yes-no and multiple-choice are asked as VQA questions
+            raise ValueError(f"{where}: a {'VQA' if kind == 'vqa' else kind} example needs a 'question'")
         rows.append({"id": str(example.get("id", f"{name}-{i}")), "image": _image(example["image"], where),
                      "question": question, "answers": list(answers)})
     table = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -81,7 +81,8 @@ def train(model: nn.Module, processor, examples: Sequence[dict], method=None, *,
 
     model, processor: a transformers model of a supported family (``attn_implementation="sdpa"``)
         and its processor (a tokenizer for a text-only model).
-    kind: ``vqa`` (prompts "Question: ... Short answer: ...") or ``caption``.
+    kind: ``vqa`` (prompts "Question: ... Short answer: ..."), ``caption``, or ``yes-no`` / ``multiple-choice``
+        (MME, SEED-Bench: asked as VQA questions, the answer or the right option's text as the answer).
     support: the demonstration pool (default: ``examples``); shots: demonstrations per teacher prompt;
         draws: demonstration lists per example (default: one per epoch; epoch ``e`` uses ``e mod draws``).
     teacher: ``online`` (the pipeline caches the teacher instead: ``mimic extract-teacher``).
