@@ -26,6 +26,7 @@ def run(args) -> int:
     from mimic.errors import MimicError
     from mimic.evaluation import efficiency
     from mimic.evaluation.latency import Variant, side_by_side, summarize
+    from mimic.io.checkpoints import read_doc, read_weights
     from mimic.io.logs import setup_logging
     from mimic.methods import detach, from_pretrained
     from mimic.models.generation import encode_prompts
@@ -85,7 +86,9 @@ def run(args) -> int:
         else:
             variants.append(Variant(method, shifted_inputs, installed(checkpoints[method])))
             singles.append(Variant(method, one_shifted, installed(checkpoints[method])))
-            stored[method] = efficiency.tensor_bytes(checkpoints[method] / "mimic.safetensors")
+            path = checkpoints[method]  # a damaged checkpoint stops here in one line, before its header is read
+            read_weights(path, (read_doc(path).get("extra") or {}).get("weights_sha256"))
+            stored[method] = efficiency.tensor_bytes(path / "mimic.safetensors")
     beams = eval_settings(params, args.model)["num_beams"]
     log.info("timing %d method(s) side by side: %d queries in one batch, %d new tokens, %d beam(s), %d rounds",
              len(variants), len(qids), settings["new_tokens"], beams, settings["rounds"])
