@@ -229,7 +229,10 @@ def test_dvc_plots_render_offline(ws):
     html = (ws.root / "dvc_plots" / "index.html").read_text()
     assert "<script" not in html and "http" not in html.replace("http-equiv", "")  # nothing fetched
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == 3 and all((ws.root / "dvc_plots" / src).read_bytes()[:4] == b"\x89PNG" for src in images)
+    declared = re.findall(r"^ *- results/plots/(\w+)\.png:", (ws.root / "dvc.yaml").read_text(), re.M)
+    assert len(declared) == 4  # score_by_method, training_curves, score_vs_shots, score_vs_latency
+    assert sorted(src.rsplit("plots_", 1)[-1].removesuffix(".png") for src in images) == sorted(declared)
+    assert all((ws.root / "dvc_plots" / src).read_bytes()[:4] == b"\x89PNG" for src in images)
     shutil.rmtree(ws.root / "dvc_plots")
 
 
