@@ -86,9 +86,9 @@ def run(args) -> int:
         else:
             variants.append(Variant(method, shifted_inputs, installed(checkpoints[method])))
             singles.append(Variant(method, one_shifted, installed(checkpoints[method])))
-            path = checkpoints[method]  # a damaged checkpoint stops here in one line, before its header is read
-            read_weights(path, (read_doc(path).get("extra") or {}).get("weights_sha256"))
-            stored[method] = efficiency.tensor_bytes(path / "mimic.safetensors")
+            path = checkpoints[method]  # read through its sha256 check: a damaged checkpoint stops here in one line
+            tensors = read_weights(path, (read_doc(path).get("extra") or {}).get("weights_sha256"))
+            stored[method] = sum(t.numel() * t.element_size() for t in tensors.values())  # as saved: same dtypes
     beams = eval_settings(params, args.model)["num_beams"]
     log.info("timing %d method(s) side by side: %d queries in one batch, %d new tokens, %d beam(s), %d rounds",
              len(variants), len(qids), settings["new_tokens"], beams, settings["rounds"])
