@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from mimic.data.icd import sample_icds
+from mimic.data.icd import sample_icds, train_demos
 from mimic.data.schema import image_record
 
 
@@ -29,6 +29,14 @@ def test_icds_are_seeded_distinct_and_exclude_the_query_and_its_image():
             assert len(set(d)) == 4 and qid not in d and set(d) <= set(support["id"])
     assert all("s0" not in d for d in icd["train"]["t0"])
     assert set(icd["eval"]) == set(eval_["id"]) and all(len(v) == 4 for v in icd["eval"].values())
+
+
+def test_epoch_e_shows_draw_e_mod_draws_and_its_first_shots():
+    icd = sample_icds("task", _table("t", 2), _table("s", 12), _table("e", 1), shots=4, draws=3, seed=1)
+    lists = icd["train"]["t1"]
+    assert [train_demos(icd, "t1", epoch) for epoch in range(7)] == [lists[e % 3] for e in range(7)]
+    assert train_demos(icd, "t1", 4, shots=2) == lists[1][:2]
+    assert train_demos(icd, "t1", 0, shots=None) == lists[0] and len(lists[0]) == 4
 
 
 def test_a_querys_demonstrations_do_not_depend_on_the_other_queries():

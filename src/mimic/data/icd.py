@@ -104,6 +104,12 @@ def sample_icds(task: str, train: pd.DataFrame, support: pd.DataFrame, eval_: pd
     return out
 
 
+def train_demos(icd: dict, qid: str, draw: int, shots: int | None = None) -> list[str]:
+    """The demonstration ids of training query ``qid`` for ``draw`` (an epoch: draw ``draw mod draws``), the
+    first ``shots`` of them (None: all): what the teacher, the paired loss and the vector methods all show."""
+    return icd["train"][qid][draw % icd["draws"]][:shots]
+
+
 def unknown_id(icd: dict, tables: dict[str, pd.DataFrame]) -> str | None:
     """The first id of ``icd`` (queries and their demonstrations) that is not in the tables it refers to, as
     a phrase naming it; None when every id is there. Demonstrations come from the support split (and, for

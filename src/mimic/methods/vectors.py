@@ -16,6 +16,7 @@ import random
 import torch
 from torch import nn
 
+from mimic.data.icd import train_demos
 from mimic.methods.base import Installed, Switch, output_hook
 
 MODES = ("replace", "add")
@@ -81,7 +82,7 @@ def icl_inputs(loaded, data, qids: list[str], icd: dict, draw: int = 0, corrupt:
     queries = [data.query("train", q) for q in qids]
     demos = []
     for q in qids:
-        shots = [data.demo(s) for s in icd["train"][q][draw % icd["draws"]][:n_shots]]
+        shots = [data.demo(s) for s in train_demos(icd, q, draw, n_shots)]
         if corrupt is not None and len(shots) > 1:
             offset = corrupt.randrange(1, len(shots))
             answers = [a for _, _, a in shots]

@@ -42,6 +42,7 @@ from mimic.data.batches import (
     student_batch,
     teacher_batch,
 )
+from mimic.data.icd import train_demos
 from mimic.errors import TrainingDiverged
 from mimic.io.logs import progress
 from mimic.methods import attach, count_parameters, disabled, method_of
@@ -302,7 +303,7 @@ def icl_answer_ce(loaded, data: TaskData, icd: dict, qids: list[str], draw: int,
                   student_inputs: dict, answer_lengths: list[int], method, module, ce_mean: str) -> torch.Tensor:
     """The answer CE of ``qids`` after their demonstrations (draw ``draw``, the first ``shots``), with the method
     attached; always on the answer tokens, whatever ``ce_tokens`` (STAVE's source branch, Eq. 6)."""
-    demo_ids = [icd["train"][q][draw % icd["draws"]][:shots] for q in qids]
+    demo_ids = [train_demos(icd, q, draw, shots) for q in qids]
     inputs = teacher_batch(loaded, data, "train", qids, demo_ids)
     layout = None
     if method.reads_layout:
@@ -324,7 +325,7 @@ def teacher_targets(loaded, data: TaskData, icd: dict, qids: list[str], draw: in
             states=[cache.get(q, draw) for q in qids] if "states" in needs else None,
             logits=[cache.get_answer_logits(q, draw) for q in qids] if "logits" in needs else None,
         )
-    chunk = [(q, draw, icd["train"][q][draw][:shots]) for q in qids]
+    chunk = [(q, draw, train_demos(icd, q, draw, shots)) for q in qids]
     with disabled(loaded.model):
         out = teacher_forward(loaded, data, chunk, target, logits_topk if "logits" in needs else 0)
     return TeacherTargets(states=out.states if "states" in needs else None,

@@ -42,6 +42,7 @@ import torch
 from safetensors import safe_open
 
 from mimic.data.batches import TaskData, aligned_lengths, instruction_tokens, student_batch, teacher_batch
+from mimic.data.icd import train_demos
 from mimic.data.schema import write_json
 from mimic.errors import IntegrityError, MimicError
 from mimic.io.atomic import check_free_space, existing_ancestor, replace_dir
@@ -60,7 +61,7 @@ PROGRESS_FILE = "progress.json"
 
 def samples(icd: dict, qids: list[str], shots: int | None = None) -> list[tuple[str, int, list[str]]]:
     """(query id, draw, demonstration ids) for every training query and stored draw (the first ``shots``)."""
-    return [(q, d, icd["train"][q][d][:shots]) for q in qids for d in range(icd["draws"])]
+    return [(q, d, train_demos(icd, q, d, shots)) for q in qids for d in range(icd["draws"])]
 
 
 @dataclass
