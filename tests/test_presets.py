@@ -95,7 +95,7 @@ def test_a_failing_preset_is_one_line_and_leaves_params_yaml_as_it_was(tmp_path,
 def test_unknown_preset_names_the_shipped_ones(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(_workdir(tmp_path))
     assert main(["preset", "papper"]) == 2
-    assert "preset 'papper': no such preset; known: paper, reference" in capsys.readouterr().err
+    assert "preset 'papper': no such preset; known: newer-methods, paper, reference" in capsys.readouterr().err
 
 
 def test_the_paper_presets_apply_and_hold_the_papers_and_the_reference_codes_values(tmp_path, monkeypatch):
@@ -134,3 +134,29 @@ def test_the_paper_presets_apply_and_hold_the_papers_and_the_reference_codes_val
         "models.idefics-9b.train.grad_accum", "models.idefics2-8b-base.dtype",
         "models.idefics2-8b-base.train.grad_accum", "methods.mimic.train.ce_tokens",
         "methods.mimic-per-layer.shift.magnitude_init"}
+
+
+def test_the_newer_methods_preset_puts_stave_hificl_and_mtv_beside_mimic_at_their_papers_settings(tmp_path,
+                                                                                                 monkeypatch):
+    root = _workdir(tmp_path)
+    monkeypatch.chdir(root)
+    _touch_data_files(root, yaml.safe_load(Path("params.yaml").read_text()))
+    assert main(["preset", "paper", "newer-methods"]) == 0
+    params = load_params("params.yaml")
+    assert params["run"]["models"] == ["idefics2-8b-base"]
+    assert params["run"]["tasks"] == ["vqav2", "okvqa", "coco-karpathy", "vizwiz"]
+    assert set(params["run"]["trained"]) == {"mimic", "stave", "hificl", "mtv", "live", "i2cl"}
+    assert params["run"]["untrained"] == ["zero-shot", "icl-rices"]  # the paper preset's, kept
+    assert params["icd"]["shots"] == teacher_shots(params, "idefics2-8b-base") == 8
+    # MTV's fit is the paper's (MtvConfig's defaults) with 4 shots per prompt, as mtv_eval.py's --num_shot
+    from dataclasses import fields
+
+    from mimic.methods.mtv import MtvConfig
+    defaults = {f.name: f.default for f in fields(MtvConfig) if f.name in ("iterations", "steps", "samples",
+                                                                            "best_of", "lr")}
+    config = params["methods"]["mtv"]["config"]
+    assert {k: config[k] for k in defaults} == defaults and config["shots"] == 4
+    # each method keeps its own learning rate; the model's epochs and batch apply to all (the paper preset's rule)
+    assert method_hp(params, "stave", "idefics2-8b-base")["lr"] == 1e-3
+    assert method_hp(params, "hificl", "idefics2-8b-base")["lr"] == 5e-3
+    assert {method_hp(params, m, "idefics2-8b-base")["epochs"] for m in ("stave", "hificl", "mimic")} == {5}
