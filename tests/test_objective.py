@@ -151,7 +151,8 @@ def test_both_terms_are_present_with_their_weights_in_loss_and_gradient(mini):
             got = torch.autograd.grad(loss, list(shift.parameters()))
             for g, ga, gc in zip(got, grads["align"], grads["ce"], strict=True):
                 want = a_w * ga + c_w * gc
-                assert torch.allclose(g, want, rtol=1e-4, atol=1e-7 * want.abs().max().item())
+                # float32 gradients summed in another order: within a few float32 eps of the largest entry
+                assert torch.allclose(g, want, rtol=1e-4, atol=1e-6 * want.abs().max().item())
     finally:
         mimic.detach(loaded.model)
 
